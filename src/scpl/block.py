@@ -1,0 +1,123 @@
+"""A decoupled block: layers, local head, local objective, optional exit classifier, optimizer.
+
+A block is the unit every executor runs. :meth:`Block.train_step` is the whole contract:
+it takes ``sg(h_{k-1})`` and the labels, computes ``h_k`` and the local loss, back-propagates
+through this block's parameters only, steps this block's optimizer and returns the detached
+``h_k``. Because ``h_k`` is computed before the update and nothing flows backward, running
+blocks one after another or as a pipeline gives the same parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .errors import BlockInputError, NonFiniteLossError
+from .flow import Flow, call_with_flow, detach_flow, flow_shape, flow_to
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], object]
+
+
+class Block(nn.Module):
+    """One gradient-isolated block.
+
+    Args:
+        layers: the block's part of the backbone; called with the incoming flow (a tuple is
+            unpacked into arguments).
+        objective: ``(features, labels) -> scalar`` local loss.
+        features: block output -> (B, D); identity-like for the last block.
+        projector: (B, D) -> what ``objective`` sees.
+        classifier: optional exit classifier trained with cross-entropy on the *detached*
+            features (DASCPL's forward shortcut); its loss is added to the local loss with
+            ``classifier_weight`` but its gradient never reaches the layers.
+        index: position of the block in the model, for messages.
+    """
+
+    def __init__(
+        self,
+        layers: nn.Module,
+        objective: nn.Module,
+        features: nn.Module,
+        projector: nn.Module,
+        classifier: Optional[nn.Module] = None,
+        classifier_weight: float = 1.0,
+        index: int = 0,
+    ):
+        super().__init__()
+        self.layers = layers
+        self.features = features
+        self.projector = projector
+        self.objective = objective
+        self.classifier = classifier
+        self.classifier_weight = classifier_weight
+        self.index = index
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.scheduler: Optional[object] = None
+        self.steps = 0
+
+    # -- set-up ---------------------------------------------------------------------------
+    def configure_optimizer(self, optimizer: OptimizerFactory, scheduler: Optional[SchedulerFactory] = None) -> None:
+        """Build this block's optimizer (and LR scheduler) from factories over its parameters."""
+        self.optimizer = optimizer(list(self.parameters()))
+        self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    # -- computation ----------------------------------------------------------------------
+    def forward(self, inputs: Flow) -> Flow:
+        """The backbone part only: ``h_k = f_k(h_{k-1})`` (no head, no loss)."""
+        try:
+            return call_with_flow(self.layers, inputs)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            hint = " Check the data's shape against the model's first layer." if self.index == 0 else ""
+            raise BlockInputError(
+                f"block {self.index} rejected its input of shape {flow_shape(inputs)}: {exc}.{hint}"
+            ) from exc
+
+    def local_loss(self, outputs: Flow, labels: Tensor) -> Tensor:
+        """Local objective on ``outputs`` plus the exit classifier's loss, if any."""
+        feats = self.features(outputs)
+        loss = self.objective(self.projector(feats), labels)
+        if self.classifier is not None:
+            logits = self.classifier(feats.detach())
+            loss = loss + self.classifier_weight * nn.functional.cross_entropy(logits, labels)
+        return loss
+
+    def exit_logits(self, outputs: Flow) -> Optional[Tensor]:
+        """Class logits of this block's exit classifier for ``outputs`` (None without one)."""
+        if self.classifier is None:
+            return None
+        return self.classifier(self.features(outputs))
+
+    def train_step(self, inputs: Flow, labels: Tensor) -> tuple[Flow, Tensor]:
+        """Forward on sg(inputs), local loss, backward, optimizer step.
+
+        Returns the detached output (computed before the update) and the detached loss.
+        Raises :class:`NonFiniteLossError` if the loss is NaN or infinite (before stepping).
+        """
+        if self.optimizer is None:
+            raise RuntimeError(f"block {self.index} has no optimizer; call configure_optimizer first")
+        device = self.device
+        inputs = detach_flow(flow_to(inputs, device))
+        labels = labels.to(device)
+        self.train()
+        outputs = self(inputs)
+        loss = self.local_loss(outputs, labels)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLossError(self.index, self.steps, value)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        return detach_flow(outputs), loss.detach()

@@ -1,0 +1,30 @@
+"""Exceptions raised by scpl. Each message names the cause and, where one exists, the fix."""
+
+from __future__ import annotations
+
+
+class ScplError(Exception):
+    """Base class of every error scpl raises on purpose."""
+
+
+class ConfigError(ScplError, ValueError):
+    """A configuration cannot work: bad block split, unknown objective or projector, ..."""
+
+
+class LabelError(ScplError, ValueError):
+    """Labels outside ``[0, num_classes)`` or of the wrong dtype or shape."""
+
+
+class BlockInputError(ScplError, RuntimeError):
+    """A block rejected its input (usually a shape mismatch with the model's first layer)."""
+
+
+class NonFiniteLossError(ScplError, FloatingPointError):
+    """A local loss became NaN or infinite; carries the block index and the step."""
+
+    def __init__(self, block: int, step: int, value: float):
+        self.block, self.step, self.value = block, step, value
+        super().__init__(
+            f"block {block} local loss is {value} at step {step}. Lower the learning rate, "
+            "add gradient clipping or check the inputs of this block for NaN/inf."
+        )

@@ -1,0 +1,41 @@
+"""What travels between blocks: a tensor, or a tuple of tensors (sequence, mask, hidden state...).
+
+A tuple flow is passed to the next block's layers as positional arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+
+Flow = Union[Tensor, tuple]
+
+
+def detach_flow(flow: Flow) -> Flow:
+    """Stop-gradient on a tensor or on every tensor of a tuple."""
+    if isinstance(flow, Tensor):
+        return flow.detach()
+    return tuple(detach_flow(x) for x in flow)
+
+
+def flow_to(flow: Flow, device: torch.device, non_blocking: bool = False) -> Flow:
+    """Move a tensor or a tuple of tensors to ``device``."""
+    if isinstance(flow, Tensor):
+        return flow.to(device, non_blocking=non_blocking)
+    return tuple(flow_to(x, device, non_blocking) for x in flow)
+
+
+def flow_shape(flow: Flow) -> object:
+    """Shapes of a flow, for error messages."""
+    if isinstance(flow, Tensor):
+        return tuple(flow.shape)
+    return tuple(flow_shape(x) for x in flow)
+
+
+def call_with_flow(module: nn.Module, flow: Flow) -> Flow:
+    """Call ``module`` on a flow: a tensor is one argument, a tuple is unpacked into arguments."""
+    if isinstance(flow, Tensor):
+        return module(flow)
+    return module(*flow)

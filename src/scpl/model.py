@@ -1,0 +1,263 @@
+"""DecoupledModel: a user's model cut into blocks, each with its own local objective.
+
+>>> model = DecoupledModel(net, blocks=[3, 3, 2], method="scpl", num_classes=10,
+...                        example_input=torch.zeros(2, 1, 28, 28))
+>>> model.fit(train_loader, epochs=5)
+>>> model.evaluate(test_loader)["accuracy"]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from .block import Block, OptimizerFactory, SchedulerFactory
+from .errors import ConfigError, LabelError
+from .executors import get_executor
+from .flow import Flow, call_with_flow, flow_to
+from .heads import PooledFeatures, ProjectorSpec, build_projector
+from .objectives import CrossEntropyLoss, ObjectiveSpec, build_objective
+from .partition import BlockSpec, split_model
+
+
+@dataclass(frozen=True)
+class Method:
+    """Defaults of a training method for the blocks before the last one."""
+
+    objective: Optional[str]
+    projector: str
+    out_dim: Optional[int]  # None: num_classes (a classifier head)
+
+
+METHODS: dict[str, Method] = {
+    "bp": Method(objective=None, projector="identity", out_dim=None),
+    "scpl": Method(objective="supcon", projector="mlp", out_dim=128),
+    "deinforeg": Method(objective="deinforeg", projector="deinforeg", out_dim=None),
+    "greedy": Method(objective="ce", projector="mlp", out_dim=None),
+}
+
+
+def _adam(params):
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+def _per_block(value: Any, k: int, what: str) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) != k:
+            raise ConfigError(f"{what} has {len(value)} entries for {k} blocks; give one per block or a single value")
+        return list(value)
+    return [value] * k
+
+
+class Chain(nn.Module):
+    """Blocks' layers run as one module (the BP baseline): no stop-gradient between them."""
+
+    def __init__(self, parts: Sequence[nn.Module]):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    def forward(self, *flow):
+        out: Flow = flow[0] if len(flow) == 1 else flow
+        for part in self.parts:
+            param = next(part.parameters(), None)
+            if param is not None:
+                out = flow_to(out, param.device)
+            out = call_with_flow(part, out)
+        return out
+
+
+class DecoupledModel(nn.Module):
+    """A model trained block by block with local objectives (or end to end with ``method="bp"``).
+
+    Args:
+        model: an ``nn.Sequential``, a list of modules (one block each) or any ``nn.Module``
+            together with split points (see :func:`scpl.partition.split_model`). The last block
+            must output class logits ``(B, num_classes)``.
+        blocks: layer counts, split-point names, an int (even split) or None.
+        method: ``"scpl"``, ``"deinforeg"``, ``"greedy"`` (cross-entropy) or ``"bp"``.
+        num_classes: number of classes; labels must lie in ``[0, num_classes)``.
+        example_input: one batch (tensor or tuple) used once to infer the heads' sizes.
+        objective / projector: override the method's local objective / projector for the
+            blocks before the last (a name, module, callable, or a list with one per block).
+        projector_dim / projector_hidden: projector output and hidden widths.
+        features: block output -> (B, D) module (default: pool conv maps to a 2x2 grid,
+            masked mean over sequences), or a list with one per block.
+        exits: add an exit classifier (trained on detached features) to every block but the last.
+        optimizer / scheduler: factories ``params -> Optimizer`` and ``Optimizer -> LRScheduler``,
+            or lists with one per block (per-block learning-rate schedules). Default Adam 1e-3.
+        devices: a device, or one per block.
+        objective_kwargs: keyword arguments for objectives built by name (e.g. ``temperature``).
+    """
+
+    def __init__(
+        self,
+        model: Union[nn.Module, Sequence[nn.Module]],
+        blocks: BlockSpec = None,
+        *,
+        method: str = "scpl",
+        num_classes: int,
+        example_input: Flow,
+        objective: Union[ObjectiveSpec, Sequence[ObjectiveSpec], None] = None,
+        projector: Union[ProjectorSpec, Sequence[ProjectorSpec], None] = None,
+        projector_dim: Optional[int] = None,
+        projector_hidden: int = 512,
+        features: Union[nn.Module, Sequence[nn.Module], None] = None,
+        exits: bool = False,
+        optimizer: Union[OptimizerFactory, Sequence[OptimizerFactory], None] = None,
+        scheduler: Union[SchedulerFactory, Sequence[Optional[SchedulerFactory]], None] = None,
+        devices: Union[str, torch.device, Sequence[Union[str, torch.device]], None] = None,
+        objective_kwargs: Optional[dict] = None,
+    ):
+        super().__init__()
+        if method not in METHODS:
+            raise ConfigError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+        if num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+        self.method = method
+        self.num_classes = num_classes
+        parts = split_model(model, blocks)
+        k = 1 if method == "bp" else len(parts)
+        device_list = [torch.device(d) for d in _per_block(devices or "cpu", len(parts), "devices")]
+        for part, dev in zip(parts, device_list):
+            part.to(dev)
+
+        if method == "bp":
+            built = [self._last_block(Chain(parts), 0)]
+        else:
+            spec = METHODS[method]
+            objectives = _per_block(objective or spec.objective, k - 1, "objective")
+            projectors = _per_block(projector or spec.projector, k - 1, "projector")
+            feature_mods = _per_block(features, k - 1, "features")
+            out_dim = projector_dim or spec.out_dim
+            built = []
+            flow = flow_to(example_input, device_list[0])
+            for i in range(k - 1):
+                feat = feature_mods[i] if feature_mods[i] is not None else PooledFeatures()
+                with torch.no_grad():
+                    parts[i].eval()
+                    flow = call_with_flow(parts[i], flow_to(flow, device_list[i]))
+                    feat_dim = feat(flow).shape[1]
+                dim = out_dim or (projector_hidden if projectors[i] == "deinforeg" else num_classes)
+                block = Block(
+                    layers=parts[i],
+                    objective=build_objective(objectives[i], num_classes, **(objective_kwargs or {})),
+                    features=feat,
+                    projector=build_projector(projectors[i], feat_dim, dim, projector_hidden),
+                    classifier=nn.Linear(feat_dim, num_classes) if exits else None,
+                    index=i,
+                )
+                built.append(block.to(device_list[i]))
+            built.append(self._last_block(parts[-1], k - 1).to(device_list[-1]))
+        self.blocks = nn.ModuleList(built)
+        self._check_output(example_input)
+
+        optimizers = _per_block(optimizer or _adam, k, "optimizer")
+        schedulers = _per_block(scheduler, k, "scheduler")
+        for block, opt, sched in zip(self.blocks, optimizers, schedulers):
+            block.configure_optimizer(opt, sched)
+
+    @staticmethod
+    def _last_block(layers: nn.Module, index: int) -> Block:
+        return Block(layers, CrossEntropyLoss(), nn.Flatten(), nn.Identity(), index=index)
+
+    def _check_output(self, example_input: Flow) -> None:
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            out = self(example_input)
+        self.train(was_training)
+        if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[1] != self.num_classes:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ConfigError(
+                f"the last block must output class logits of shape (batch, {self.num_classes}), got {shape}; "
+                "end the model with a classifier layer (e.g. nn.Linear(features, num_classes))"
+            )
+
+    # -- inference ------------------------------------------------------------------------
+    def forward(self, inputs: Flow) -> Tensor:
+        """Logits of the full network (no early exit)."""
+        flow = inputs
+        for block in self.blocks:
+            flow = block(flow_to(flow, block.device))
+        return flow
+
+    @torch.no_grad()
+    def predict(self, data: Union[Tensor, Iterable]) -> Tensor:
+        """Predicted classes for a tensor batch, or for every batch of a loader (concatenated)."""
+        self.eval()
+        if isinstance(data, (Tensor, tuple)):
+            return self(data).argmax(dim=1).cpu()
+        return torch.cat([self(x).argmax(dim=1).cpu() for x, _ in data])
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable) -> dict[str, float]:
+        """Accuracy and mean cross-entropy of the full network over a loader of ``(x, y)``."""
+        self.eval()
+        correct, total, loss_sum = 0, 0, 0.0
+        for inputs, labels in self._checked(loader):
+            logits = self(inputs)
+            labels = labels.to(logits.device)
+            loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == labels).sum())
+            total += labels.numel()
+        if total == 0:
+            raise ConfigError("evaluate() got an empty loader")
+        return {"accuracy": correct / total, "loss": loss_sum / total}
+
+    # -- training -------------------------------------------------------------------------
+    def _checked(self, loader: Iterable) -> Iterator[tuple[Flow, Tensor]]:
+        for batch in loader:
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise ConfigError("each batch must be a pair (inputs, labels)")
+            inputs, labels = batch
+            check_labels(labels, self.num_classes)
+            yield inputs, labels.long()
+
+    def fit(
+        self,
+        loader: Iterable,
+        epochs: int = 1,
+        *,
+        val_loader: Optional[Iterable] = None,
+        executor: Any = "sequential",
+        on_step: Optional[Callable[[int, list[float]], None]] = None,
+    ) -> list[dict]:
+        """Train for ``epochs`` over ``loader``; return one record per epoch.
+
+        Each record holds ``epoch``, ``losses`` (mean local loss per block), ``seconds`` and,
+        with ``val_loader``, ``val_accuracy``. Schedulers step once per epoch.
+        """
+        runner = get_executor(executor)
+        history = []
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            steps = runner.train_epoch(list(self.blocks), self._checked(loader), on_step)
+            for block in self.blocks:
+                if block.scheduler is not None:
+                    block.scheduler.step()
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "losses": [sum(s[i] for s in steps) / max(len(steps), 1) for i in range(len(self.blocks))],
+                "seconds": time.perf_counter() - start,
+            }
+            if val_loader is not None:
+                record["val_accuracy"] = self.evaluate(val_loader)["accuracy"]
+            history.append(record)
+        return history
+
+
+def check_labels(labels: Tensor, num_classes: int) -> None:
+    """Raise :class:`LabelError` unless ``labels`` is a 1-D integer tensor in ``[0, num_classes)``."""
+    if not isinstance(labels, Tensor) or labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+        raise LabelError(f"labels must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels))}")
+    if labels.dim() != 1:
+        raise LabelError(f"labels must be 1-D (batch,), got shape {tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise LabelError(
+            f"labels must lie in [0, {num_classes}), got values from {int(labels.min())} to {int(labels.max())}; "
+            "check num_classes or remap the labels"
+        )

@@ -1,0 +1,62 @@
+"""Supervised contrastive loss, the local objective of SCPL.
+
+Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020; used per block by
+Wang et al., "Supervised Contrastive Parallel Learning" (SCPL), 2022.
+
+With z_i = f_i / ||f_i||, s_ij = z_i . z_j / tau and P(i) = {p != i : y_p = y_i}::
+
+    L = -(1/N') sum_{i : |P(i)| > 0} (1/|P(i)|) sum_{p in P(i)} [ s_ip - log sum_{a != i} exp(s_ia) ]
+
+where N' counts the anchors that have at least one positive. Anchors without a positive
+are skipped; a batch with no positive pair at all gives 0 (with a warning), never NaN.
+
+``original=True`` reproduces the SCPL research code: it divides by |P(i)| + 1 and averages
+over all N anchors, positive-less ones included.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+
+class SupConLoss(nn.Module):
+    """SupCon loss on projected features ``(N, D)`` and integer labels ``(N,)``; returns a scalar."""
+
+    def __init__(self, temperature: float = 0.1, original: bool = False):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+        self.original = original
+
+    def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        if features.dim() != 2 or labels.shape != features.shape[:1]:
+            raise ValueError(
+                f"SupConLoss expects features (N, D) and labels (N,), got {tuple(features.shape)} "
+                f"and {tuple(labels.shape)}"
+            )
+        n = features.shape[0]
+        self_mask = torch.eye(n, dtype=torch.bool, device=features.device)
+        positives = (labels[:, None] == labels[None, :]) & ~self_mask
+        num_pos = positives.sum(dim=1)
+        if not bool((num_pos > 0).any()):
+            warnings.warn(
+                "SupConLoss: no sample in this batch has a positive (all labels distinct); the loss "
+                "is 0. Use larger batches or a class-balanced sampler.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return features.sum() * 0.0
+        z = nn.functional.normalize(features, dim=1)
+        sim = z @ z.T / self.temperature
+        sim = sim - sim.max(dim=1, keepdim=True).values.detach()
+        log_denominator = torch.logsumexp(sim.masked_fill(self_mask, float("-inf")), dim=1)
+        log_prob = sim - log_denominator[:, None]
+        pos_log_prob = (log_prob * positives).sum(dim=1)
+        if self.original:
+            return -(pos_log_prob / (num_pos + 1)).mean()
+        anchors = num_pos > 0
+        return -(pos_log_prob[anchors] / num_pos[anchors]).mean()
