@@ -22,6 +22,15 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
 
 
+def run_layers(layers: nn.Module, inputs: Flow, index: int) -> Flow:
+    """Call block ``index``'s layers on ``inputs``; a rejected input raises :class:`BlockInputError`."""
+    try:
+        return call_with_flow(layers, inputs)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        hint = " Check the data's shape against the model's first layer." if index == 0 else ""
+        raise BlockInputError(f"block {index} rejected its input of shape {flow_shape(inputs)}: {exc}.{hint}") from exc
+
+
 class Block(nn.Module):
     """One gradient-isolated block.
 
@@ -76,13 +85,7 @@ class Block(nn.Module):
     # -- computation ----------------------------------------------------------------------
     def forward(self, inputs: Flow) -> Flow:
         """The backbone part only: ``h_k = f_k(h_{k-1})`` (no head, no loss)."""
-        try:
-            return call_with_flow(self.layers, inputs)
-        except (RuntimeError, TypeError, ValueError) as exc:
-            hint = " Check the data's shape against the model's first layer." if self.index == 0 else ""
-            raise BlockInputError(
-                f"block {self.index} rejected its input of shape {flow_shape(inputs)}: {exc}.{hint}"
-            ) from exc
+        return run_layers(self.layers, inputs, self.index)
 
     def local_loss(self, outputs: Flow, labels: Tensor) -> Tensor:
         """Local objective on ``outputs`` plus the exit classifier's loss, if any."""

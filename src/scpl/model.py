@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .block import Block, OptimizerFactory, SchedulerFactory
+from .block import Block, OptimizerFactory, SchedulerFactory, run_layers
 from .errors import ConfigError, LabelError
 from .executors import get_executor
 from .flow import Flow, call_with_flow, flow_to
@@ -139,7 +139,7 @@ class DecoupledModel(nn.Module):
                 feat = feature_mods[i] if feature_mods[i] is not None else PooledFeatures()
                 with torch.no_grad():
                     parts[i].eval()
-                    flow = call_with_flow(parts[i], flow_to(flow, device_list[i]))
+                    flow = run_layers(parts[i], flow_to(flow, device_list[i]), i)
                     feat_dim = feat(flow).shape[1]
                 dim = out_dim or (projector_hidden if projectors[i] == "deinforeg" else num_classes)
                 block = Block(
