@@ -70,7 +70,7 @@ def test_train_step_output_is_detached_and_precomputed(loader):
     with torch.no_grad():
         expected = block(x)  # eval mode: BN running stats, but parameters before the update
     out, loss = block.train_step(x, y)
-    assert not out.requires_grad and not loss.requires_grad
+    assert not out.requires_grad and isinstance(loss, float)
     block.train()
     # Output must come from the parameters *before* this step's update.
     model2 = build()

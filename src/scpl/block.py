@@ -9,8 +9,9 @@ blocks one after another or as a pipeline gives the same parameters.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +68,7 @@ class Block(nn.Module):
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.scheduler: Optional[object] = None
         self.steps = 0
+        self.rng_seed: Optional[int] = None
 
     # -- set-up ---------------------------------------------------------------------------
     def configure_optimizer(self, optimizer: OptimizerFactory, scheduler: Optional[SchedulerFactory] = None) -> None:
@@ -102,25 +104,53 @@ class Block(nn.Module):
             return None
         return self.classifier(self.features(outputs))
 
-    def train_step(self, inputs: Flow, labels: Tensor) -> tuple[Flow, Tensor]:
-        """Forward on sg(inputs), local loss, backward, optimizer step.
+    def train_step(self, inputs: Flow, labels: Tensor, micro: int = 0, micro_batches: int = 1) -> tuple[Flow, float]:
+        """Forward on sg(inputs), local loss, backward, and (after the last micro-batch) a step.
 
-        Returns the detached output (computed before the update) and the detached loss.
-        Raises :class:`NonFiniteLossError` if the loss is NaN or infinite (before stepping).
+        With ``micro_batches = m > 1`` the batch arrives as m pieces, ``micro = 0..m-1``: gradients
+        of ``loss / m`` accumulate and the optimizer steps once, after piece m-1. Returns the
+        detached output (computed before the update) and the loss value. Raises
+        :class:`NonFiniteLossError` if the loss is NaN or infinite (before any step).
+        With ``rng_seed`` set, the block's random numbers (dropout) come from a generator seeded
+        by (rng_seed, block index, step, micro), so they do not depend on the executor.
         """
         if self.optimizer is None:
             raise RuntimeError(f"block {self.index} has no optimizer; call configure_optimizer first")
         device = self.device
-        inputs = detach_flow(flow_to(inputs, device))
-        labels = labels.to(device)
+        inputs = detach_flow(flow_to(inputs, device, non_blocking=True))
+        labels = labels.to(device, non_blocking=True)
         self.train()
-        outputs = self(inputs)
-        loss = self.local_loss(outputs, labels)
+        with self._rng(micro):
+            outputs = self(inputs)
+            loss = self.local_loss(outputs, labels)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteLossError(self.index, self.steps, value)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.steps += 1
-        return detach_flow(outputs), loss.detach()
+        if micro == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+        (loss / micro_batches if micro_batches > 1 else loss).backward()
+        if micro == micro_batches - 1:
+            self.optimizer.step()
+            self.steps += 1
+        return detach_flow(outputs), value
+
+    def _rng(self, micro: int):
+        if self.rng_seed is None:
+            return contextlib.nullcontext()
+        return seeded_rng(self.device, (self.rng_seed, self.index, self.steps, micro))
+
+
+@contextlib.contextmanager
+def seeded_rng(device: torch.device, key: tuple[int, ...]) -> Iterator[None]:
+    """Run the body with ``device``'s default generator seeded from ``key``, then restore it."""
+    seed = hash(key) & 0x7FFF_FFFF_FFFF_FFFF
+    if device.type == "cuda":
+        gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    else:
+        gen = torch.random.default_generator
+    state = gen.get_state()
+    gen.manual_seed(seed)
+    try:
+        yield
+    finally:
+        gen.set_state(state)

@@ -28,3 +28,14 @@ class NonFiniteLossError(ScplError, FloatingPointError):
             f"block {block} local loss is {value} at step {step}. Lower the learning rate, "
             "add gradient clipping or check the inputs of this block for NaN/inf."
         )
+
+
+class StageError(ScplError, RuntimeError):
+    """A pipeline stage (thread or rank) failed; carries its index and the original traceback."""
+
+    def __init__(self, stage: int, cause: BaseException, traceback_text: str):
+        self.stage, self.cause, self.traceback_text = stage, cause, traceback_text
+        super().__init__(
+            f"stage {stage} failed with {type(cause).__name__}: {cause}\n"
+            f"--- original traceback of stage {stage} ---\n{traceback_text.rstrip()}"
+        )

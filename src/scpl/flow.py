@@ -39,3 +39,20 @@ def call_with_flow(module: nn.Module, flow: Flow) -> Flow:
     if isinstance(flow, Tensor):
         return module(flow)
     return module(*flow)
+
+
+def split_flow(flow: Flow, pieces: int) -> list[Flow]:
+    """Cut a flow into ``pieces`` micro-batches along dim 0 (sizes differ by at most one)."""
+    if isinstance(flow, Tensor):
+        return list(torch.tensor_split(flow, pieces))
+    parts = [split_flow(x, pieces) for x in flow]
+    return [tuple(p[i] for p in parts) for i in range(pieces)]
+
+
+def micro_batches(inputs: Flow, labels: Tensor, pieces: int) -> list[tuple[Flow, Tensor]]:
+    """``(inputs, labels)`` as ``pieces`` micro-batches; one piece returns the batch unchanged."""
+    if pieces == 1:
+        return [(inputs, labels)]
+    if labels.shape[0] < pieces:
+        raise ValueError(f"a batch of {labels.shape[0]} cannot be cut into {pieces} micro-batches")
+    return list(zip(split_flow(inputs, pieces), torch.tensor_split(labels, pieces)))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .sequential import SequentialExecutor
+from .threads import ThreadedExecutor
 
-EXECUTORS = {"sequential": SequentialExecutor}
+EXECUTORS = {"sequential": SequentialExecutor, "threads": ThreadedExecutor}
 
 
 def get_executor(spec):
@@ -17,4 +18,4 @@ def get_executor(spec):
     return spec
 
 
-__all__ = ["SequentialExecutor", "EXECUTORS", "get_executor"]
+__all__ = ["SequentialExecutor", "ThreadedExecutor", "EXECUTORS", "get_executor"]

@@ -1,0 +1,257 @@
+"""Threaded executor: one worker thread per block, bounded queues between them.
+
+Block k works on (micro-)batch t while block k+1 works on t-1: the pipeline streams across
+consecutive training batches with no barrier per step, because nothing flows backward. On CUDA
+each stage runs on its own stream; the hand-over to the next stage waits on an event recorded
+after the producing stage's work, and inputs are copied from pinned memory without blocking.
+
+Contract: after ``train_epoch`` the parameters equal those of :class:`SequentialExecutor` on
+the same batches (bitwise on CPU with the same per-thread intra-op thread count, for blocks
+without randomness: the CPU random generator is shared by all threads). A failure in any stage
+stops every worker and is re-raised in the caller as :class:`StageError` with the stage index
+and the original traceback; nothing hangs.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..block import Block
+from ..errors import StageError
+from ..flow import Flow, flow_to, micro_batches
+from .sequential import StepCallback
+
+_POLL_S = 0.05
+
+
+@dataclass
+class _Item:
+    step: int
+    micro: int
+    flow: Flow
+    labels: Tensor
+    losses: list = field(default_factory=list)
+    event: Optional[Any] = None  # torch.cuda.Event recorded after the producer's work
+
+
+class _Stop(Exception):
+    """Raised inside a worker when another stage failed."""
+
+
+class _Pipe:
+    """Bounded queue whose get/put give up when the pipeline is aborted."""
+
+    def __init__(self, abort: threading.Event, size: int):
+        self.q: queue.Queue = queue.Queue(maxsize=size)
+        self.abort = abort
+
+    def put(self, item: Any) -> None:
+        while not self.abort.is_set():
+            try:
+                self.q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+        raise _Stop
+
+    def get(self) -> Any:
+        while not self.abort.is_set():
+            try:
+                return self.q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+        raise _Stop
+
+
+_END = object()
+
+
+class ThreadedExecutor:
+    """Run each block in its own thread; see the module docstring for the contract.
+
+    Args:
+        micro_batches: cut each batch into this many pieces (gradients accumulate, one step
+            per batch per block, as in :class:`SequentialExecutor`).
+        queue_size: items a stage may run ahead of the next one.
+        threads_per_stage: intra-op threads per worker on CPU (``torch.set_num_threads`` is
+            process-wide, so it is set once to this value for the run and restored after).
+    """
+
+    name = "threads"
+
+    def __init__(self, micro_batches: int = 1, queue_size: int = 2, threads_per_stage: Optional[int] = 1):
+        if micro_batches < 1 or queue_size < 1:
+            raise ValueError("micro_batches and queue_size must be >= 1")
+        self.micro_batches = micro_batches
+        self.queue_size = queue_size
+        self.threads_per_stage = threads_per_stage
+
+    def train_epoch(
+        self,
+        blocks: Sequence[Block],
+        batches: Iterable[tuple[Flow, Tensor]],
+        on_step: Optional[StepCallback] = None,
+    ) -> list[list[float]]:
+        """Stream every batch through the blocks; return per-step, per-block mean losses."""
+        _warn_if_random(blocks)
+        abort = threading.Event()
+        pipes = [_Pipe(abort, self.queue_size) for _ in range(len(blocks) + 1)]
+        failures: list[tuple[int, BaseException, str]] = []
+        streams = [_stream_for(b.device) for b in blocks]
+        next_devices = [b.device for b in blocks[1:]] + [None]
+        workers = [
+            threading.Thread(
+                target=self._work,
+                args=(k, block, streams[k], next_devices[k], pipes[k], pipes[k + 1], abort, failures),
+                name=f"scpl-stage-{k}", daemon=True,
+            )
+            for k, block in enumerate(blocks)
+        ]
+        old_threads = torch.get_num_threads()
+        if self.threads_per_stage:
+            torch.set_num_threads(self.threads_per_stage)
+        collector = _Collector(len(blocks), self.micro_batches, on_step)
+        feeder = threading.Thread(target=self._feed, args=(batches, pipes[0], abort, failures, blocks[0].device), daemon=True)
+        try:
+            for w in workers:
+                w.start()
+            feeder.start()
+            while True:
+                try:
+                    item = pipes[-1].get()
+                except _Stop:
+                    break
+                if item is _END:
+                    break
+                collector.add(item)
+        except BaseException:
+            abort.set()
+            raise
+        finally:
+            if failures:
+                abort.set()
+            feeder.join()
+            for w in workers:
+                w.join()
+            torch.set_num_threads(old_threads)
+        if failures:
+            stage, exc, text = failures[0]
+            raise StageError(stage, exc, text) from exc
+        return collector.history
+
+    def _feed(self, batches, out: _Pipe, abort, failures, device: torch.device) -> None:
+        pin = device.type == "cuda"
+        try:
+            for step, (inputs, labels) in enumerate(batches):
+                for j, (flow, piece_labels) in enumerate(micro_batches(inputs, labels, self.micro_batches)):
+                    if pin:
+                        flow, piece_labels = _pin(flow), piece_labels.pin_memory()
+                    out.put(_Item(step, j, flow, piece_labels))
+            out.put(_END)
+        except _Stop:
+            pass
+        except BaseException as exc:  # the data loader failed: stage -1 is the input
+            failures.append((-1, exc, traceback.format_exc()))
+            abort.set()
+
+    def _work(self, k: int, block: Block, stream, next_device, inp: _Pipe, out: _Pipe, abort, failures) -> None:
+        try:
+            with _on_stream(stream):
+                while True:
+                    item = inp.get()
+                    if item is _END:
+                        out.put(_END)
+                        return
+                    if item.event is not None:
+                        stream.wait_event(item.event)
+                        _record_stream(item.flow, stream)
+                        _record_stream(item.labels, stream)
+                    flow, loss = block.train_step(item.flow, item.labels, item.micro, self.micro_batches)
+                    item.losses.append(loss)
+                    if next_device is not None:  # hand over: copy to the next stage's device, then mark
+                        item.flow = flow_to(flow, next_device, non_blocking=True)
+                        item.labels = item.labels.to(next_device, non_blocking=True)
+                        item.event = _record(next_device)
+                    out.put(item)
+        except _Stop:
+            pass
+        except BaseException as exc:
+            failures.append((k, exc, traceback.format_exc()))
+            abort.set()
+
+
+class _Collector:
+    """Averages the micro-batches' losses per step and calls ``on_step`` in step order."""
+
+    def __init__(self, k: int, m: int, on_step: Optional[StepCallback]):
+        self.k, self.m, self.on_step = k, m, on_step
+        self.history: list[list[float]] = []
+        self._partial = [0.0] * k
+
+    def add(self, item: _Item) -> None:
+        for i, loss in enumerate(item.losses):
+            self._partial[i] += loss / self.m
+        if item.micro == self.m - 1:
+            self.history.append(self._partial)
+            self._partial = [0.0] * self.k
+            if self.on_step is not None:
+                self.on_step(item.step, self.history[-1])
+
+
+def _warn_if_random(blocks: Sequence[Block]) -> None:
+    if any(b.device.type == "cpu" and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in b.modules()) for b in blocks):
+        warnings.warn(
+            "threaded executor: blocks on the CPU contain dropout; all threads share one CPU random "
+            "generator, so the run is not reproducible and differs from the sequential engine. Use the "
+            "distributed executor (one process per stage) where exact equality matters.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _stream_for(device: torch.device):
+    return torch.cuda.Stream(device=device) if device.type == "cuda" else None
+
+
+class _on_stream:
+    def __init__(self, stream):
+        self.ctx = torch.cuda.stream(stream) if stream is not None else None
+
+    def __enter__(self):
+        return self.ctx.__enter__() if self.ctx is not None else None
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc) if self.ctx is not None else False
+
+
+def _record(device: torch.device):
+    """An event after all work queued so far on ``device``'s current stream (None on CPU)."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event
+
+
+def _record_stream(flow: Flow, stream) -> None:
+    """Tell the caching allocator that ``stream`` uses these tensors (they came from another stream)."""
+    if isinstance(flow, Tensor):
+        if flow.is_cuda:
+            flow.record_stream(stream)
+    else:
+        for x in flow:
+            _record_stream(x, stream)
+
+
+def _pin(flow: Flow) -> Flow:
+    if isinstance(flow, Tensor):
+        return flow.pin_memory()
+    return tuple(_pin(x) for x in flow)
