@@ -185,21 +185,32 @@ class DecoupledModel(nn.Module):
             flow = block(flow_to(flow, block.device))
         return flow
 
+    def _outputs(self, loader: Iterable, executor: Any) -> Iterator[tuple[Tensor, Tensor]]:
+        """(logits, labels) pairs for a loader: through a pipeline executor if it offers one."""
+        self.eval()
+        runner = get_executor(executor) if executor is not None else None
+        if runner is not None and hasattr(runner, "forward_batches"):
+            yield runner.forward_batches(list(self.blocks), self._checked(loader))
+            return
+        for inputs, labels in self._checked(loader):
+            yield self(inputs), labels
+
     @torch.no_grad()
-    def predict(self, data: Union[Tensor, Iterable]) -> Tensor:
+    def predict(self, data: Union[Tensor, Iterable], executor: Any = None) -> Tensor:
         """Predicted classes for a tensor batch, or for every batch of a loader (concatenated)."""
         self.eval()
         if isinstance(data, (Tensor, tuple)):
             return self(data).argmax(dim=1).cpu()
-        return torch.cat([self(x).argmax(dim=1).cpu() for x, _ in data])
+        return torch.cat([logits.argmax(dim=1).cpu() for logits, _ in self._outputs(data, executor)])
 
     @torch.no_grad()
-    def evaluate(self, loader: Iterable) -> dict[str, float]:
-        """Accuracy and mean cross-entropy of the full network over a loader of ``(x, y)``."""
-        self.eval()
+    def evaluate(self, loader: Iterable, executor: Any = None) -> dict[str, float]:
+        """Accuracy and mean cross-entropy of the full network over a loader of ``(x, y)``.
+
+        With a pipeline ``executor`` (e.g. distributed) the batches run through its stages.
+        """
         correct, total, loss_sum = 0, 0, 0.0
-        for inputs, labels in self._checked(loader):
-            logits = self(inputs)
+        for logits, labels in self._outputs(loader, executor):
             labels = labels.to(logits.device)
             loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
             correct += int((logits.argmax(dim=1) == labels).sum())
@@ -245,7 +256,7 @@ class DecoupledModel(nn.Module):
                 "seconds": time.perf_counter() - start,
             }
             if val_loader is not None:
-                record["val_accuracy"] = self.evaluate(val_loader)["accuracy"]
+                record["val_accuracy"] = self.evaluate(val_loader, runner)["accuracy"]
             history.append(record)
         return history
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .sequential import SequentialExecutor
 from .threads import ThreadedExecutor
+from .distributed import DistributedExecutor
 
-EXECUTORS = {"sequential": SequentialExecutor, "threads": ThreadedExecutor}
+EXECUTORS = {"sequential": SequentialExecutor, "threads": ThreadedExecutor, "distributed": DistributedExecutor}
 
 
 def get_executor(spec):
@@ -18,4 +19,4 @@ def get_executor(spec):
     return spec
 
 
-__all__ = ["SequentialExecutor", "ThreadedExecutor", "EXECUTORS", "get_executor"]
+__all__ = ["SequentialExecutor", "ThreadedExecutor", "DistributedExecutor", "EXECUTORS", "get_executor"]

@@ -1,0 +1,48 @@
+"""Run under torchrun by the tests: train a model with the distributed executor, save the result.
+
+Usage: torchrun --nproc-per-node=K dist_train.py OUT.pt CASE [FAULT]
+CASE picks the model (see build()); FAULT is "raise:STEP" or "kill:STEP" on rank 1.
+"""
+
+import os
+import signal
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+from cases import CASES  # noqa: E402
+
+from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
+from scpl.objectives import CallableObjective  # noqa: E402
+
+
+def main() -> None:
+    out, case = sys.argv[1], sys.argv[2]
+    fault = sys.argv[3] if len(sys.argv) > 3 else None
+    torch.set_num_threads(1)
+    rank, world = init_from_env("gloo")
+    model, loader, epochs, micro = CASES[case]()
+    if fault and rank == 1:
+        kind, at = fault.split(":")
+        inner, calls = model.blocks[1].objective, [0]
+
+        def faulty(f, y):
+            calls[0] += 1
+            if calls[0] == int(at):
+                if kind == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise ValueError(f"injected failure at call {calls[0]}")
+            return inner(f, y)
+
+        model.blocks[1].objective = CallableObjective(faulty)
+    ex = DistributedExecutor(micro_batches=micro)
+    history = model.fit(loader, epochs=epochs, executor=ex)
+    metrics = model.evaluate(loader, executor=ex)
+    preds = model.predict(loader, executor=ex)
+    state = {k: v for k, v in model.blocks[rank].state_dict().items()}
+    torch.save({"rank": rank, "block": state, "history": history, "metrics": metrics, "preds": preds}, f"{out}.{rank}")
+
+
+if __name__ == "__main__":
+    main()

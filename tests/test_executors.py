@@ -1,0 +1,139 @@
+"""Every executor against the sequential oracle, and failures in every executor."""
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from cases import CASES
+from launch import run_ranks
+from scpl import ConfigError
+from scpl.errors import NonFiniteLossError, StageError
+from scpl.executors import DistributedExecutor, SequentialExecutor, ThreadedExecutor
+from scpl.executors import p2p
+from scpl.objectives import CallableObjective
+
+
+def trained(case, executor):
+    model, loader, epochs, micro = CASES[case]()
+    history = model.fit(loader, epochs=epochs, executor=executor(micro))
+    return model, [r["losses"] for r in history]
+
+
+def assert_same_parameters(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), f"{k} differs"
+
+
+@pytest.mark.parametrize("case", ["cnn", "text"])
+def test_threads_equal_sequential_bitwise(case):
+    ref, ref_losses = trained(case, SequentialExecutor)
+    got, got_losses = trained(case, ThreadedExecutor)
+    assert_same_parameters(ref, got)
+    assert got_losses == ref_losses
+
+
+def test_threads_call_on_step_in_order():
+    model, loader, _, _ = CASES["cnn"]()
+    steps = []
+    model.fit(loader, epochs=1, executor=ThreadedExecutor(micro_batches=3), on_step=lambda s, losses: steps.append((s, len(losses))))
+    assert steps == [(i, 3) for i in range(len(loader))]
+
+
+def _fail_at(model, block, call, exc_factory):
+    inner, calls = model.blocks[block].objective, [0]
+
+    def objective(f, y):
+        calls[0] += 1
+        if calls[0] == call:
+            raise exc_factory()
+        return inner(f, y)
+
+    model.blocks[block].objective = CallableObjective(objective)
+
+
+def test_threads_stage_error_has_index_and_traceback():
+    model, loader, _, _ = CASES["cnn"]()
+    _fail_at(model, 1, 4, lambda: KeyError("boom in the middle"))
+    with pytest.raises(StageError, match=r"stage 1 failed with KeyError") as info:
+        model.fit(loader, epochs=3, executor=ThreadedExecutor())
+    assert info.value.stage == 1
+    assert isinstance(info.value.__cause__, KeyError)
+    assert "in objective" in str(info.value) and "boom in the middle" in str(info.value)
+
+
+def test_threads_non_finite_loss_and_loader_failure():
+    model, loader, _, _ = CASES["cnn"]()
+    model.blocks[2].objective = CallableObjective(lambda f, y: f.sum() * float("nan"))
+    with pytest.raises(StageError, match="stage 2 failed with NonFiniteLossError") as info:
+        model.fit(loader, executor=ThreadedExecutor())
+    assert isinstance(info.value.__cause__, NonFiniteLossError)
+
+    def broken():
+        yield next(iter(loader))
+        raise OSError("disk went away")
+
+    model, _, _, _ = CASES["cnn"]()
+    with pytest.raises(StageError, match="stage -1 failed with OSError: disk went away"):
+        model.fit(broken(), executor=ThreadedExecutor())
+
+
+def test_threads_warn_about_dropout_on_cpu():
+    model, loader, _, _ = CASES["dropout"]()
+    with pytest.warns(RuntimeWarning, match="share one CPU random generator"):
+        model.fit(loader, executor=ThreadedExecutor())
+
+
+@pytest.mark.parametrize("case,world", [("cnn", 3), ("text", 3), ("dropout", 2)])
+def test_distributed_equals_sequential_bitwise(case, world, tmp_path):
+    codes, outputs, _ = run_ranks("dist_train.py", world, str(tmp_path / "out"), case)
+    assert codes == [0] * world, outputs
+    ref, ref_losses = trained(case, SequentialExecutor)
+    ref_metrics = ref.evaluate(CASES[case]()[1])
+    _, loader, _, _ = CASES[case]()
+    ref_preds = ref.predict(loader)
+    for rank in range(world):
+        saved = torch.load(tmp_path / f"out.{rank}")
+        block_state = ref.blocks[rank].state_dict()
+        for k, v in block_state.items():
+            assert torch.equal(v, saved["block"][k]), f"rank {rank}: {k} differs from the sequential engine"
+        assert [r["losses"] for r in saved["history"]] == ref_losses
+        assert saved["metrics"]["accuracy"] == ref_metrics["accuracy"]
+        assert saved["metrics"]["loss"] == pytest.approx(ref_metrics["loss"], rel=1e-6)
+        assert torch.equal(saved["preds"], ref_preds)
+
+
+@pytest.mark.parametrize("fault", ["raise:3", "kill:3"])
+def test_distributed_failure_stops_every_rank(fault, tmp_path):
+    codes, outputs, seconds = run_ranks("dist_train.py", 3, str(tmp_path / "out"), "cnn", fault, timeout=90)
+    assert all(c != 0 for c in codes), codes
+    assert seconds < 60
+    for rank in (0, 2):
+        assert "StageError: stage 1 failed" in outputs[rank], outputs[rank][-2000:]
+    if fault.startswith("raise"):
+        assert "injected failure at call 3" in outputs[1]
+        assert "rank 1 failed: ValueError: injected failure" in outputs[2] or "lost the connection to rank 1" in outputs[2]
+
+
+def test_distributed_needs_a_process_group_of_matching_size():
+    model, loader, _, _ = CASES["cnn"]()
+    with pytest.raises(ConfigError, match="launch with `torchrun"):
+        model.fit(loader, executor=DistributedExecutor())
+    store = dist.HashStore()
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        with pytest.raises(ConfigError, match="3 blocks need 3 ranks, but the world size is 1"):
+            model.fit(loader, executor=DistributedExecutor())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_p2p_header_round_trip():
+    tensors = [torch.zeros(3, 4, 5), torch.ones(2, dtype=torch.int64), torch.zeros((), dtype=torch.bool), torch.zeros(7, 0, dtype=torch.bfloat16)]
+    header = p2p.encode_header(p2p.Message(p2p.DATA, step=12, micro=3, tensors=tensors, flag=1))
+    msg, specs = p2p.decode_header(header)
+    assert (msg.kind, msg.step, msg.micro, msg.flag) == (p2p.DATA, 12, 3, 1)
+    assert specs == [(t.dtype, tuple(t.shape)) for t in tensors]
+    with pytest.raises(TypeError, match="complex64"):
+        p2p.encode_header(p2p.Message(p2p.DATA, tensors=[torch.zeros(2, dtype=torch.complex64)]))
