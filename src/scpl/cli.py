@@ -30,6 +30,43 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, run
+
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
+    summary = run(cfg)
+    if summary["rank"] == 0:
+        print(f"{summary['method']} on {summary['dataset']} ({summary['executor']}, {summary['num_blocks']} blocks): "
+              f"test accuracy {summary['test_accuracy']:.4f}, {summary['train_seconds']:.1f} s, "
+              f"{summary['samples_per_s']:.0f} samples/s")
+        if args.json:
+            print(json.dumps(summary))
+    return 0
+
+
+def _bench_pipeline(args: argparse.Namespace) -> int:
+    from .bench.pipeline import Settings, run
+
+    settings = Settings(stages=args.stages, batch_size=args.batch_size, micro_batch=args.micro_batch, steps=args.steps,
+                        warmup=args.warmup, repeats=args.repeats, method=args.method, seed=args.seed)
+    result = run(settings, log=lambda line: print(line, file=sys.stderr))
+    rows = [("decoupled, sequential (1 thread)", "sequential_sps"), ("decoupled, threads", "threads_sps"),
+            ("decoupled, processes (gloo)", "processes_sps"), ("BP, 1 thread", "bp_sps"),
+            (f"BP, {result['bp_all_cores_threads']} threads", "bp_all_cores_sps"),
+            ("BP pipeline, torch.distributed.pipelining GPipe", "peer_gpipe_sps"),
+            ("BP pipeline, torch.distributed.pipelining 1F1B", "peer_1f1b_sps")]
+    print(f"K={result['stages']} blocks {result['blocks']}, batch {result['batch_size']} as micro-batches of "
+          f"{result['micro_batch']}, median of {result['repeats']}")
+    for label, key in rows:
+        print(f"{label:<50} {result[key]:8.1f} samples/s")
+    print(f"speed-up processes vs sequential {result['speedup_processes_vs_sequential']:.3f} "
+          f"(efficiency {result['efficiency']:.3f}); vs peer pipeline {result['speedup_vs_peer_pipeline']:.3f}; "
+          f"max_param_diff {result['max_param_diff']:g}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scpl", description="Decoupled, pipeline-parallel training for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +80,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     demo.set_defaults(func=_demo)
+
+    train = sub.add_parser("train", help="train one model; with --executor distributed, launch under torchrun")
+    train.add_argument("--model", default="small_cnn")
+    train.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "auto"])
+    train.add_argument("--method", default="scpl", choices=["bp", "scpl", "deinforeg", "greedy"])
+    train.add_argument("--blocks", help="'auto', layer counts '2,2', or split points 'layer2,layer3' (default: the model's own)")
+    train.add_argument("--num-blocks", type=int, help="K for --blocks auto (default under torchrun: the world size)")
+    train.add_argument("--executor", default="sequential", choices=["sequential", "threads", "distributed"])
+    train.add_argument("--epochs", type=int, default=5)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--micro-batches", type=int, default=1)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--train-limit", type=int, help="keep the first N training samples")
+    train.add_argument("--out", help="folder for per-block checkpoints and the merged model.pt")
+    train.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    train.set_defaults(func=_train)
+
+    bench = sub.add_parser("bench", help="benchmarks that print ratios measured side by side")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    pipe = bench_sub.add_parser("pipeline", help="decoupled pipelines vs sequential, BP and torch.distributed.pipelining")
+    pipe.add_argument("--stages", type=int, default=2, help="K: blocks, threads and gloo ranks")
+    pipe.add_argument("--batch-size", type=int, default=256)
+    pipe.add_argument("--micro-batch", type=int, default=64)
+    pipe.add_argument("--steps", type=int, default=10, help="timed steps per run")
+    pipe.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    pipe.add_argument("--repeats", type=int, default=3, help="runs per configuration (median reported)")
+    pipe.add_argument("--method", default="scpl", choices=["scpl", "deinforeg", "greedy"])
+    pipe.add_argument("--seed", type=int, default=0)
+    pipe.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    pipe.set_defaults(func=_bench_pipeline)
     return parser
 
 

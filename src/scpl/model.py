@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import copy
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -19,6 +21,7 @@ from .block import Block, OptimizerFactory, SchedulerFactory, run_layers
 from .errors import ConfigError, LabelError
 from .executors import get_executor
 from .flow import Flow, call_with_flow, flow_to
+from .balance import Balance, balance as balance_layers, refine
 from .heads import PooledFeatures, ProjectorSpec, build_projector
 from .objectives import CrossEntropyLoss, ObjectiveSpec, build_objective
 from .partition import BlockSpec, split_model
@@ -77,7 +80,11 @@ class DecoupledModel(nn.Module):
         model: an ``nn.Sequential``, a list of modules (one block each) or any ``nn.Module``
             together with split points (see :func:`scpl.partition.split_model`). The last block
             must output class logits ``(B, num_classes)``.
-        blocks: layer counts, split-point names, an int (even split) or None.
+        blocks: layer counts, split-point names, an int (even split), None, or ``"auto"``:
+            profile every layer (and the local head after it) on ``example_input`` and cut an
+            ``nn.Sequential`` into ``num_blocks`` blocks that minimise the slowest block's time.
+            The chosen cut and its predicted costs are in ``model.balance``. Give a batch of
+            the training size as ``example_input`` for a meaningful profile.
         method: ``"scpl"``, ``"deinforeg"``, ``"greedy"`` (cross-entropy) or ``"bp"``.
         num_classes: number of classes; labels must lie in ``[0, num_classes)``.
         example_input: one batch (tensor or tuple) used once to infer the heads' sizes.
@@ -91,6 +98,7 @@ class DecoupledModel(nn.Module):
             or lists with one per block (per-block learning-rate schedules). Default Adam 1e-3.
         devices: a device, or one per block.
         objective_kwargs: keyword arguments for objectives built by name (e.g. ``temperature``).
+        num_blocks: the K of ``blocks="auto"``.
     """
 
     def __init__(
@@ -111,6 +119,7 @@ class DecoupledModel(nn.Module):
         scheduler: Union[SchedulerFactory, Sequence[Optional[SchedulerFactory]], None] = None,
         devices: Union[str, torch.device, Sequence[Union[str, torch.device]], None] = None,
         objective_kwargs: Optional[dict] = None,
+        num_blocks: Optional[int] = None,
     ):
         super().__init__()
         if method not in METHODS:
@@ -119,6 +128,45 @@ class DecoupledModel(nn.Module):
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         self.method = method
         self.num_classes = num_classes
+        self.balance: Optional[Balance] = None
+        spec = METHODS[method]
+        objective_kwargs = objective_kwargs or {}
+
+        def make_head(i: int, output: Flow) -> tuple[nn.Module, nn.Module, nn.Module, Optional[nn.Module]]:
+            """(features, projector, objective, exit classifier) for block i whose layers give ``output``."""
+            feat = feature_mods[i] if feature_mods[i] is not None else PooledFeatures()
+            with torch.no_grad():
+                feat_dim = feat(output).shape[1]
+            dim = projector_dim or spec.out_dim or (projector_hidden if projectors[i] == "deinforeg" else num_classes)
+            return (
+                feat,
+                build_projector(projectors[i], feat_dim, dim, projector_hidden),
+                build_objective(objectives[i], num_classes, **objective_kwargs),
+                nn.Linear(feat_dim, num_classes) if exits else None,
+            )
+
+        if blocks == "auto":
+            if num_blocks is None:
+                raise ConfigError('blocks="auto" needs num_blocks=K')
+            if not isinstance(model, nn.Sequential):
+                raise ConfigError('blocks="auto" needs an nn.Sequential (it cuts between its children)')
+            k_auto = 1 if method == "bp" else num_blocks
+            objectives = _per_block(objective or spec.objective, max(k_auto - 1, 1), "objective")
+            projectors = _per_block(projector or spec.projector, max(k_auto - 1, 1), "projector")
+            feature_mods = _per_block(features, max(k_auto - 1, 1), "features")
+            self.balance = _auto_balance(model, num_blocks, example_input, num_classes, make_head if method != "bp" else None)
+            if method != "bp" and num_blocks > 1:
+                def measure(counts: list[int]) -> list[float]:
+                    trial = DecoupledModel(copy.deepcopy(model), counts, **rebuild)
+                    return _time_blocks(trial, example_input, num_classes)
+
+                rebuild = dict(method=method, num_classes=num_classes, example_input=example_input, objective=objective,
+                               projector=projector, projector_dim=projector_dim, projector_hidden=projector_hidden,
+                               features=features, exits=exits, optimizer=optimizer, scheduler=scheduler,
+                               devices=devices, objective_kwargs=objective_kwargs)
+                with torch.random.fork_rng(devices=[]):
+                    self.balance = refine(self.balance, measure)
+            blocks = self.balance.counts
         parts = split_model(model, blocks)
         k = 1 if method == "bp" else len(parts)
         device_list = [torch.device(d) for d in _per_block(devices or "cpu", len(parts), "devices")]
@@ -128,28 +176,17 @@ class DecoupledModel(nn.Module):
         if method == "bp":
             built = [self._last_block(Chain(parts), 0)]
         else:
-            spec = METHODS[method]
             objectives = _per_block(objective or spec.objective, k - 1, "objective")
             projectors = _per_block(projector or spec.projector, k - 1, "projector")
             feature_mods = _per_block(features, k - 1, "features")
-            out_dim = projector_dim or spec.out_dim
             built = []
             flow = flow_to(example_input, device_list[0])
             for i in range(k - 1):
-                feat = feature_mods[i] if feature_mods[i] is not None else PooledFeatures()
                 with torch.no_grad():
                     parts[i].eval()
                     flow = run_layers(parts[i], flow_to(flow, device_list[i]), i)
-                    feat_dim = feat(flow).shape[1]
-                dim = out_dim or (projector_hidden if projectors[i] == "deinforeg" else num_classes)
-                block = Block(
-                    layers=parts[i],
-                    objective=build_objective(objectives[i], num_classes, **(objective_kwargs or {})),
-                    features=feat,
-                    projector=build_projector(projectors[i], feat_dim, dim, projector_hidden),
-                    classifier=nn.Linear(feat_dim, num_classes) if exits else None,
-                    index=i,
-                )
+                feat, proj, obj, classifier = make_head(i, flow)
+                block = Block(parts[i], obj, feat, proj, classifier, index=i)
                 built.append(block.to(device_list[i]))
             built.append(self._last_block(parts[-1], k - 1).to(device_list[-1]))
         self.blocks = nn.ModuleList(built)
@@ -259,6 +296,45 @@ class DecoupledModel(nn.Module):
                 record["val_accuracy"] = self.evaluate(val_loader, runner)["accuracy"]
             history.append(record)
         return history
+
+
+class _HeadLoss(nn.Module):
+    """A block's local head as ``(output, labels) -> loss``, for profiling."""
+
+    def __init__(self, feat: nn.Module, proj: nn.Module, obj: nn.Module):
+        super().__init__()
+        self.feat, self.proj, self.obj = feat, proj, obj
+
+    def forward(self, output: Flow, labels: Tensor) -> Tensor:
+        return self.obj(self.proj(self.feat(output)), labels)
+
+
+def _auto_balance(model: nn.Sequential, k: int, example_input: Flow, num_classes: int, make_head) -> Balance:
+    first = example_input if isinstance(example_input, Tensor) else example_input[0]
+    labels = torch.arange(first.shape[0]) % num_classes
+    head = None
+    if make_head is not None:
+        def head(output: Flow) -> nn.Module:
+            feat, proj, obj, _ = make_head(0, output)
+            return _HeadLoss(feat, proj, obj).train()
+    return balance_layers(list(model.children()), k, example_input, labels, head)
+
+
+def _time_blocks(model: "DecoupledModel", example_input: Flow, num_classes: int, repeats: int = 3) -> list[float]:
+    """Median seconds of one real ``train_step`` of each block on ``example_input``."""
+    first = example_input if isinstance(example_input, Tensor) else example_input[0]
+    labels = torch.arange(first.shape[0]) % num_classes
+    seconds, flow = [], example_input
+    for block in model.blocks:
+        block.train_step(flow, labels)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out, _ = block.train_step(flow, labels)
+            times.append(time.perf_counter() - start)
+        seconds.append(statistics.median(times))
+        flow = out
+    return seconds
 
 
 def check_labels(labels: Tensor, num_classes: int) -> None:

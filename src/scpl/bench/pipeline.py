@@ -1,0 +1,231 @@
+"""``scpl bench pipeline``: decoupled pipelines against the sequential engine, BP and a BP pipeline.
+
+All configurations train the same CNN (64-64-128-128 channels, 28x28x1 inputs, Adam) on the
+same synthetic batches, each cut into the same micro-batches, and are timed side by side in one
+run, ``repeats`` times (median reported). Samples per second count the steps after ``warmup``:
+
+* ``sequential``: the decoupled engine, one worker (1 thread);
+* ``threads``: the threaded executor, one thread per block (1 intra-op thread each);
+* ``processes``: the distributed executor, one gloo rank (1 thread) per block;
+* ``bp`` / ``bp_all_cores``: end-to-end BP through the same engine on 1 thread / all cores;
+* ``peer_pipeline``: BP pipelined over the same ranks with ``torch.distributed.pipelining``
+  (best of GPipe and 1F1B), the tool a user would otherwise pick for model parallelism.
+
+``max_param_diff`` is the largest absolute difference between the parameters the sequential,
+threaded and distributed runs reach on the same batches (0 on CPU: they compute the same thing).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from ..executors import DistributedExecutor, SequentialExecutor, ThreadedExecutor
+from ..model import DecoupledModel
+from ..seed import seed_everything
+
+
+@dataclass
+class Settings:
+    stages: int = 2
+    batch_size: int = 256
+    micro_batch: int = 64
+    steps: int = 10
+    warmup: int = 2
+    repeats: int = 3
+    method: str = "scpl"
+    seed: int = 0
+
+    @property
+    def micro_batches(self) -> int:
+        return self.batch_size // self.micro_batch
+
+
+def bench_cnn(num_classes: int = 10) -> nn.Sequential:
+    """The benchmark CNN as a flat nn.Sequential (so that balancing may cut between any layers)."""
+    def group(c_in: int, c_out: int) -> list[nn.Module]:
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+    return nn.Sequential(
+        *group(1, 64), *group(64, 64), nn.MaxPool2d(2),
+        *group(64, 128), *group(128, 128), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes),
+    )
+
+
+def make_batches(s: Settings) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(s.seed)
+    n = s.warmup + s.steps
+    return [(torch.randn(s.batch_size, 1, 28, 28, generator=g), torch.randint(0, 10, (s.batch_size,), generator=g)) for _ in range(n)]
+
+
+def build(s: Settings, method: str, counts: Optional[list[int]]) -> DecoupledModel:
+    seed_everything(s.seed)
+    return DecoupledModel(bench_cnn(), counts, method=method, num_classes=10, example_input=torch.zeros(2, 1, 28, 28))
+
+
+def balanced_counts(s: Settings) -> tuple[list[int], str]:
+    """The auto-balanced cut for ``s.stages`` blocks, profiled on one micro-batch with 1 thread."""
+    torch.set_num_threads(1)
+    seed_everything(s.seed)
+    model = DecoupledModel(bench_cnn(), "auto", num_blocks=s.stages, method=s.method, num_classes=10,
+                           example_input=torch.randn(s.micro_batch, 1, 28, 28))
+    return model.balance.counts, str(model.balance)
+
+
+def _sps(times: list[float], s: Settings) -> float:
+    return s.steps * s.batch_size / (times[-1] - times[s.warmup - 1])
+
+
+def _flat(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def run_local(s: Settings, method: str, counts, executor, threads: int) -> tuple[float, dict]:
+    """Samples/s of one in-process run and its final state."""
+    torch.set_num_threads(threads)
+    model = build(s, method, counts)
+    times: list[float] = []
+    model.fit(make_batches(s), executor=executor, on_step=lambda step, losses: times.append(time.perf_counter()))
+    return _sps(times, s), _flat(model)
+
+
+# -- multi-process runs -------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _spawn(fn: Callable, s: Settings, counts, extra) -> list[dict]:
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.start_processes(fn, args=(s, counts, extra, port, tmp), nprocs=s.stages, join=True, start_method="spawn")
+        return [torch.load(os.path.join(tmp, f"{r}.pt")) for r in range(s.stages)]
+
+
+def _init(rank: int, world: int, port: int) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+
+
+def _decoupled_worker(rank: int, s: Settings, counts, _extra, port: int, tmp: str) -> None:
+    _init(rank, s.stages, port)
+    model = build(s, s.method, counts)
+    times: list[float] = []
+    batches = make_batches(s)
+    dist.barrier()
+    model.fit(batches, executor=DistributedExecutor(s.micro_batches), on_step=lambda step, losses: times.append(time.perf_counter()))
+    state = {f"blocks.{rank}.{k}": v for k, v in model.blocks[rank].state_dict().items()}
+    torch.save({"sps": _sps(times, s) if rank == s.stages - 1 else None, "state": state}, os.path.join(tmp, f"{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def _peer_worker(rank: int, s: Settings, counts, schedule_name: str, port: int, tmp: str) -> None:
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+    _init(rank, s.stages, port)
+    seed_everything(s.seed)
+    layers = list(bench_cnn().children())
+    start = sum(counts[:rank])
+    part = nn.Sequential(*layers[start : start + counts[rank]])
+    stage = PipelineStage(part, rank, s.stages, torch.device("cpu"))
+    schedule_cls = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[schedule_name]
+    schedule = schedule_cls(stage, n_microbatches=s.micro_batches, loss_fn=nn.functional.cross_entropy)
+    optimizer = torch.optim.Adam(part.parameters(), lr=1e-3)
+    last = rank == s.stages - 1
+    times = []
+    dist.barrier()
+    for x, y in make_batches(s):
+        optimizer.zero_grad(set_to_none=True)
+        if rank == 0:
+            schedule.step(x)
+        elif last:
+            schedule.step(target=y, losses=[])
+        else:
+            schedule.step()
+        optimizer.step()
+        times.append(time.perf_counter())
+    torch.save({"sps": _sps(times, s) if last else None}, os.path.join(tmp, f"{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def run_processes(s: Settings, counts) -> tuple[float, dict]:
+    results = _spawn(_decoupled_worker, s, counts, None)
+    state = {k: v for r in results for k, v in r["state"].items()}
+    return results[-1]["sps"], state
+
+
+def run_peer(s: Settings, counts, schedule: str) -> float:
+    return _spawn(_peer_worker, s, counts, schedule)[-1]["sps"]
+
+
+# -- the whole benchmark ------------------------------------------------------------------
+def max_diff(*states: dict) -> float:
+    ref = states[0]
+    worst = 0.0
+    for other in states[1:]:
+        for k, v in ref.items():
+            worst = max(worst, (v.double() - other[k].double()).abs().max().item() if v.numel() else 0.0)
+    return worst
+
+
+def run(s: Settings, log: Callable[[str], None] = print) -> dict:
+    """Run every configuration ``s.repeats`` times, interleaved; return the medians and ratios."""
+    if s.batch_size % s.micro_batch:
+        raise ValueError(f"batch size {s.batch_size} is not a multiple of the micro-batch {s.micro_batch}")
+    all_cores = os.cpu_count() or 1
+    counts, report = balanced_counts(s)
+    log(f"balanced cut {counts} (profiled on one micro-batch of {s.micro_batch}):\n{report}")
+    m = s.micro_batches
+    samples: dict[str, list[float]] = {k: [] for k in ("sequential", "threads", "processes", "bp", "bp_all_cores", "peer_gpipe", "peer_1f1b")}
+    diffs = []
+    for rep in range(s.repeats):
+        seq_sps, seq_state = run_local(s, s.method, counts, SequentialExecutor(m), 1)
+        thr_sps, thr_state = run_local(s, s.method, counts, ThreadedExecutor(m), 1)
+        proc_sps, proc_state = run_processes(s, counts)
+        bp_sps, _ = run_local(s, "bp", counts, SequentialExecutor(m), 1)
+        bp_all_sps, _ = run_local(s, "bp", counts, SequentialExecutor(m), all_cores)
+        gpipe = run_peer(s, counts, "gpipe")
+        one_f_one_b = run_peer(s, counts, "1f1b")
+        for key, value in zip(samples, (seq_sps, thr_sps, proc_sps, bp_sps, bp_all_sps, gpipe, one_f_one_b)):
+            samples[key].append(value)
+        diffs.append(max_diff(seq_state, thr_state, proc_state))
+        log(f"repeat {rep + 1}/{s.repeats}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in samples.items()) + " samples/s")
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    peer = max(med["peer_gpipe"], med["peer_1f1b"])
+    speedup = med["processes"] / med["sequential"]
+    return {
+        "stages": s.stages,
+        "batch_size": s.batch_size,
+        "micro_batch": s.micro_batch,
+        "method": s.method,
+        "blocks": counts,
+        "repeats": s.repeats,
+        "sequential_sps": med["sequential"],
+        "threads_sps": med["threads"],
+        "processes_sps": med["processes"],
+        "bp_sps": med["bp"],
+        "bp_all_cores_sps": med["bp_all_cores"],
+        "bp_all_cores_threads": all_cores,
+        "peer_pipeline_sps": peer,
+        "peer_gpipe_sps": med["peer_gpipe"],
+        "peer_1f1b_sps": med["peer_1f1b"],
+        "speedup_processes_vs_sequential": speedup,
+        "speedup_threads_vs_sequential": med["threads"] / med["sequential"],
+        "efficiency": speedup / s.stages,
+        "speedup_vs_peer_pipeline": med["processes"] / peer,
+        "speedup_vs_bp_all_cores": med["processes"] / med["bp_all_cores"],
+        "max_param_diff": max(diffs),
+        "samples": samples,
+    }
