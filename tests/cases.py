@@ -2,7 +2,6 @@
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from scpl import DecoupledModel, seed_everything
 from scpl.heads import masked_mean

@@ -25,3 +25,37 @@ def test_bad_arguments_exit_nonzero_with_message():
     assert proc.returncode == 2
     assert "invalid choice: 'nope'" in proc.stderr
     assert run_cli("--help").returncode == 0
+
+
+def test_train_under_torchrun_equals_sequential_and_exports_a_model(tmp_path):
+    import os
+
+    import torch
+
+    from scpl import DecoupledModel
+    from scpl.models import SmallCNN
+
+    common = ["train", "--dataset", "digits", "--epochs", "1", "--train-limit", "512", "--batch-size", "32",
+              "--micro-batches", "2", "--json"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    dist_run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "-m", "scpl", *common,
+         "--executor", "distributed", "--blocks", "auto", "--out", str(tmp_path / "dist")],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert dist_run.returncode == 0, dist_run.stderr[-3000:]
+    summary = json.loads(dist_run.stdout.strip().splitlines()[-1])
+    assert summary["world_size"] == 2 and summary["num_blocks"] == 2
+    counts = summary["blocks"]
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == ["block-0.pt", "block-1.pt", "model.pt", "summary.json"]
+
+    seq_run = run_cli(*common, "--executor", "sequential", "--threads", "1", "--blocks", ",".join(map(str, counts)),
+                      "--out", str(tmp_path / "seq"))
+    assert seq_run.returncode == 0, seq_run.stderr[-3000:]
+    seq_summary = json.loads(seq_run.stdout.strip().splitlines()[-1])
+    assert seq_summary["test_accuracy"] == summary["test_accuracy"]
+    merged = torch.load(tmp_path / "dist" / "model.pt")
+    sequential = torch.load(tmp_path / "seq" / "model.pt")
+    assert merged.keys() == sequential.keys()
+    assert all(torch.equal(merged[k], sequential[k]) for k in merged)
+    model = DecoupledModel(SmallCNN(), counts, num_classes=10, example_input=torch.zeros(2, 1, 8, 8))
+    model.load_state_dict(merged)

@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--train-limit", type=int, help="keep the first N training samples")
+    train.add_argument("--threads", type=int, help="intra-op threads (default: torch's; 1 per rank when distributed)")
     train.add_argument("--out", help="folder for per-block checkpoints and the merged model.pt")
     train.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     train.set_defaults(func=_train)

@@ -154,8 +154,11 @@ class DecoupledModel(nn.Module):
             objectives = _per_block(objective or spec.objective, max(k_auto - 1, 1), "objective")
             projectors = _per_block(projector or spec.projector, max(k_auto - 1, 1), "projector")
             feature_mods = _per_block(features, max(k_auto - 1, 1), "features")
-            self.balance = _auto_balance(model, num_blocks, example_input, num_classes, make_head if method != "bp" else None)
-            if method != "bp" and num_blocks > 1:
+            def choose() -> Balance:
+                found = _auto_balance(model, num_blocks, example_input, num_classes, make_head if method != "bp" else None)
+                if method == "bp" or num_blocks == 1:
+                    return found
+
                 def measure(counts: list[int]) -> list[float]:
                     trial = DecoupledModel(copy.deepcopy(model), counts, **rebuild)
                     return _time_blocks(trial, example_input, num_classes)
@@ -165,7 +168,9 @@ class DecoupledModel(nn.Module):
                                features=features, exits=exits, optimizer=optimizer, scheduler=scheduler,
                                devices=devices, objective_kwargs=objective_kwargs)
                 with torch.random.fork_rng(devices=[]):
-                    self.balance = refine(self.balance, measure)
+                    return refine(found, measure)
+
+            self.balance = _agreed(choose)
             blocks = self.balance.counts
         parts = split_model(model, blocks)
         k = 1 if method == "bp" else len(parts)
@@ -312,12 +317,24 @@ class _HeadLoss(nn.Module):
 def _auto_balance(model: nn.Sequential, k: int, example_input: Flow, num_classes: int, make_head) -> Balance:
     first = example_input if isinstance(example_input, Tensor) else example_input[0]
     labels = torch.arange(first.shape[0]) % num_classes
-    head = None
-    if make_head is not None:
-        def head(output: Flow) -> nn.Module:
-            feat, proj, obj, _ = make_head(0, output)
-            return _HeadLoss(feat, proj, obj).train()
-    return balance_layers(list(model.children()), k, example_input, labels, head)
+
+    def head(output: Flow) -> nn.Module:
+        feat, proj, obj, _ = make_head(0, output)
+        return _HeadLoss(feat, proj, obj).train()
+
+    return balance_layers(list(model.children()), k, example_input, labels, head if make_head is not None else None)
+
+
+def _agreed(choose: Callable[[], Balance]) -> Balance:
+    """Under torch.distributed, rank 0 chooses and every rank receives its choice (timings
+    differ between processes, so independent choices could disagree); else choose here."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return choose()
+    box = [choose() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _time_blocks(model: "DecoupledModel", example_input: Flow, num_classes: int, repeats: int = 3) -> list[float]:

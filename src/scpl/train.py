@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +36,7 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     train_limit: Optional[int] = None
+    threads: Optional[int] = None  # intra-op threads (the distributed executor uses 1 per rank)
     out: Optional[str] = None
 
 
@@ -52,7 +54,9 @@ def run(cfg: TrainConfig) -> dict:
     rank, world = 0, 1
     if cfg.executor == "distributed":
         rank, world = init_from_env()
-        torch.set_num_threads(1)
+        torch.set_num_threads(cfg.threads or 1)
+    elif cfg.threads:
+        torch.set_num_threads(cfg.threads)
     executor = {"sequential": SequentialExecutor, "threads": ThreadedExecutor, "distributed": DistributedExecutor}
     if cfg.executor not in executor:
         raise ConfigError(f"unknown executor {cfg.executor!r}; choose one of {sorted(executor)}")
@@ -76,17 +80,19 @@ def run(cfg: TrainConfig) -> dict:
     model.fit(loader, epochs=cfg.epochs, executor=runner)
     seconds = time.perf_counter() - start
     metrics = model.evaluate(test_loader, executor=runner)
+    summary = {
+        "method": cfg.method, "dataset": dataset, "executor": cfg.executor, "num_blocks": len(model.blocks),
+        "blocks": model.balance.counts if model.balance is not None else blocks,
+        "test_accuracy": metrics["accuracy"], "epochs": cfg.epochs, "train_seconds": seconds,
+        "samples_per_s": cfg.epochs * len(loader) * cfg.batch_size / seconds, "rank": rank, "world_size": world,
+    }
     if cfg.out:
         save_blocks(model, cfg.out, [rank] if cfg.executor == "distributed" else None)
         if cfg.executor == "distributed":
             dist.barrier()
         if rank == 0:
             atomic_save(merge_blocks(cfg.out, len(model.blocks)), Path(cfg.out) / "model.pt")
-    summary = {
-        "method": cfg.method, "dataset": dataset, "executor": cfg.executor, "num_blocks": len(model.blocks),
-        "test_accuracy": metrics["accuracy"], "epochs": cfg.epochs, "train_seconds": seconds,
-        "samples_per_s": cfg.epochs * len(loader) * cfg.batch_size / seconds, "rank": rank, "world_size": world,
-    }
+            (Path(cfg.out) / "summary.json").write_text(json.dumps({**summary, "config": asdict(cfg)}, indent=2))
     if cfg.executor == "distributed":
         dist.barrier()
         dist.destroy_process_group()

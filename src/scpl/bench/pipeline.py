@@ -9,7 +9,8 @@ run, ``repeats`` times (median reported). Samples per second count the steps aft
 * ``processes``: the distributed executor, one gloo rank (1 thread) per block;
 * ``bp`` / ``bp_all_cores``: end-to-end BP through the same engine on 1 thread / all cores;
 * ``peer_pipeline``: BP pipelined over the same ranks with ``torch.distributed.pipelining``
-  (best of GPipe and 1F1B), the tool a user would otherwise pick for model parallelism.
+  (best of GPipe and 1F1B), the tool a user would otherwise pick for model parallelism. It
+  gets its own best cut among the decoupled cut and its one-layer neighbours.
 
 ``max_param_diff`` is the largest absolute difference between the parameters the sequential,
 threaded and distributed runs reach on the same batches (0 on CPU: they compute the same thing).
@@ -170,6 +171,27 @@ def run_peer(s: Settings, counts, schedule: str) -> float:
     return _spawn(_peer_worker, s, counts, schedule)[-1]["sps"]
 
 
+def neighbour_cuts(counts: list[int]) -> list[list[int]]:
+    """``counts`` and every cut that moves one boundary by one layer (blocks stay non-empty)."""
+    cuts = [list(counts)]
+    for i in range(len(counts) - 1):
+        for delta in (-1, 1):
+            c = list(counts)
+            c[i] += delta
+            c[i + 1] -= delta
+            if min(c) >= 1:
+                cuts.append(c)
+    return cuts
+
+
+def best_peer_cut(s: Settings, counts: list[int]) -> tuple[list[int], dict[str, float]]:
+    """The BP pipeline's own best cut near the decoupled one (its balance differs: no local
+    heads, but input gradients at each boundary), by one run of each schedule per candidate."""
+    trials = {str(c): max(run_peer(s, c, "gpipe"), run_peer(s, c, "1f1b")) for c in neighbour_cuts(counts)}
+    best = max(trials, key=trials.get)
+    return [int(v) for v in best.strip("[]").split(",")], {k: round(v, 1) for k, v in trials.items()}
+
+
 # -- the whole benchmark ------------------------------------------------------------------
 def max_diff(*states: dict) -> float:
     ref = states[0]
@@ -187,6 +209,8 @@ def run(s: Settings, log: Callable[[str], None] = print) -> dict:
     all_cores = os.cpu_count() or 1
     counts, report = balanced_counts(s)
     log(f"balanced cut {counts} (profiled on one micro-batch of {s.micro_batch}):\n{report}")
+    peer_counts, peer_trials = best_peer_cut(s, counts)
+    log(f"peer pipeline cut {peer_counts} (best of {peer_trials} samples/s)")
     m = s.micro_batches
     samples: dict[str, list[float]] = {k: [] for k in ("sequential", "threads", "processes", "bp", "bp_all_cores", "peer_gpipe", "peer_1f1b")}
     diffs = []
@@ -196,8 +220,8 @@ def run(s: Settings, log: Callable[[str], None] = print) -> dict:
         proc_sps, proc_state = run_processes(s, counts)
         bp_sps, _ = run_local(s, "bp", counts, SequentialExecutor(m), 1)
         bp_all_sps, _ = run_local(s, "bp", counts, SequentialExecutor(m), all_cores)
-        gpipe = run_peer(s, counts, "gpipe")
-        one_f_one_b = run_peer(s, counts, "1f1b")
+        gpipe = run_peer(s, peer_counts, "gpipe")
+        one_f_one_b = run_peer(s, peer_counts, "1f1b")
         for key, value in zip(samples, (seq_sps, thr_sps, proc_sps, bp_sps, bp_all_sps, gpipe, one_f_one_b)):
             samples[key].append(value)
         diffs.append(max_diff(seq_state, thr_state, proc_state))
@@ -211,6 +235,7 @@ def run(s: Settings, log: Callable[[str], None] = print) -> dict:
         "micro_batch": s.micro_batch,
         "method": s.method,
         "blocks": counts,
+        "peer_blocks": peer_counts,
         "repeats": s.repeats,
         "sequential_sps": med["sequential"],
         "threads_sps": med["threads"],

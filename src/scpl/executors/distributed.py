@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import traceback
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist

@@ -1,0 +1,32 @@
+"""The pipeline benchmark end to end at a tiny size (its figures are measured, not asserted)."""
+
+import json
+import subprocess
+import sys
+
+from scpl.bench.pipeline import neighbour_cuts
+
+
+def test_neighbour_cuts():
+    assert neighbour_cuts([2, 3]) == [[2, 3], [1, 4], [3, 2]]
+    assert neighbour_cuts([1, 1, 2]) == [[1, 1, 2], [1, 2, 1]]  # no block may become empty
+
+
+def test_bench_pipeline_json_has_the_promised_fields():
+    proc = subprocess.run(
+        [sys.executable, "-m", "scpl", "bench", "pipeline", "--batch-size", "16", "--micro-batch", "8",
+         "--steps", "2", "--warmup", "1", "--repeats", "1", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("stages", "sequential_sps", "threads_sps", "processes_sps", "bp_sps", "bp_all_cores_sps",
+                "peer_pipeline_sps", "speedup_processes_vs_sequential", "efficiency", "speedup_vs_peer_pipeline",
+                "max_param_diff", "micro_batch"):
+        assert key in result, key
+    assert result["stages"] == 2 and result["micro_batch"] == 8
+    assert all(result[k] > 0 for k in ("sequential_sps", "threads_sps", "processes_sps", "peer_pipeline_sps"))
+    assert result["efficiency"] == result["speedup_processes_vs_sequential"] / 2
+    # The executors compute the same parameters: this is exact, not a speed claim.
+    assert result["max_param_diff"] == 0.0
+    assert sum(result["blocks"]) == sum(result["peer_blocks"]) == 17
