@@ -61,13 +61,13 @@ def test_labels_outside_range():
 
 def test_batch_shape_rejected_by_first_block():
     model = build()
-    with pytest.raises(BlockInputError, match=r"block 0 rejected its input of shape \(4, 3, 8, 8\).*first layer") as info:
+    with pytest.raises(BlockInputError, match=r"block 0 failed on its input of shape \(4, 3, 8, 8\).*first layer") as info:
         model.fit([(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))])
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
 def test_bad_example_input_is_reported():
-    with pytest.raises(BlockInputError, match="block 0 rejected"):
+    with pytest.raises(BlockInputError, match="block 0 failed on its input"):
         build(example_input=torch.zeros(2, 3, 8, 8))
 
 

@@ -11,6 +11,7 @@ from scpl.errors import NonFiniteLossError, StageError
 from scpl.executors import DistributedExecutor, SequentialExecutor, ThreadedExecutor
 from scpl.executors import p2p
 from scpl.objectives import CallableObjective
+from scpl.inference import PatienceCosine, early_exit
 
 
 def trained(case, executor):
@@ -75,7 +76,7 @@ def test_threads_non_finite_loss_and_loader_failure():
         raise OSError("disk went away")
 
     model, _, _, _ = CASES["cnn"]()
-    with pytest.raises(StageError, match="stage -1 failed with OSError: disk went away"):
+    with pytest.raises(StageError, match=r"the data loader \(stage -1\) failed with OSError: disk went away"):
         model.fit(broken(), executor=ThreadedExecutor())
 
 
@@ -102,6 +103,12 @@ def test_distributed_equals_sequential_bitwise(case, world, tmp_path):
         assert saved["metrics"]["accuracy"] == ref_metrics["accuracy"]
         assert saved["metrics"]["loss"] == pytest.approx(ref_metrics["loss"], rel=1e-6)
         assert torch.equal(saved["preds"], ref_preds)
+        if case == "cnn":  # early exit through the pipeline decides exactly as in one process
+            ref_exit = early_exit(ref, CASES[case]()[1], PatienceCosine(threshold=0.5))
+            got = saved["exits"]
+            assert torch.equal(got["predictions"], ref_exit.predictions)
+            assert torch.equal(got["exit_block"], ref_exit.exit_block)
+            assert got["block_samples"] == ref_exit.block_samples and got["accuracy"] == ref_exit.accuracy
 
 
 @pytest.mark.parametrize("fault", ["raise:3", "kill:3"])

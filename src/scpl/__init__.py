@@ -1,6 +1,6 @@
 """scpl: decoupled, pipeline-parallel training for PyTorch models."""
 
-from . import objectives
+from . import checkpoint, executors, inference, objectives
 from .block import Block
 from .errors import BlockInputError, ConfigError, LabelError, NonFiniteLossError, ScplError
 from .heads import PooledFeatures, build_projector
@@ -16,6 +16,9 @@ __all__ = [
     "METHODS",
     "split_model",
     "objectives",
+    "executors",
+    "checkpoint",
+    "inference",
     "PooledFeatures",
     "build_projector",
     "seed_everything",

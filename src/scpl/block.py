@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from typing import Callable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .errors import BlockInputError, NonFiniteLossError
+from .errors import BlockInputError, ConfigError, NonFiniteLossError
 from .flow import Flow, call_with_flow, detach_flow, flow_shape, flow_to
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -27,9 +28,11 @@ def run_layers(layers: nn.Module, inputs: Flow, index: int) -> Flow:
     """Call block ``index``'s layers on ``inputs``; a rejected input raises :class:`BlockInputError`."""
     try:
         return call_with_flow(layers, inputs)
+    except torch.OutOfMemoryError:
+        raise
     except (RuntimeError, TypeError, ValueError) as exc:
-        hint = " Check the data's shape against the model's first layer." if index == 0 else ""
-        raise BlockInputError(f"block {index} rejected its input of shape {flow_shape(inputs)}: {exc}.{hint}") from exc
+        hint = " If this is a shape mismatch, check the data's shape against the model's first layer." if index == 0 else ""
+        raise BlockInputError(f"block {index} failed on its input of shape {flow_shape(inputs)}: {exc}.{hint}") from exc
 
 
 class Block(nn.Module):
@@ -69,6 +72,7 @@ class Block(nn.Module):
         self.scheduler: Optional[object] = None
         self.steps = 0
         self.rng_seed: Optional[int] = None
+        self.mode = "train"  # "train", "frozen" (forward only, eval mode) or "inactive" (not run)
 
     # -- set-up ---------------------------------------------------------------------------
     def configure_optimizer(self, optimizer: OptimizerFactory, scheduler: Optional[SchedulerFactory] = None) -> None:
@@ -111,13 +115,20 @@ class Block(nn.Module):
         of ``loss / m`` accumulate and the optimizer steps once, after piece m-1. Returns the
         detached output (computed before the update) and the loss value. Raises
         :class:`NonFiniteLossError` if the loss is NaN or infinite (before any step).
-        With ``rng_seed`` set, the block's random numbers (dropout) come from a generator seeded
+        A ``"frozen"`` block only runs forward (eval mode); an ``"inactive"`` one returns its
+        input; both report loss 0. With ``rng_seed`` set, the block's random numbers (dropout) come from a generator seeded
         by (rng_seed, block index, step, micro), so they do not depend on the executor.
         """
         if self.optimizer is None:
-            raise RuntimeError(f"block {self.index} has no optimizer; call configure_optimizer first")
+            raise ConfigError(f"block {self.index} has no optimizer; call configure_optimizer first")
         device = self.device
         inputs = detach_flow(flow_to(inputs, device, non_blocking=True))
+        if self.mode == "inactive":
+            return inputs, 0.0
+        if self.mode == "frozen":
+            self.eval()
+            with torch.no_grad():
+                return self(inputs), 0.0
         labels = labels.to(device, non_blocking=True)
         self.train()
         with self._rng(micro):
@@ -140,17 +151,30 @@ class Block(nn.Module):
         return seeded_rng(self.device, (self.rng_seed, self.index, self.steps, micro))
 
 
+_RNG_LOCKS: dict[str, threading.Lock] = {}
+_RNG_LOCKS_GUARD = threading.Lock()
+
+
 @contextlib.contextmanager
 def seeded_rng(device: torch.device, key: tuple[int, ...]) -> Iterator[None]:
-    """Run the body with ``device``'s default generator seeded from ``key``, then restore it."""
+    """Run the body with ``device``'s default generator seeded from ``key``, then restore it.
+
+    The generator is process-wide, so the body holds a lock per generator: blocks that share
+    one (several blocks on the CPU, or on one GPU) run their seeded parts one at a time, which
+    keeps their random numbers independent of the executor.
+    """
     seed = hash(key) & 0x7FFF_FFFF_FFFF_FFFF
     if device.type == "cuda":
-        gen = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        gen, name = torch.cuda.default_generators[index], f"cuda:{index}"
     else:
-        gen = torch.random.default_generator
-    state = gen.get_state()
-    gen.manual_seed(seed)
-    try:
-        yield
-    finally:
-        gen.set_state(state)
+        gen, name = torch.random.default_generator, "cpu"
+    with _RNG_LOCKS_GUARD:
+        lock = _RNG_LOCKS.setdefault(name, threading.Lock())
+    with lock:
+        state = gen.get_state()
+        gen.manual_seed(seed)
+        try:
+            yield
+        finally:
+            gen.set_state(state)

@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader
 
+from .errors import ConfigError
 from .data import find_fashion_mnist, load_digits, load_fashion_mnist
 from .model import DecoupledModel
 from .models import SmallCNN
@@ -25,7 +26,7 @@ def load_demo_data(dataset: str, train_limit: Optional[int] = None):
     elif dataset == "fashion-mnist":
         train, test = load_fashion_mnist(train_limit=train_limit)
     else:
-        raise ValueError(f"unknown demo data set {dataset!r}; choose digits, fashion-mnist or auto")
+        raise ConfigError(f"unknown demo data set {dataset!r}; choose digits, fashion-mnist or auto")
     return train, test, dataset
 
 

@@ -31,11 +31,13 @@ class NonFiniteLossError(ScplError, FloatingPointError):
 
 
 class StageError(ScplError, RuntimeError):
-    """A pipeline stage (thread or rank) failed; carries its index and the original traceback."""
+    """A pipeline stage (thread or rank) failed; carries its index, the original exception
+    (``cause``, also ``__cause__``) and its traceback. Stage -1 is the data loader."""
 
     def __init__(self, stage: int, cause: BaseException, traceback_text: str):
         self.stage, self.cause, self.traceback_text = stage, cause, traceback_text
+        where = "the data loader (stage -1)" if stage == -1 else f"stage {stage}"
         super().__init__(
-            f"stage {stage} failed with {type(cause).__name__}: {cause}\n"
-            f"--- original traceback of stage {stage} ---\n{traceback_text.rstrip()}"
+            f"{where} failed with {type(cause).__name__}: {cause}\n"
+            f"--- original traceback of {where} ---\n{traceback_text.rstrip()}"
         )

@@ -21,9 +21,13 @@ def detach_flow(flow: Flow) -> Flow:
 
 
 def flow_to(flow: Flow, device: torch.device, non_blocking: bool = False) -> Flow:
-    """Move a tensor or a tuple of tensors to ``device``."""
+    """Move a tensor or a tuple of tensors to ``device``.
+
+    ``non_blocking`` applies only to copies onto a CUDA device: a non-blocking copy to the CPU
+    could be read before it completes.
+    """
     if isinstance(flow, Tensor):
-        return flow.to(device, non_blocking=non_blocking)
+        return flow.to(device, non_blocking=non_blocking and torch.device(device).type == "cuda")
     return tuple(flow_to(x, device, non_blocking) for x in flow)
 
 

@@ -25,6 +25,7 @@ from .balance import Balance, balance as balance_layers, refine
 from .heads import PooledFeatures, ProjectorSpec, build_projector
 from .objectives import CrossEntropyLoss, ObjectiveSpec, build_objective
 from .partition import BlockSpec, split_model
+from .schedule import BlockSchedule
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,8 @@ class DecoupledModel(nn.Module):
         """Predicted classes for a tensor batch, or for every batch of a loader (concatenated)."""
         self.eval()
         if isinstance(data, (Tensor, tuple)):
-            return self(data).argmax(dim=1).cpu()
+            first = data if isinstance(data, Tensor) else data[0]
+            data = [(data, torch.zeros(first.shape[0], dtype=torch.long))]
         return torch.cat([logits.argmax(dim=1).cpu() for logits, _ in self._outputs(data, executor)])
 
     @torch.no_grad()
@@ -261,6 +263,23 @@ class DecoupledModel(nn.Module):
             raise ConfigError("evaluate() got an empty loader")
         return {"accuracy": correct / total, "loss": loss_sum / total}
 
+    @torch.no_grad()
+    def evaluate_exits(self, loader: Iterable) -> list[Optional[float]]:
+        """Accuracy at every exit: block k's exit classifier (None without one), the last block's output."""
+        self.eval()
+        correct = [0] * len(self.blocks)
+        total = 0
+        for inputs, labels in self._checked(loader):
+            flow = inputs
+            for k, block in enumerate(self.blocks):
+                flow = block(flow_to(flow, block.device))
+                logits = flow if k == len(self.blocks) - 1 else block.exit_logits(flow)
+                if logits is not None:
+                    correct[k] += int((logits.argmax(dim=1).cpu() == labels).sum())
+            total += labels.numel()
+        has_exit = [b.classifier is not None for b in self.blocks[:-1]] + [True]
+        return [c / total if h else None for c, h in zip(correct, has_exit)]
+
     # -- training -------------------------------------------------------------------------
     def _checked(self, loader: Iterable) -> Iterator[tuple[Flow, Tensor]]:
         for batch in loader:
@@ -278,19 +297,28 @@ class DecoupledModel(nn.Module):
         val_loader: Optional[Iterable] = None,
         executor: Any = "sequential",
         on_step: Optional[Callable[[int, list[float]], None]] = None,
+        schedule: Optional[BlockSchedule] = None,
+        start_epoch: int = 0,
     ) -> list[dict]:
         """Train for ``epochs`` over ``loader``; return one record per epoch.
 
         Each record holds ``epoch``, ``losses`` (mean local loss per block), ``seconds`` and,
-        with ``val_loader``, ``val_accuracy``. Schedulers step once per epoch.
+        with ``val_loader``, ``val_accuracy``. Schedulers step once per epoch. ``schedule``
+        (DASCPL) switches blocks on or freezes them by epoch (counted from ``start_epoch``);
+        a block's scheduler steps only in epochs where it trains.
         """
         runner = get_executor(executor)
+        if schedule is not None:
+            schedule.validate(len(self.blocks))
         history = []
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, start_epoch + epochs):
+            if schedule is not None:
+                for k, block in enumerate(self.blocks):
+                    block.mode = schedule.mode(k, epoch)
             start = time.perf_counter()
             steps = runner.train_epoch(list(self.blocks), self._checked(loader), on_step)
             for block in self.blocks:
-                if block.scheduler is not None:
+                if block.scheduler is not None and block.mode == "train":
                     block.scheduler.step()
             record: dict[str, Any] = {
                 "epoch": epoch + 1,

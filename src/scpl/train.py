@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import atomic_save, merge_blocks, save_blocks
 from .demo import load_demo_data
 from .errors import ConfigError
-from .executors import DistributedExecutor, SequentialExecutor, ThreadedExecutor
+from .executors import EXECUTORS
 from .executors.distributed import init_from_env
 from .model import DecoupledModel
 from .models import create_model
@@ -57,10 +57,9 @@ def run(cfg: TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads or 1)
     elif cfg.threads:
         torch.set_num_threads(cfg.threads)
-    executor = {"sequential": SequentialExecutor, "threads": ThreadedExecutor, "distributed": DistributedExecutor}
-    if cfg.executor not in executor:
-        raise ConfigError(f"unknown executor {cfg.executor!r}; choose one of {sorted(executor)}")
-    runner = executor[cfg.executor](micro_batches=cfg.micro_batches)
+    if cfg.executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {cfg.executor!r}; choose one of {sorted(EXECUTORS)}")
+    runner = EXECUTORS[cfg.executor](micro_batches=cfg.micro_batches)
     train, test, dataset = load_demo_data(cfg.dataset, cfg.train_limit)
     generator = seed_everything(cfg.seed)
     loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=generator, drop_last=True)

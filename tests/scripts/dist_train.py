@@ -9,12 +9,14 @@ import signal
 import sys
 
 import torch
+import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from cases import CASES  # noqa: E402
 
 from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
 from scpl.objectives import CallableObjective  # noqa: E402
+from scpl.inference import PatienceCosine, early_exit  # noqa: E402
 
 
 def main() -> None:
@@ -40,8 +42,15 @@ def main() -> None:
     history = model.fit(loader, epochs=epochs, executor=ex)
     metrics = model.evaluate(loader, executor=ex)
     preds = model.predict(loader, executor=ex)
+    exits = None
+    if case == "cnn":
+        report = early_exit(model, loader, PatienceCosine(threshold=0.5), executor=ex)
+        exits = {**report.as_dict(), "predictions": report.predictions, "exit_block": report.exit_block}
     state = {k: v for k, v in model.blocks[rank].state_dict().items()}
-    torch.save({"rank": rank, "block": state, "history": history, "metrics": metrics, "preds": preds}, f"{out}.{rank}")
+    torch.save({"rank": rank, "block": state, "history": history, "metrics": metrics, "preds": preds,
+                "exits": exits}, f"{out}.{rank}")
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -204,6 +204,8 @@ def max_diff(*states: dict) -> float:
 
 def run(s: Settings, log: Callable[[str], None] = print) -> dict:
     """Run every configuration ``s.repeats`` times, interleaved; return the medians and ratios."""
+    if s.warmup < 1 or s.steps < 1:
+        raise ValueError("the benchmark needs --warmup >= 1 (the clock starts after it) and --steps >= 1")
     if s.batch_size % s.micro_batch:
         raise ValueError(f"batch size {s.batch_size} is not a multiple of the micro-batch {s.micro_batch}")
     all_cores = os.cpu_count() or 1

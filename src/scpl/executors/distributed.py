@@ -18,9 +18,12 @@ that dies closes its sockets, so its neighbours' receives fail and they raise in
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 import traceback
-from typing import Iterable, Iterator, Optional, Sequence
+import time
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -45,11 +48,14 @@ class RemoteStageFailure(RuntimeError):
 def init_from_env(backend: Optional[str] = None) -> tuple[int, int]:
     """Initialise the default process group from torchrun's environment; return (rank, world size).
 
-    The backend defaults to NCCL when CUDA is available, gloo otherwise. A no-op when the group
-    already exists.
+    The backend defaults to NCCL when CUDA is available (each rank then uses GPU
+    ``LOCAL_RANK``), gloo otherwise. A no-op when the group already exists. End your script
+    with ``dist.destroy_process_group()``: a gloo process that exits without it can abort.
     """
     if not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per rank
         dist.init_process_group(backend)
     return dist.get_rank(), dist.get_world_size()
 
@@ -66,8 +72,8 @@ class DistributedExecutor:
     name = "distributed"
 
     def __init__(self, micro_batches: int = 1, device: Optional[str] = None, queue_size: int = 2):
-        if micro_batches < 1:
-            raise ValueError(f"micro_batches must be >= 1, got {micro_batches}")
+        if micro_batches < 1 or queue_size < 1:
+            raise ConfigError(f"micro_batches and queue_size must be >= 1, got {micro_batches} and {queue_size}")
         self.micro_batches = micro_batches
         self.device = torch.device(device) if device else None
         self.queue_size = queue_size
@@ -96,14 +102,16 @@ class DistributedExecutor:
         rank, world, device, comm = self._setup(blocks)
         block, m = blocks[rank], self.micro_batches
 
-        def compute(flow: Flow, labels: Tensor, micro: int) -> tuple[Flow, float]:
-            return block.train_step(flow, labels, micro, m)
+        def compute(step: int, micro: int, flow: Flow, labels: Tensor, extras: list[Tensor]):
+            out, loss = block.train_step(flow, labels, micro, m)
+            losses = extras[0].tolist() if extras else []
+            return out, labels, [torch.tensor(losses + [loss], dtype=torch.float64)]
 
         history: list[list[float]] = []
         partial = [0.0] * world
 
-        def sink(step: int, micro: int, out: Flow, labels: Tensor, losses: list[float]) -> None:
-            for i, v in enumerate(losses):
+        def sink(step: int, micro: int, out: Flow, labels: Tensor, extras: list[Tensor]) -> None:
+            for i, v in enumerate(extras[0].tolist()):
                 partial[i] += v / m
             if micro == m - 1:
                 history.append(list(partial))
@@ -112,9 +120,8 @@ class DistributedExecutor:
                     on_step(step, history[-1])
 
         self._run(rank, world, device, comm, compute, sink, self._pieces(batches, rank, m))
-        table = torch.tensor(history, dtype=torch.float64).reshape(-1, world) if rank == world - 1 else None
-        table = _broadcast_tensor(table, world - 1, comm)
-        return table.tolist()
+        table = _finish(rank, world, lambda: torch.tensor(history, dtype=torch.float64).reshape(-1, world))
+        return _broadcast_tensor(table, world - 1, comm).tolist()
 
     @torch.no_grad()
     def forward_batches(self, blocks: Sequence[nn.Module], batches: Iterable[tuple[Flow, Tensor]]) -> tuple[Tensor, Tensor]:
@@ -126,20 +133,80 @@ class DistributedExecutor:
         block = blocks[rank]
         block.eval()
 
-        def compute(flow: Flow, labels: Tensor, micro: int) -> tuple[Flow, float]:
-            return block(flow_to(flow, device)), 0.0
+        def compute(step: int, micro: int, flow: Flow, labels: Tensor, extras: list[Tensor]):
+            return block(flow_to(flow, device)), labels, []
 
         logits, labels_out = [], []
 
-        def sink(step: int, micro: int, out: Flow, labels: Tensor, losses: list[float]) -> None:
+        def sink(step: int, micro: int, out: Flow, labels: Tensor, extras: list[Tensor]) -> None:
             logits.append(out.float().cpu())
             labels_out.append(labels.cpu())
 
         self._run(rank, world, device, comm, compute, sink, self._pieces(batches, rank, 1))
+
+        def gather() -> tuple[Tensor, Tensor]:
+            if not logits:
+                raise ConfigError("evaluate()/predict() got an empty loader")
+            return torch.cat(logits), torch.cat(labels_out)
+
+        result = _finish(rank, world, gather)
         last = world - 1
-        all_logits = _broadcast_tensor(torch.cat(logits) if rank == last else None, last, comm)
-        all_labels = _broadcast_tensor(torch.cat(labels_out) if rank == last else None, last, comm)
+        all_logits = _broadcast_tensor(result[0] if result else None, last, comm)
+        all_labels = _broadcast_tensor(result[1] if result else None, last, comm)
         return all_logits, all_labels
+
+    @torch.no_grad()
+    def exit_batches(self, blocks: Sequence[nn.Module], batches: Iterable[tuple[Flow, Tensor]], policy):
+        """Early exit on the pipeline: samples that exit at stage k are not sent to k+1.
+
+        Returns (predictions, labels, exit block per sample, samples processed per block), the
+        same on every rank, samples in data order.
+        """
+        from ..inference import ExitState, decide, select
+
+        rank, world, device, comm = self._setup(blocks)
+        block = blocks[rank]
+        block.eval()
+        last = rank == world - 1
+        exited: list[tuple[Tensor, Tensor, Tensor]] = []  # (global ids, predictions, labels)
+        processed = [0]
+        offset = [0]
+
+        def compute(step: int, micro: int, flow: Flow, labels: Tensor, extras: list[Tensor]):
+            if not extras:  # rank 0: a fresh batch; number its samples globally
+                n = labels.shape[0]
+                extras = [torch.arange(offset[0], offset[0] + n), torch.zeros(n, dtype=torch.long)]
+                offset[0] += n
+            state = ExitState(extras[0], extras[1], extras[2] if len(extras) > 2 else None)
+            out = block(flow_to(flow, device))
+            processed[0] += int(state.ids.numel())
+            logits = out if last else block.exit_logits(out)
+            if logits is None:
+                return out, labels, extras
+            logits = logits.float().cpu()
+            leave, state = decide(policy, logits, state)
+            if last:
+                leave = torch.ones_like(leave)
+            exited.append((state.ids[leave], logits[leave].argmax(dim=1), labels.cpu()[leave]))
+            stay = ~leave
+            if not bool(stay.any()):
+                return None
+            state = state.keep(stay)
+            return select(out, stay), labels[stay.to(labels.device)], [state.ids, state.counter, state.previous]
+
+        self._run(rank, world, device, comm, compute, lambda *args: None, self._pieces(batches, rank, 1))
+        _finish(rank, world, lambda: None)
+        mine = {"ids": torch.cat([e[0] for e in exited]) if exited else torch.empty(0, dtype=torch.long),
+                "preds": torch.cat([e[1] for e in exited]) if exited else torch.empty(0, dtype=torch.long),
+                "labels": torch.cat([e[2] for e in exited]) if exited else torch.empty(0, dtype=torch.long),
+                "processed": processed[0]}
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, mine)
+        n = sum(g["ids"].numel() for g in gathered)
+        preds, labels, exit_block = (torch.empty(n, dtype=torch.long) for _ in range(3))
+        for k, g in enumerate(gathered):
+            preds[g["ids"]], labels[g["ids"]], exit_block[g["ids"]] = g["preds"], g["labels"], k
+        return preds, labels, exit_block, [g["processed"] for g in gathered]
 
     # -- machinery ------------------------------------------------------------------------
     @staticmethod
@@ -165,16 +232,18 @@ class DistributedExecutor:
         for t in threads:
             t.start()
         try:
-            for step, micro, flow, labels, losses in _incoming(pieces, inbox):
-                out, loss = compute(flow, labels, micro)
-                losses = losses + [loss]
+            for step, micro, flow, labels, extras in _incoming(pieces, inbox):
+                result = compute(step, micro, flow, labels, extras)
+                if result is None:  # nothing left to send on (e.g. every sample exited)
+                    continue
+                out, labels, extras = result
                 if outbox is not None:
                     is_tuple = not isinstance(out, Tensor)
                     tensors = list(out) if is_tuple else [out]
-                    loss_t = torch.tensor(losses, dtype=torch.float64)
-                    outbox.put(p2p.Message(p2p.DATA, step, micro, [*tensors, labels, loss_t], flag=int(is_tuple)))
+                    flag = (len(extras) << 1) | int(is_tuple)
+                    outbox.put(p2p.Message(p2p.DATA, step, micro, [*tensors, labels, *extras], flag=flag))
                 else:
-                    sink(step, micro, out, labels, losses)
+                    sink(step, micro, out, labels, extras)
             if outbox is not None:
                 outbox.put(p2p.Message(p2p.END))
                 while sender.is_alive() and not abort.is_set():  # the sender drains the outbox first
@@ -195,9 +264,40 @@ class DistributedExecutor:
             for t in threads:  # ... so they end before the interpreter does
                 t.join(_JOIN_S)
             raise StageError(stage, exc, text) from exc
+        for t in threads:  # no thread may outlive the call (one inside a store or gloo call at
+            t.join()       # interpreter exit aborts the process)
 
 
-def _incoming(pieces, inbox: Optional[_Pipe]) -> Iterator[tuple[int, int, Flow, Tensor, list[float]]]:
+_ROUNDS = itertools.count()
+
+
+def _finish(rank: int, world: int, result: Callable[[], object]) -> object:
+    """Compute the last rank's result, then meet every rank before the closing collectives.
+
+    The meeting goes through the store and watches for a failure announced by any rank, so a
+    rank whose pipeline ended cleanly never waits in a collective for a rank that failed.
+    """
+    store = dist.distributed_c10d._get_default_store()
+    value = None
+    if rank == world - 1:
+        try:
+            value = result()
+        except BaseException as exc:
+            _announce(store, rank, exc)
+            raise
+    tag = next(_ROUNDS)
+    store.set(f"scpl/done/{tag}/{rank}", "1")
+    keys = [f"scpl/done/{tag}/{r}" for r in range(world)]
+    while not store.check(keys):
+        if store.check([ABORT_KEY]):
+            failed, message = store.get(ABORT_KEY).decode().split("\n", 1)
+            raise StageError(int(failed), RemoteStageFailure(f"rank {failed} failed: {message}"), "")
+        time.sleep(_WATCH_S / 4)
+    return value
+
+
+def _incoming(pieces, inbox: Optional[_Pipe]) -> Iterator[tuple[int, int, Flow, Tensor, list[Tensor]]]:
+    """(step, micro, flow, labels, extra tensors) read from the data (rank 0) or received."""
     if inbox is None:
         for step, micro, flow, labels in pieces:
             yield step, micro, flow, labels, []
@@ -206,8 +306,10 @@ def _incoming(pieces, inbox: Optional[_Pipe]) -> Iterator[tuple[int, int, Flow, 
         msg = inbox.get()
         if msg.kind == p2p.END:
             return
-        *flow, labels, losses = msg.tensors
-        yield msg.step, msg.micro, (tuple(flow) if msg.flag else flow[0]), labels, losses.tolist()
+        n_extras, is_tuple = msg.flag >> 1, msg.flag & 1
+        n_flow = len(msg.tensors) - 1 - n_extras
+        flow, labels, extras = msg.tensors[:n_flow], msg.tensors[n_flow], msg.tensors[n_flow + 1:]
+        yield msg.step, msg.micro, (tuple(flow) if is_tuple else flow[0]), labels, list(extras)
 
 
 def _receive(rank: int, comm: torch.device, inbox: _Pipe, abort: threading.Event, failures: list) -> None:

@@ -163,6 +163,8 @@ class ThreadedExecutor:
             abort.set()
 
     def _work(self, k: int, block: Block, stream, next_device, inp: _Pipe, out: _Pipe, abort, failures) -> None:
+        if stream is not None:  # see parameter writes queued before the run (load_state_dict, ...)
+            stream.wait_stream(torch.cuda.current_stream(stream.device))
         try:
             with _on_stream(stream):
                 while True:
@@ -186,6 +188,9 @@ class ThreadedExecutor:
         except BaseException as exc:
             failures.append((k, exc, traceback.format_exc()))
             abort.set()
+        finally:
+            if stream is not None:  # later work on the default stream sees this stage's last step
+                torch.cuda.current_stream(stream.device).wait_stream(stream)
 
 
 class _Collector:

@@ -8,8 +8,27 @@ from torch import nn
 
 from ..errors import ConfigError
 from .cnn import SmallCNN
+from .resnet import CifarResNet, ResNet18, resnet32, resnet110
+from .text import TextClassifier
+from .vgg import VGG8
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN}
+
+def _text(kind: str) -> Callable[..., nn.Module]:
+    def build(**kwargs: Any) -> nn.Module:
+        return TextClassifier(kind=kind, **kwargs)
+
+    return build
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "small_cnn": SmallCNN,
+    "vgg8": VGG8,
+    "resnet18": ResNet18,
+    "resnet32": resnet32,
+    "resnet110": resnet110,
+    "text_lstm": _text("lstm"),
+    "text_transformer": _text("transformer"),
+}
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -19,4 +38,4 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return MODELS[name](**kwargs)
 
 
-__all__ = ["SmallCNN", "MODELS", "create_model"]
+__all__ = ["SmallCNN", "VGG8", "ResNet18", "CifarResNet", "TextClassifier", "MODELS", "create_model"]

@@ -19,6 +19,8 @@ All tensors stay on the device and dtype of ``features``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
@@ -57,6 +59,10 @@ class DeInfoRegLoss(nn.Module):
                 f"and {tuple(labels.shape)}"
             )
         n, d = features.shape
+        if n < 2:
+            warnings.warn("DeInfoRegLoss: a batch of one sample has no variance or covariance; the loss is 0. "
+                          "Use batches of at least 2 (drop_last=True).", RuntimeWarning, stacklevel=2)
+            return features.sum() * 0.0
         zn = nn.functional.normalize(features, dim=1)
         one_hot = nn.functional.one_hot(labels, self.num_classes).to(features.dtype)
         inv = (sample_correlation(one_hot) - sample_correlation(zn)).pow(2).mean()

@@ -1,0 +1,148 @@
+"""Adaptive inference: each sample leaves at the first block that is sure enough.
+
+Two policies decide per sample, on the exit logits of each block (the exit classifier of a
+block, or the last block's output):
+
+* :class:`PatienceCosine` (DASCPL/DeInfoReg rule, defaults patience 1, cosine 0.8): after
+  block k, a sample's counter grows when blocks k-1 and k agree on the class *and* the cosine
+  similarity of their logit vectors exceeds the threshold, and is reset otherwise; the sample
+  exits when the counter reaches ``patience``, with block k's prediction.
+* :class:`Confidence`: exit when the maximum softmax probability reaches ``threshold``.
+
+Exited samples are removed from the batch, so later blocks never run on them. The report
+gives accuracy, the exit histogram and the fraction of block compute saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from .flow import Flow, flow_to
+
+
+@dataclass(frozen=True)
+class PatienceCosine:
+    patience: int = 1
+    threshold: float = 0.8
+
+
+@dataclass(frozen=True)
+class Confidence:
+    threshold: float = 0.9
+
+
+Policy = Union[PatienceCosine, Confidence]
+
+
+@dataclass
+class ExitState:
+    """Per-sample state of the samples still in the batch (all tensors indexed alike)."""
+
+    ids: Tensor  # position of each sample in the original batch
+    counter: Tensor  # patience counter
+    previous: Optional[Tensor] = None  # previous exit's logits
+
+    def keep(self, mask: Tensor) -> "ExitState":
+        return ExitState(self.ids[mask], self.counter[mask], None if self.previous is None else self.previous[mask])
+
+
+def decide(policy: Policy, logits: Tensor, state: ExitState) -> tuple[Tensor, ExitState]:
+    """Which samples exit on ``logits`` (a bool mask) and the updated state of all samples."""
+    if isinstance(policy, Confidence):
+        return torch.softmax(logits.float(), dim=1).amax(dim=1) >= policy.threshold, state
+    counter = state.counter
+    if state.previous is not None:
+        agree = (logits.argmax(dim=1) == state.previous.argmax(dim=1)) & (
+            nn.functional.cosine_similarity(logits.float(), state.previous.float(), dim=1) > policy.threshold)
+        counter = torch.where(agree, counter + 1, torch.zeros_like(counter))
+    new_state = ExitState(state.ids, counter, logits)
+    return counter >= policy.patience, new_state
+
+
+def select(flow: Flow, mask: Tensor) -> Flow:
+    """The rows of a flow (tensor or tuple) where ``mask`` holds."""
+    if isinstance(flow, Tensor):
+        return flow[mask.to(flow.device)]
+    return tuple(select(t, mask) for t in flow)
+
+
+@dataclass
+class ExitReport:
+    accuracy: float
+    exits: list[int]  # samples that left at each block
+    block_samples: list[int]  # samples each block processed
+    compute_saved: float  # 1 - (block work done) / (block work of the full path), weighted by block cost
+    predictions: Tensor = field(repr=False)
+    exit_block: Tensor = field(repr=False)
+
+    def as_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "exits": self.exits, "block_samples": self.block_samples,
+                "compute_saved": self.compute_saved}
+
+
+@torch.no_grad()
+def exit_batch(blocks: Sequence[nn.Module], inputs: Flow, policy: Policy) -> tuple[Tensor, Tensor, list[int]]:
+    """(predictions, exit block of each sample, samples processed per block) for one batch."""
+    first = inputs if isinstance(inputs, Tensor) else inputs[0]
+    n = first.shape[0]
+    preds = torch.empty(n, dtype=torch.long)
+    exit_block = torch.empty(n, dtype=torch.long)
+    state = ExitState(torch.arange(n), torch.zeros(n, dtype=torch.long))
+    calls = [0] * len(blocks)
+    flow = inputs
+    for k, block in enumerate(blocks):
+        if state.ids.numel() == 0:
+            break
+        flow = block(flow_to(flow, block.device))
+        calls[k] = int(state.ids.numel())
+        last = k == len(blocks) - 1
+        logits = flow if last else block.exit_logits(flow)
+        if logits is None:
+            continue
+        logits = logits.cpu()
+        leave, state = decide(policy, logits, state)
+        if last:
+            leave = torch.ones_like(leave)
+        preds[state.ids[leave]] = logits[leave].argmax(dim=1)
+        exit_block[state.ids[leave]] = k
+        stay = ~leave
+        state = state.keep(stay)
+        flow = select(flow, stay)
+    return preds, exit_block, calls
+
+
+def early_exit(model, loader: Iterable, policy: Policy = PatienceCosine(),
+               block_costs: Optional[Sequence[float]] = None, executor=None) -> ExitReport:
+    """Run ``model`` (a DecoupledModel with exit classifiers) with per-sample early exit.
+
+    ``block_costs`` weights the compute saved (e.g. measured seconds or FLOPs per sample of each
+    block); by default every block counts the same. With a ``DistributedExecutor`` the batches
+    run through the pipeline and exited samples are not sent to later ranks.
+    """
+    model.eval()
+    blocks = list(model.blocks)
+    costs = list(block_costs) if block_costs is not None else [1.0] * len(blocks)
+    if executor is not None and hasattr(executor, "exit_batches"):
+        preds, labels, exit_block, calls = executor.exit_batches(blocks, model._checked(loader), policy)
+    else:
+        all_preds, all_exits, all_labels = [], [], []
+        calls = [0] * len(blocks)
+        for inputs, labels in model._checked(loader):
+            preds, exit_block, batch_calls = exit_batch(blocks, inputs, policy)
+            all_preds.append(preds), all_exits.append(exit_block), all_labels.append(labels.cpu())
+            calls = [a + b for a, b in zip(calls, batch_calls)]
+        preds, exit_block, labels = torch.cat(all_preds), torch.cat(all_exits), torch.cat(all_labels)
+    n = labels.numel()
+    full = n * sum(costs)
+    return ExitReport(
+        accuracy=float((preds == labels).float().mean()),
+        exits=[int((exit_block == k).sum()) for k in range(len(blocks))],
+        block_samples=calls,
+        compute_saved=1.0 - sum(c * w for c, w in zip(calls, costs)) / full,
+        predictions=preds,
+        exit_block=exit_block,
+    )
