@@ -80,9 +80,15 @@ def test_threads_non_finite_loss_and_loader_failure():
         model.fit(broken(), executor=ThreadedExecutor())
 
 
-def test_threads_warn_about_dropout_on_cpu():
+def test_threads_with_seeded_dropout_equal_sequential_and_unseeded_warns():
+    ref, ref_losses = trained("dropout", SequentialExecutor)
+    got, got_losses = trained("dropout", ThreadedExecutor)
+    assert_same_parameters(ref, got)
+    assert got_losses == ref_losses
     model, loader, _, _ = CASES["dropout"]()
-    with pytest.warns(RuntimeWarning, match="share one CPU random generator"):
+    for block in model.blocks:
+        block.rng_seed = None
+    with pytest.warns(RuntimeWarning, match="dropout but no rng_seed"):
         model.fit(loader, executor=ThreadedExecutor())
 
 

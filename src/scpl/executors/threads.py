@@ -6,8 +6,9 @@ each stage runs on its own stream; the hand-over to the next stage waits on an e
 after the producing stage's work, and inputs are copied from pinned memory without blocking.
 
 Contract: after ``train_epoch`` the parameters equal those of :class:`SequentialExecutor` on
-the same batches (bitwise on CPU with the same per-thread intra-op thread count, for blocks
-without randomness: the CPU random generator is shared by all threads). A failure in any stage
+the same batches (bitwise on CPU with the same per-thread intra-op thread count). Blocks with
+dropout must set ``rng_seed``: random generators are per device and shared by threads, and a
+seeded block draws under a per-generator lock, so its draws do not depend on the executor. A failure in any stage
 stops every worker and is re-raised in the caller as :class:`StageError` with the stage index
 and the original traceback; nothing hangs.
 """
@@ -212,11 +213,14 @@ class _Collector:
 
 
 def _warn_if_random(blocks: Sequence[Block]) -> None:
-    if any(b.device.type == "cpu" and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in b.modules()) for b in blocks):
+    def random(b: Block) -> bool:
+        return b.rng_seed is None and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in b.modules())
+
+    if any(random(b) for b in blocks):
         warnings.warn(
-            "threaded executor: blocks on the CPU contain dropout; all threads share one CPU random "
-            "generator, so the run is not reproducible and differs from the sequential engine. Use the "
-            "distributed executor (one process per stage) where exact equality matters.",
+            "threaded executor: blocks contain dropout but no rng_seed; their threads draw from shared "
+            "random generators, so the run is not reproducible and differs from the sequential engine. "
+            "Set block.rng_seed (seeded per block and step), or use the distributed executor.",
             RuntimeWarning,
             stacklevel=3,
         )
