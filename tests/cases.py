@@ -76,4 +76,11 @@ def text_case():
     return model, VariableLengthBatches(), 2, 1
 
 
-CASES = {"cnn": cnn_case, "dropout": dropout_case, "text": text_case}
+def contsup_case():
+    seed_everything(0)
+    model = DecoupledModel(tiny_cnn(), [3, 3, 2], method="scpl", num_classes=4, example_input=torch.zeros(2, 1, 8, 8),
+                           contsup="R1E")
+    return model, synthetic_loader(n=64, batch_size=16), 2, 2
+
+
+CASES = {"cnn": cnn_case, "dropout": dropout_case, "text": text_case, "contsup": contsup_case}

@@ -27,7 +27,7 @@ def assert_same_parameters(a, b):
         assert torch.equal(sa[k], sb[k]), f"{k} differs"
 
 
-@pytest.mark.parametrize("case", ["cnn", "text"])
+@pytest.mark.parametrize("case", ["cnn", "text", "contsup"])
 def test_threads_equal_sequential_bitwise(case):
     ref, ref_losses = trained(case, SequentialExecutor)
     got, got_losses = trained(case, ThreadedExecutor)
@@ -92,7 +92,7 @@ def test_threads_with_seeded_dropout_equal_sequential_and_unseeded_warns():
         model.fit(loader, executor=ThreadedExecutor())
 
 
-@pytest.mark.parametrize("case,world", [("cnn", 3), ("text", 3), ("dropout", 2)])
+@pytest.mark.parametrize("case,world", [("cnn", 3), ("text", 3), ("dropout", 2), ("contsup", 3)])
 def test_distributed_equals_sequential_bitwise(case, world, tmp_path):
     codes, outputs, _ = run_ranks("dist_train.py", world, str(tmp_path / "out"), case)
     assert codes == [0] * world, outputs

@@ -67,6 +67,21 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_early_exit(args: argparse.Namespace) -> int:
+    from .bench.early_exit import run
+
+    r = run(args.dataset, args.epochs, args.train_limit, args.batch_size, args.seed)
+    exits = ", ".join("-" if a is None else f"{a:.4f}" for a in r["exit_accuracy"])
+    print(f"{r['dataset']}, {r['train_size']} training images, {r['epochs']} epochs ({r['train_seconds']:.0f} s): "
+          f"full path accuracy {r['full_path_accuracy']:.4f}; accuracy at each exit {exits}")
+    print(f"{'policy':<20} {'accuracy':>8} {'saved(calls)':>12} {'saved(time)':>11}  exits per block")
+    for key, p in r["policies"].items():
+        print(f"{key:<20} {p['accuracy']:8.4f} {p['compute_saved']:12.3f} {p['compute_saved_by_time']:11.3f}  {p['exits']}")
+    if args.json:
+        print(json.dumps(r))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scpl", description="Decoupled, pipeline-parallel training for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--seed", type=int, default=0)
     pipe.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     pipe.set_defaults(func=_bench_pipeline)
+    ee = bench_sub.add_parser("early-exit", help="accuracy and block compute saved by early exit, on real data")
+    ee.add_argument("--dataset", default="fashion-mnist", choices=["digits", "fashion-mnist", "auto"])
+    ee.add_argument("--epochs", type=int, default=3)
+    ee.add_argument("--train-limit", type=int, default=20000)
+    ee.add_argument("--batch-size", type=int, default=128)
+    ee.add_argument("--seed", type=int, default=0)
+    ee.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    ee.set_defaults(func=_bench_early_exit)
     return parser
 
 

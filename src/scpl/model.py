@@ -26,6 +26,7 @@ from .heads import PooledFeatures, ProjectorSpec, build_projector
 from .objectives import CrossEntropyLoss, ObjectiveSpec, build_objective
 from .partition import BlockSpec, split_model
 from .schedule import BlockSchedule
+from .context import ContextBlock, ContextSpec, First, count_macs
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class DecoupledModel(nn.Module):
         devices: a device, or one per block.
         objective_kwargs: keyword arguments for objectives built by name (e.g. ``temperature``).
         num_blocks: the K of ``blocks="auto"``.
+        contsup: ContSup context supply, a mode (``"R0"``, ``"E"``, ``"R1"``, ``"R1E"``,
+            ``"Rn"``) or a :class:`~scpl.context.ContextSpec`; needs conv blocks (4-D maps).
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class DecoupledModel(nn.Module):
         devices: Union[str, torch.device, Sequence[Union[str, torch.device]], None] = None,
         objective_kwargs: Optional[dict] = None,
         num_blocks: Optional[int] = None,
+        contsup: Union[str, ContextSpec, None] = None,
     ):
         super().__init__()
         if method not in METHODS:
@@ -132,10 +136,15 @@ class DecoupledModel(nn.Module):
         self.balance: Optional[Balance] = None
         spec = METHODS[method]
         objective_kwargs = objective_kwargs or {}
+        context = ContextSpec(contsup) if isinstance(contsup, str) else contsup
+        if context is not None and method == "bp":
+            raise ConfigError("ContSup adds context between decoupled blocks; it does not apply to method='bp'")
 
         def make_head(i: int, output: Flow) -> tuple[nn.Module, nn.Module, nn.Module, Optional[nn.Module]]:
             """(features, projector, objective, exit classifier) for block i whose layers give ``output``."""
             feat = feature_mods[i] if feature_mods[i] is not None else PooledFeatures()
+            if context is not None:
+                feat = First(feat)
             with torch.no_grad():
                 feat_dim = feat(output).shape[1]
             dim = projector_dim or spec.out_dim or (projector_hidden if projectors[i] == "deinforeg" else num_classes)
@@ -188,12 +197,16 @@ class DecoupledModel(nn.Module):
             built = []
             flow = flow_to(example_input, device_list[0])
             for i in range(k - 1):
+                if context is not None:
+                    parts[i] = _with_context(parts[i], context, flow, first=i == 0, last=False).to(device_list[i])
                 with torch.no_grad():
                     parts[i].eval()
                     flow = run_layers(parts[i], flow_to(flow, device_list[i]), i)
                 feat, proj, obj, classifier = make_head(i, flow)
                 block = Block(parts[i], obj, feat, proj, classifier, index=i)
                 built.append(block.to(device_list[i]))
+            if context is not None:
+                parts[-1] = _with_context(parts[-1], context, flow, first=False, last=True).to(device_list[-1])
             built.append(self._last_block(parts[-1], k - 1).to(device_list[-1]))
         self.blocks = nn.ModuleList(built)
         self._check_output(example_input)
@@ -202,6 +215,20 @@ class DecoupledModel(nn.Module):
         schedulers = _per_block(scheduler, k, "scheduler")
         for block, opt, sched in zip(self.blocks, optimizers, schedulers):
             block.configure_optimizer(opt, sched)
+
+    def context_cost(self, example_input: Flow) -> dict[str, float]:
+        """Parameters and multiply-accumulates per sample of the ContSup context branches,
+        absolute and as a fraction of the whole backbone (heads excluded)."""
+        branches = [m for b in self.blocks if isinstance(b.layers, ContextBlock)
+                    for m in ([b.layers.encoder] if b.layers.encoder is not None else []) + list(b.layers.projections)]
+        params = sum(p.numel() for m in branches for p in m.parameters())
+        total_params = sum(p.numel() for b in self.blocks for p in b.layers.parameters())
+        first = example_input if isinstance(example_input, Tensor) else example_input[0]
+        self.eval()
+        macs_all = count_macs(_Backbone(self), example_input) / first.shape[0]
+        macs_ctx = sum(count_macs(_Backbone(self), example_input, only=m) for m in branches) / first.shape[0]
+        return {"params": params, "params_fraction": params / total_params,
+                "macs_per_sample": macs_ctx, "macs_fraction": macs_ctx / macs_all if macs_all else 0.0}
 
     @staticmethod
     def _last_block(layers: nn.Module, index: int) -> Block:
@@ -351,6 +378,28 @@ def _auto_balance(model: nn.Sequential, k: int, example_input: Flow, num_classes
         return _HeadLoss(feat, proj, obj).train()
 
     return balance_layers(list(model.children()), k, example_input, labels, head if make_head is not None else None)
+
+
+class _Backbone(nn.Module):
+    def __init__(self, model: "DecoupledModel"):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Flow) -> Tensor:
+        return self.model(x)
+
+
+def _with_context(layers: nn.Module, spec: ContextSpec, flow: Flow, first: bool, last: bool) -> ContextBlock:
+    """Wrap ``layers`` for ContSup, sizing its projections from the incoming (example) ``flow``."""
+    tensors = (flow,) if isinstance(flow, Tensor) else tuple(flow)
+    if any(t.dim() != 4 for t in tensors):
+        raise ConfigError("ContSup needs conv blocks whose outputs are 4-D feature maps (B, C, H, W)")
+    if first:
+        return ContextBlock(layers, spec, first=True, last=last)
+    main = tensors[0].shape
+    x_shape = tensors[1].shape if spec.uses_x else None
+    history = tuple(t.shape for t in tensors[2 if spec.uses_x else 1:])
+    return ContextBlock(layers, spec, first=False, last=last, main_shape=main, x_shape=x_shape, history_shapes=history)
 
 
 def _agreed(choose: Callable[[], Balance]) -> Balance:

@@ -1,0 +1,145 @@
+"""ContSup context supply: detached context added to each block's input by a learned projection.
+
+Modes (Luo et al., "ContSup", and InfoPro's setting): ``"R0"`` none; ``"E"`` a small encoder
+of the raw input x (two 3x3 conv+BN+ReLU) at every boundary; ``"R1"`` a projection of the
+previous block's own input (a detached skip around it); ``"R1E"`` both; ``"Rn"`` the inputs of
+the last n blocks, one projection each. Block k+1 receives ``(h_k, x?, h_{k-1}, ..., h_{k-n+1})``
+(all detached, as every flow between blocks) and computes
+
+    input = h_k + sum_c P_c(context_c)
+
+before its layers; every projection belongs to the consuming block and is trained by its loss.
+A projection matches shape by element-wise addition: adaptive average pooling to the target
+size, then a 1x1 conv + BatchNorm (``pool_first=True``, cheaper, the default), or the conv first.
+The context branches stay in the network at test time: :func:`context_cost` reports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    mode: str = "R0"
+    n: int = 1  # history length for "Rn"
+    pool_first: bool = True
+
+    def __post_init__(self):
+        if self.mode not in ("R0", "E", "R1", "R1E", "Rn"):
+            raise ConfigError(f"ContSup mode must be R0, E, R1, R1E or Rn, got {self.mode!r}")
+        if self.n < 1:
+            raise ConfigError("ContSup Rn needs n >= 1")
+
+    @property
+    def uses_x(self) -> bool:
+        return self.mode in ("E", "R1E")
+
+    @property
+    def history(self) -> int:
+        return {"R0": 0, "E": 0, "R1": 1, "R1E": 1, "Rn": self.n}[self.mode]
+
+
+class Projection(nn.Module):
+    """Context (B, C, H, W) -> target (B, C', H', W'): pool + 1x1 conv + BN (or conv first)."""
+
+    def __init__(self, c_in: int, c_out: int, size: tuple[int, int], pool_first: bool = True):
+        super().__init__()
+        self.size, self.pool_first = size, pool_first
+        self.conv = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.pool_first:
+            return self.bn(self.conv(nn.functional.adaptive_avg_pool2d(x, self.size)))
+        return nn.functional.adaptive_avg_pool2d(self.bn(self.conv(x)), self.size)
+
+
+def encoder(c_in: int, c_out: int, size: tuple[int, int], pool_first: bool = True) -> nn.Module:
+    """ContSup's E branch: two 3x3 conv+BN+ReLU on the raw input, then pooled to ``size``."""
+    mid = max(c_out // 2, 1)
+    return nn.Sequential(
+        nn.AdaptiveAvgPool2d(size) if pool_first else nn.Identity(),
+        nn.Conv2d(c_in, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+        nn.Conv2d(mid, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Identity() if pool_first else nn.AdaptiveAvgPool2d(size),
+    )
+
+
+class ContextBlock(nn.Module):
+    """A block's layers with ContSup context: ``(h, x?, history...) -> (h', x?, h, history[:n-1])``.
+
+    Block 0 receives x alone. The last block returns only its layers' output (class logits).
+    """
+
+    def __init__(self, inner: nn.Module, spec: ContextSpec, first: bool, last: bool,
+                 main_shape: Optional[torch.Size] = None, x_shape: Optional[torch.Size] = None,
+                 history_shapes: tuple = ()):
+        super().__init__()
+        self.inner, self.spec, self.first, self.last = inner, spec, first, last
+        self.encoder: Optional[nn.Module] = None
+        self.projections = nn.ModuleList()
+        if not first:
+            c, size = main_shape[1], tuple(main_shape[2:])
+            if spec.uses_x:
+                self.encoder = encoder(x_shape[1], c, size, spec.pool_first)
+            for shape in history_shapes:
+                self.projections.append(Projection(shape[1], c, size, spec.pool_first))
+
+    def forward(self, *flow: Tensor):
+        if self.first:
+            h, x, history = flow[0], flow[0], ()
+            inputs = h
+        else:
+            h = flow[0]
+            x = flow[1] if self.spec.uses_x else None
+            history = flow[2:] if self.spec.uses_x else flow[1:]
+            inputs = h
+            if self.encoder is not None:
+                inputs = inputs + self.encoder(x)
+            for proj, ctx in zip(self.projections, history):
+                inputs = inputs + proj(ctx)
+        out = self.inner(inputs)
+        if self.last:
+            return out
+        carried = ((x,) if self.spec.uses_x else ()) + ((h,) + tuple(history))[: self.spec.history]
+        return (out, *carried)
+
+
+class First(nn.Module):
+    """Applies ``inner`` to the main tensor of a context flow."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, flow):
+        return self.inner(flow[0] if isinstance(flow, tuple) else flow)
+
+
+def count_macs(module: nn.Module, *inputs, only: Optional[nn.Module] = None) -> int:
+    """Multiply-accumulates of the Conv2d and Linear layers in one forward of ``module`` (of
+    those inside ``only``, if given), for the whole batch of ``inputs``."""
+    total = [0]
+
+    def hook(m: nn.Module, args, out: Tensor) -> None:
+        if isinstance(m, nn.Conv2d):
+            total[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            total[0] += out.numel() * m.in_features
+
+    scope = only if only is not None else module
+    handles = [m.register_forward_hook(hook) for m in scope.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
