@@ -112,3 +112,25 @@ def test_contsup_errors():
     flat = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Linear(8, 3))
     with pytest.raises(ConfigError, match="4-D feature maps"):
         DecoupledModel(flat, [2, 1], num_classes=3, example_input=X[:2], contsup="R1")
+
+
+def test_infopro_reconstruction_term():
+    seed_everything(0)
+    spec = ContextSpec("E", infopro=(1.0, 0.5))
+    model = DecoupledModel(net(), num_classes=3, example_input=X[:2], contsup=spec)
+    block = model.blocks[1]
+    assert block.reconstruction is not None and model.blocks[-1].reconstruction is None
+    outs = flows(model, X)
+    block.train()
+    with torch.no_grad():
+        got = block.local_loss(outs[1], torch.tensor([0, 0, 1, 1]))
+        h, x = outs[1][0], outs[1][1]
+        task = block.objective(block.projector(block.features(outs[1])), torch.tensor([0, 0, 1, 1]))
+        target = (x - x.amin((1, 2, 3), keepdim=True)) / (x.amax((1, 2, 3), keepdim=True) - x.amin((1, 2, 3), keepdim=True))
+        recon = nn.functional.binary_cross_entropy_with_logits(block.reconstruction(h), target)
+    assert got.item() == pytest.approx(0.5 * task.item() + 1.0 * recon.item(), rel=1e-5)
+    before = block.reconstruction[1].weight.clone()
+    model.fit([(X, torch.tensor([0, 0, 1, 1]))])
+    assert not torch.equal(before, block.reconstruction[1].weight)  # the decoder trains with its block
+    with pytest.raises(ConfigError, match="mode 'E' or 'R1E'"):
+        ContextSpec("R1", infopro=(1.0, 1.0))

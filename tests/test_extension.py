@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from scpl import ConfigError, DecoupledModel, seed_everything
+from scpl import ConfigError, seed_everything
 from scpl.checkpoint import load_blocks, save_blocks
 from scpl.executors import SequentialExecutor, ThreadedExecutor
 from scpl.extension import extend

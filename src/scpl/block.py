@@ -71,6 +71,8 @@ class Block(nn.Module):
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.scheduler: Optional[object] = None
         self.steps = 0
+        self.reconstruction: Optional[nn.Module] = None  # InfoPro decoder h_k -> x (see set_reconstruction)
+        self.recon_weight, self.task_weight = 0.0, 1.0
         self.rng_seed: Optional[int] = None
         self.mode = "train"  # "train", "frozen" (forward only, eval mode) or "inactive" (not run)
 
@@ -93,10 +95,25 @@ class Block(nn.Module):
         """The backbone part only: ``h_k = f_k(h_{k-1})`` (no head, no loss)."""
         return run_layers(self.layers, inputs, self.index)
 
+    def set_reconstruction(self, decoder: nn.Module, recon_weight: float, task_weight: float = 1.0) -> None:
+        """InfoPro: add ``recon_weight * BCE(decoder(h_k), x) `` to ``task_weight *`` the local loss.
+
+        The block's output must carry the raw input x as its second tensor (ContSup E or R1E);
+        x is min-max scaled to [0, 1] per sample as the BCE target.
+        """
+        self.reconstruction, self.recon_weight, self.task_weight = decoder, recon_weight, task_weight
+
     def local_loss(self, outputs: Flow, labels: Tensor) -> Tensor:
         """Local objective on ``outputs`` plus the exit classifier's loss, if any."""
         feats = self.features(outputs)
         loss = self.objective(self.projector(feats), labels)
+        if self.reconstruction is not None:
+            h, x = outputs[0], outputs[1]
+            flat = x.flatten(1)
+            lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+            target = ((flat - lo) / (hi - lo).clamp(min=1e-12)).view_as(x)
+            recon = nn.functional.binary_cross_entropy_with_logits(self.reconstruction(h), target)
+            loss = self.task_weight * loss + self.recon_weight * recon
         if self.classifier is not None:
             logits = self.classifier(feats.detach())
             loss = loss + self.classifier_weight * nn.functional.cross_entropy(logits, labels)

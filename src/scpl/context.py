@@ -9,7 +9,9 @@ the last n blocks, one projection each. Block k+1 receives ``(h_k, x?, h_{k-1}, 
     input = h_k + sum_c P_c(context_c)
 
 before its layers; every projection belongs to the consuming block and is trained by its loss.
-A projection matches shape by element-wise addition: adaptive average pooling to the target
+Optional InfoPro term (``infopro=(lambda_x, lambda_y)``, modes E and R1E): a decoder on each
+block but the last reconstructs x from h_k; its local loss becomes
+``lambda_x * BCE(recon, x) + lambda_y * L``. A projection matches shape by element-wise addition: adaptive average pooling to the target
 size, then a 1x1 conv + BatchNorm (``pool_first=True``, cheaper, the default), or the conv first.
 The context branches stay in the network at test time: :func:`context_cost` reports them.
 """
@@ -30,12 +32,15 @@ class ContextSpec:
     mode: str = "R0"
     n: int = 1  # history length for "Rn"
     pool_first: bool = True
+    infopro: Optional[tuple[float, float]] = None  # (lambda_x, lambda_y): InfoPro reconstruction term
 
     def __post_init__(self):
         if self.mode not in ("R0", "E", "R1", "R1E", "Rn"):
             raise ConfigError(f"ContSup mode must be R0, E, R1, R1E or Rn, got {self.mode!r}")
         if self.n < 1:
             raise ConfigError("ContSup Rn needs n >= 1")
+        if self.infopro is not None and not self.uses_x:
+            raise ConfigError("the InfoPro reconstruction term needs x at every block: use mode 'E' or 'R1E'")
 
     @property
     def uses_x(self) -> bool:
@@ -121,6 +126,16 @@ class First(nn.Module):
 
     def forward(self, flow):
         return self.inner(flow[0] if isinstance(flow, tuple) else flow)
+
+
+def decoder(c_in: int, x_shape: torch.Size) -> nn.Module:
+    """InfoPro's reconstruction head: upsample h_k to x's size, conv+BN+ReLU, conv to x's channels (logits)."""
+    mid = max(min(c_in, 32), 4)
+    return nn.Sequential(
+        nn.Upsample(size=tuple(x_shape[2:]), mode="bilinear", align_corners=False),
+        nn.Conv2d(c_in, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+        nn.Conv2d(mid, x_shape[1], 3, padding=1),
+    )
 
 
 def count_macs(module: nn.Module, *inputs, only: Optional[nn.Module] = None) -> int:

@@ -26,7 +26,7 @@ from .heads import PooledFeatures, ProjectorSpec, build_projector
 from .objectives import CrossEntropyLoss, ObjectiveSpec, build_objective
 from .partition import BlockSpec, split_model
 from .schedule import BlockSchedule
-from .context import ContextBlock, ContextSpec, First, count_macs
+from .context import ContextBlock, ContextSpec, First, count_macs, decoder as context_decoder
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,9 @@ class DecoupledModel(nn.Module):
                     flow = run_layers(parts[i], flow_to(flow, device_list[i]), i)
                 feat, proj, obj, classifier = make_head(i, flow)
                 block = Block(parts[i], obj, feat, proj, classifier, index=i)
+                if context is not None and context.infopro is not None:
+                    lambda_x, lambda_y = context.infopro
+                    block.set_reconstruction(context_decoder(flow[0].shape[1], flow[1].shape), lambda_x, lambda_y)
                 built.append(block.to(device_list[i]))
             if context is not None:
                 parts[-1] = _with_context(parts[-1], context, flow, first=False, last=True).to(device_list[-1])
