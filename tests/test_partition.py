@@ -7,6 +7,8 @@ from torch import nn
 from scpl import DecoupledModel, seed_everything, split_model
 from scpl.heads import PooledFeatures, masked_mean
 
+from cases import Embed, Head, Mixer
+
 
 class Residual(nn.Module):
     def __init__(self, c):
@@ -69,41 +71,14 @@ def test_split_points_train_a_decoupled_model():
     assert len(model.blocks) == 3 and len(hist[0]["losses"]) == 3
 
 
-class Embed(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(20, 8, padding_idx=0)
-
-    def forward(self, tokens):
-        return self.emb(tokens), tokens != 0
-
-
-class Encoder(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
-
-    def forward(self, seq, mask):
-        return self.layer(seq, src_key_padding_mask=~mask), mask
-
-
-class Head(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(8, 3)
-
-    def forward(self, seq, mask):
-        return self.fc(masked_mean(seq, mask))
-
-
 def test_tuple_flows_between_module_list_blocks():
     seed_everything(0)
     tokens = torch.tensor([[3, 4, 5, 0, 0], [6, 7, 8, 9, 1], [2, 2, 0, 0, 0], [5, 1, 0, 0, 0]])
     y = torch.tensor([0, 1, 2, 0])
-    model = DecoupledModel([Embed(), Encoder(), Head()], method="scpl", num_classes=3, example_input=tokens[:2])
-    before = model.blocks[1].layers.layer.linear1.weight.clone()
+    model = DecoupledModel([Embed(), Mixer(), Head()], method="scpl", num_classes=3, example_input=tokens[:2])
+    before = model.blocks[1].layers.lin.weight.clone()
     model.fit([(tokens, y)] * 2)
-    assert not torch.equal(before, model.blocks[1].layers.layer.linear1.weight)
+    assert not torch.equal(before, model.blocks[1].layers.lin.weight)
     assert model.predict(tokens).shape == (4,)
     # Padding must not change the result: extra padding positions are masked out.
     padded = torch.cat([tokens, torch.zeros(4, 3, dtype=torch.long)], dim=1)

@@ -33,7 +33,7 @@ from ..block import Block
 from ..errors import ConfigError, StageError
 from ..flow import Flow, flow_to, micro_batches
 from . import p2p
-from .sequential import StepCallback
+from .sequential import StepCallback, StepLosses
 from .threads import _Pipe, _Stop
 
 ABORT_KEY = "scpl/abort"
@@ -107,20 +107,13 @@ class DistributedExecutor:
             losses = extras[0].tolist() if extras else []
             return out, labels, [torch.tensor(losses + [loss], dtype=torch.float64)]
 
-        history: list[list[float]] = []
-        partial = [0.0] * world
+        record = StepLosses(world, m, on_step)
 
         def sink(step: int, micro: int, out: Flow, labels: Tensor, extras: list[Tensor]) -> None:
-            for i, v in enumerate(extras[0].tolist()):
-                partial[i] += v / m
-            if micro == m - 1:
-                history.append(list(partial))
-                partial[:] = [0.0] * world
-                if on_step is not None:
-                    on_step(step, history[-1])
+            record.add(step, micro, extras[0].tolist())
 
         self._run(rank, world, device, comm, compute, sink, self._pieces(batches, rank, m))
-        table = _finish(rank, world, lambda: torch.tensor(history, dtype=torch.float64).reshape(-1, world))
+        table = _finish(rank, world, lambda: torch.tensor(record.history, dtype=torch.float64).reshape(-1, world))
         return _broadcast_tensor(table, world - 1, comm).tolist()
 
     @torch.no_grad()
@@ -312,34 +305,36 @@ def _incoming(pieces, inbox: Optional[_Pipe]) -> Iterator[tuple[int, int, Flow, 
         yield msg.step, msg.micro, (tuple(flow) if is_tuple else flow[0]), labels, list(extras)
 
 
-def _receive(rank: int, comm: torch.device, inbox: _Pipe, abort: threading.Event, failures: list) -> None:
+def _pump(peer: int, move: Callable[[], p2p.Message], abort: threading.Event, failures: list) -> None:
+    """Move messages (receive from or send to ``peer``) until END; a broken link is a failure."""
     try:
         while not abort.is_set():
-            msg = p2p.recv(rank - 1, comm)
-            inbox.put(msg)
-            if msg.kind == p2p.END:
+            if move().kind == p2p.END:
                 return
     except _Stop:
         pass
     except BaseException as exc:
         if not abort.is_set():
-            failures.append((rank - 1, RemoteStageFailure(f"lost the connection to rank {rank - 1}: {exc}"), traceback.format_exc()))
+            failures.append((peer, RemoteStageFailure(f"lost the connection to rank {peer}: {exc}"), traceback.format_exc()))
             abort.set()
+
+
+def _receive(rank: int, comm: torch.device, inbox: _Pipe, abort: threading.Event, failures: list) -> None:
+    def move() -> p2p.Message:
+        msg = p2p.recv(rank - 1, comm)
+        inbox.put(msg)
+        return msg
+
+    _pump(rank - 1, move, abort, failures)
 
 
 def _send(rank: int, comm: torch.device, outbox: _Pipe, abort: threading.Event, failures: list) -> None:
-    try:
-        while True:
-            msg = outbox.get()
-            p2p.send(msg, rank + 1, comm)
-            if msg.kind == p2p.END:
-                return
-    except _Stop:
-        pass
-    except BaseException as exc:
-        if not abort.is_set():
-            failures.append((rank + 1, RemoteStageFailure(f"lost the connection to rank {rank + 1}: {exc}"), traceback.format_exc()))
-            abort.set()
+    def move() -> p2p.Message:
+        msg = outbox.get()
+        p2p.send(msg, rank + 1, comm)
+        return msg
+
+    _pump(rank + 1, move, abort, failures)
 
 
 def _announce(store, rank: int, exc: BaseException) -> None:

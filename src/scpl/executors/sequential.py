@@ -12,6 +12,27 @@ from ..flow import Flow, micro_batches
 StepCallback = Callable[[int, list[float]], None]
 
 
+class StepLosses:
+    """Averages each step's micro-batch losses per block and calls ``on_step`` when a step is done.
+
+    Every executor reports through it, so all report the same numbers in the same order.
+    """
+
+    def __init__(self, num_blocks: int, micro_batches: int, on_step: Optional[StepCallback] = None):
+        self.k, self.m, self.on_step = num_blocks, micro_batches, on_step
+        self.history: list[list[float]] = []
+        self._partial = [0.0] * num_blocks
+
+    def add(self, step: int, micro: int, losses: Sequence[float]) -> None:
+        for i, loss in enumerate(losses):
+            self._partial[i] += loss / self.m
+        if micro == self.m - 1:
+            self.history.append(self._partial)
+            self._partial = [0.0] * self.k
+            if self.on_step is not None:
+                self.on_step(step, self.history[-1])
+
+
 class SequentialExecutor:
     """Run ``Block.train_step`` for block 0..K-1 on each (micro-)batch before taking the next.
 
@@ -35,14 +56,12 @@ class SequentialExecutor:
     ) -> list[list[float]]:
         """Train on every batch; return the local losses, one list (per block) per step."""
         m = self.micro_batches
-        history = []
+        record = StepLosses(len(blocks), m, on_step)
         for step, (inputs, labels) in enumerate(batches):
-            losses = [0.0] * len(blocks)
             for j, (flow, piece_labels) in enumerate(micro_batches(inputs, labels, m)):
-                for k, block in enumerate(blocks):
+                losses = []
+                for block in blocks:
                     flow, loss = block.train_step(flow, piece_labels, j, m)
-                    losses[k] += loss / m
-            history.append(losses)
-            if on_step is not None:
-                on_step(step, losses)
-        return history
+                    losses.append(loss)
+                record.add(step, j, losses)
+        return record.history

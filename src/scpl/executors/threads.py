@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..block import Block
 from ..errors import StageError
 from ..flow import Flow, flow_to, micro_batches
-from .sequential import StepCallback
+from .sequential import StepCallback, StepLosses
 
 _POLL_S = 0.05
 
@@ -119,7 +119,7 @@ class ThreadedExecutor:
         old_threads = torch.get_num_threads()
         if self.threads_per_stage:
             torch.set_num_threads(self.threads_per_stage)
-        collector = _Collector(len(blocks), self.micro_batches, on_step)
+        collector = StepLosses(len(blocks), self.micro_batches, on_step)
         feeder = threading.Thread(target=self._feed, args=(batches, pipes[0], abort, failures, blocks[0].device), daemon=True)
         try:
             for w in workers:
@@ -132,7 +132,7 @@ class ThreadedExecutor:
                     break
                 if item is _END:
                     break
-                collector.add(item)
+                collector.add(item.step, item.micro, item.losses)
         except BaseException:
             abort.set()
             raise
@@ -192,24 +192,6 @@ class ThreadedExecutor:
         finally:
             if stream is not None:  # later work on the default stream sees this stage's last step
                 torch.cuda.current_stream(stream.device).wait_stream(stream)
-
-
-class _Collector:
-    """Averages the micro-batches' losses per step and calls ``on_step`` in step order."""
-
-    def __init__(self, k: int, m: int, on_step: Optional[StepCallback]):
-        self.k, self.m, self.on_step = k, m, on_step
-        self.history: list[list[float]] = []
-        self._partial = [0.0] * k
-
-    def add(self, item: _Item) -> None:
-        for i, loss in enumerate(item.losses):
-            self._partial[i] += loss / self.m
-        if item.micro == self.m - 1:
-            self.history.append(self._partial)
-            self._partial = [0.0] * self.k
-            if self.on_step is not None:
-                self.on_step(item.step, self.history[-1])
 
 
 def _warn_if_random(blocks: Sequence[Block]) -> None:
