@@ -98,7 +98,11 @@ class DistributedExecutor:
     def train_epoch(
         self, blocks: Sequence[Block], batches: Iterable[tuple[Flow, Tensor]], on_step: Optional[StepCallback] = None
     ) -> list[list[float]]:
-        """Train this rank's block on every batch; return the per-step losses of all blocks."""
+        """Train this rank's block on every batch; return the per-step losses of all blocks.
+
+        ``on_step`` is called on the last rank only (where a step's losses are complete); every
+        rank returns the full history.
+        """
         rank, world, device, comm = self._setup(blocks)
         block, m = blocks[rank], self.micro_batches
 
