@@ -140,18 +140,28 @@ class DecoupledModel(nn.Module):
         if context is not None and method == "bp":
             raise ConfigError("ContSup adds context between decoupled blocks; it does not apply to method='bp'")
 
+        heads: dict[str, list] = {}
+
+        def plan_heads(n: int) -> None:
+            """Per-block objective, projector and feature specs for the n blocks before the last."""
+            n = max(n, 1)
+            heads.update(objective=_per_block(objective or spec.objective, n, "objective"),
+                         projector=_per_block(projector or spec.projector, n, "projector"),
+                         features=_per_block(features, n, "features"))
+
         def make_head(i: int, output: Flow) -> tuple[nn.Module, nn.Module, nn.Module, Optional[nn.Module]]:
             """(features, projector, objective, exit classifier) for block i whose layers give ``output``."""
-            feat = feature_mods[i] if feature_mods[i] is not None else PooledFeatures()
+            feat = heads["features"][i] if heads["features"][i] is not None else PooledFeatures()
             if context is not None:
                 feat = First(feat)
             with torch.no_grad():
                 feat_dim = feat(output).shape[1]
-            dim = projector_dim or spec.out_dim or (projector_hidden if projectors[i] == "deinforeg" else num_classes)
+            proj = heads["projector"][i]
+            dim = projector_dim or spec.out_dim or (projector_hidden if proj == "deinforeg" else num_classes)
             return (
                 feat,
-                build_projector(projectors[i], feat_dim, dim, projector_hidden),
-                build_objective(objectives[i], num_classes, **objective_kwargs),
+                build_projector(proj, feat_dim, dim, projector_hidden),
+                build_objective(heads["objective"][i], num_classes, **objective_kwargs),
                 nn.Linear(feat_dim, num_classes) if exits else None,
             )
 
@@ -160,10 +170,8 @@ class DecoupledModel(nn.Module):
                 raise ConfigError('blocks="auto" needs num_blocks=K')
             if not isinstance(model, nn.Sequential):
                 raise ConfigError('blocks="auto" needs an nn.Sequential (it cuts between its children)')
-            k_auto = 1 if method == "bp" else num_blocks
-            objectives = _per_block(objective or spec.objective, max(k_auto - 1, 1), "objective")
-            projectors = _per_block(projector or spec.projector, max(k_auto - 1, 1), "projector")
-            feature_mods = _per_block(features, max(k_auto - 1, 1), "features")
+            plan_heads(num_blocks - 1)
+
             def choose() -> Balance:
                 found = _auto_balance(model, num_blocks, example_input, num_classes, make_head if method != "bp" else None)
                 if method == "bp" or num_blocks == 1:
@@ -191,9 +199,7 @@ class DecoupledModel(nn.Module):
         if method == "bp":
             built = [self._last_block(Chain(parts), 0)]
         else:
-            objectives = _per_block(objective or spec.objective, k - 1, "objective")
-            projectors = _per_block(projector or spec.projector, k - 1, "projector")
-            feature_mods = _per_block(features, k - 1, "features")
+            plan_heads(k - 1)
             built = []
             flow = flow_to(example_input, device_list[0])
             for i in range(k - 1):
@@ -228,8 +234,8 @@ class DecoupledModel(nn.Module):
         total_params = sum(p.numel() for b in self.blocks for p in b.layers.parameters())
         first = example_input if isinstance(example_input, Tensor) else example_input[0]
         self.eval()
-        macs_all = count_macs(_Backbone(self), example_input) / first.shape[0]
-        macs_ctx = sum(count_macs(_Backbone(self), example_input, only=m) for m in branches) / first.shape[0]
+        macs_all = count_macs(self, example_input) / first.shape[0]
+        macs_ctx = sum(count_macs(self, example_input, only=m) for m in branches) / first.shape[0]
         return {"params": params, "params_fraction": params / total_params,
                 "macs_per_sample": macs_ctx, "macs_fraction": macs_ctx / macs_all if macs_all else 0.0}
 
@@ -381,15 +387,6 @@ def _auto_balance(model: nn.Sequential, k: int, example_input: Flow, num_classes
         return _HeadLoss(feat, proj, obj).train()
 
     return balance_layers(list(model.children()), k, example_input, labels, head if make_head is not None else None)
-
-
-class _Backbone(nn.Module):
-    def __init__(self, model: "DecoupledModel"):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Flow) -> Tensor:
-        return self.model(x)
 
 
 def _with_context(layers: nn.Module, spec: ContextSpec, flow: Flow, first: bool, last: bool) -> ContextBlock:
