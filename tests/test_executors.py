@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from cases import CASES
+from cases import CASES, FIT_KWARGS
 from launch import run_ranks
 from scpl import ConfigError
 from scpl.errors import NonFiniteLossError, StageError
@@ -16,7 +16,7 @@ from scpl.inference import PatienceCosine, early_exit
 
 def trained(case, executor):
     model, loader, epochs, micro = CASES[case]()
-    history = model.fit(loader, epochs=epochs, executor=executor(micro))
+    history = model.fit(loader, epochs=epochs, executor=executor(micro), **FIT_KWARGS.get(case, {}))
     return model, [r["losses"] for r in history]
 
 
@@ -27,7 +27,7 @@ def assert_same_parameters(a, b):
         assert torch.equal(sa[k], sb[k]), f"{k} differs"
 
 
-@pytest.mark.parametrize("case", ["cnn", "text", "contsup"])
+@pytest.mark.parametrize("case", ["cnn", "text", "contsup", "dascpl"])
 def test_threads_equal_sequential_bitwise(case):
     ref, ref_losses = trained(case, SequentialExecutor)
     got, got_losses = trained(case, ThreadedExecutor)
@@ -92,7 +92,7 @@ def test_threads_with_seeded_dropout_equal_sequential_and_unseeded_warns():
         model.fit(loader, executor=ThreadedExecutor())
 
 
-@pytest.mark.parametrize("case,world", [("cnn", 3), ("text", 3), ("dropout", 2), ("contsup", 3)])
+@pytest.mark.parametrize("case,world", [("cnn", 3), ("text", 3), ("dropout", 2), ("contsup", 3), ("dascpl", 3)])
 def test_distributed_equals_sequential_bitwise(case, world, tmp_path):
     codes, outputs, _ = run_ranks("dist_train.py", world, str(tmp_path / "out"), case)
     assert codes == [0] * world, outputs

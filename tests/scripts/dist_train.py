@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-from cases import CASES  # noqa: E402
+from cases import CASES, FIT_KWARGS  # noqa: E402
 
 from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
 from scpl.objectives import CallableObjective  # noqa: E402
@@ -39,7 +39,7 @@ def main() -> None:
 
         model.blocks[1].objective = CallableObjective(faulty)
     ex = DistributedExecutor(micro_batches=micro)
-    history = model.fit(loader, epochs=epochs, executor=ex)
+    history = model.fit(loader, epochs=epochs, executor=ex, **FIT_KWARGS.get(case, {}))
     metrics = model.evaluate(loader, executor=ex)
     preds = model.predict(loader, executor=ex)
     exits = None
