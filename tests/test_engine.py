@@ -203,3 +203,15 @@ def test_executor_reports_losses_per_block_per_step(loader):
     hist = SequentialExecutor().train_epoch(list(model.blocks), loader)
     assert len(hist) == 4 and all(len(s) == 3 for s in hist)
     assert all(v > 0 for s in hist for v in s)
+
+
+def test_scheduler_steps_only_after_epochs_in_which_the_block_trained(loader):
+    import warnings
+
+    sched = lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)  # noqa: E731
+    model = build("scpl", optimizer=lambda p: torch.optim.SGD(p, lr=0.1), scheduler=sched)
+    model.blocks[2].mode = "inactive"  # not trained in this process (as on a rank that owns another block)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch warns when a scheduler steps before its optimizer
+        model.fit(loader, epochs=2)
+    assert [b.optimizer.param_groups[0]["lr"] for b in model.blocks] == pytest.approx([0.025, 0.025, 0.1])

@@ -340,8 +340,9 @@ class DecoupledModel(nn.Module):
 
         Each record holds ``epoch``, ``losses`` (mean local loss per block), ``seconds`` and,
         with ``val_loader``, ``val_accuracy``. Schedulers step once per epoch. ``schedule``
-        (DASCPL) switches blocks on or freezes them by epoch (counted from ``start_epoch``);
-        a block's scheduler steps only in epochs where it trains.
+        (DASCPL) switches blocks on or freezes them by epoch (counted from ``start_epoch``).
+        A block's scheduler steps only after epochs in which its optimizer stepped (in this
+        process: a distributed rank steps its own block's).
         """
         runner = get_executor(executor)
         if schedule is not None:
@@ -352,9 +353,10 @@ class DecoupledModel(nn.Module):
                 for k, block in enumerate(self.blocks):
                     block.mode = schedule.mode(k, epoch)
             start = time.perf_counter()
+            steps_before = [block.steps for block in self.blocks]
             steps = runner.train_epoch(list(self.blocks), self._checked(loader), on_step)
-            for block in self.blocks:
-                if block.scheduler is not None and block.mode == "train":
+            for block, before in zip(self.blocks, steps_before):
+                if block.scheduler is not None and block.steps > before:  # trained here, this epoch
                     block.scheduler.step()
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
