@@ -30,3 +30,17 @@ def test_bench_pipeline_json_has_the_promised_fields():
     # The executors compute the same parameters: this is exact, not a speed claim.
     assert result["max_param_diff"] == 0.0
     assert sum(result["blocks"]) == sum(result["peer_blocks"]) == 17
+
+
+def test_bench_memory_json_and_what_it_shows():
+    proc = subprocess.run([sys.executable, "-m", "scpl", "bench", "memory", "--batch-size", "4", "--models", "resnet32",
+                           "--ks", "2", "4", "16", "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    m = result["models"]["resnet32"]
+    bp, peaks = m["bp_peak_bytes"], m["decoupled_peak_bytes"]
+    assert set(peaks) == {"2", "4", "16"}
+    assert peaks["16"] < peaks["4"] < peaks["2"] < bp  # more blocks, less held at once
+    assert all(len(m["decoupled_block_bytes"][k]) == int(k) for k in peaks)
+    assert max(m["decoupled_block_bytes"]["4"]) == peaks["4"]
+    assert all(m["contsup_r1e_peak_bytes"][k] >= peaks[k] for k in peaks)  # context branches hold a little more

@@ -82,6 +82,23 @@ def _bench_early_exit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_memory(args: argparse.Namespace) -> int:
+    from .bench.memory import run
+
+    r = run(args.models, args.ks, args.batch_size, args.balance, log=lambda line: print(line, file=sys.stderr))
+    print(f"activation memory held for backward, batch {r['batch_size']}, {r['balance']} cuts "
+          "(GiB; peak over blocks run one after another)")
+    print(f"{'model':<10} {'BP':>7} " + " ".join(f"{'K=' + str(k):>7}" for k in args.ks) + "   (+ContSup R1E: " +
+          " ".join(f"K={k}" for k in args.ks) + ")")
+    for name, m in r["models"].items():
+        plain = " ".join(f"{m['decoupled_peak_bytes'][k] / 2**30:7.3f}" for k in args.ks)
+        ctx = " ".join(f"{m['contsup_r1e_peak_bytes'][k] / 2**30:.3f}" for k in args.ks)
+        print(f"{name:<10} {m['bp_peak_bytes'] / 2**30:7.3f} {plain}   ({ctx})")
+    if args.json:
+        print(json.dumps(r))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scpl", description="Decoupled, pipeline-parallel training for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     ee.add_argument("--seed", type=int, default=0)
     ee.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ee.set_defaults(func=_bench_early_exit)
+    mem = bench_sub.add_parser("memory", help="activation memory held for backward: BP vs K blocks of CIFAR ResNets")
+    mem.add_argument("--models", nargs="+", default=["resnet32", "resnet110"], choices=["resnet32", "resnet110"])
+    mem.add_argument("--ks", nargs="+", type=int, default=[2, 4, 8, 16])
+    mem.add_argument("--batch-size", type=int, default=1024)
+    mem.add_argument("--balance", default="equal", choices=["equal", "memory"],
+                     help="cut into equal numbers of residual units, or into equal activation memory")
+    mem.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    mem.set_defaults(func=_bench_memory)
     return parser
 
 

@@ -34,7 +34,9 @@ def count_saved_bytes(exclude: Iterable[Tensor] = ()) -> Iterator[SavedBytes]:
         if storage.data_ptr() not in skip and key not in counter._seen:
             counter._seen.add(key)
             counter.total += storage.nbytes()
-        return t
+        # A detached alias (same storage): packing ``t`` itself would tie a node's output to the
+        # node and leak the whole graph when no backward runs.
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield counter

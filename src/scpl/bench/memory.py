@@ -1,0 +1,75 @@
+"""``scpl bench memory``: activation memory held for backward, BP against K decoupled blocks.
+
+Bytes are counted exactly with saved-tensor hooks (:func:`scpl.memory.count_saved_bytes`):
+every tensor autograd keeps for backward, once per storage, parameters excluded. The count
+does not depend on the device. BP holds the whole network's activations until its single
+backward; a decoupled block frees its graph after its own backward, so with blocks run one
+after another on one device the peak is the largest block (its head and ContSup branches
+included). Inputs are synthetic (the count depends on shapes only).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..flow import Flow
+from ..memory import count_saved_bytes
+from ..model import DecoupledModel
+from ..models import create_model
+from ..seed import seed_everything
+
+
+def block_bytes(model: DecoupledModel, x: Flow, labels: torch.Tensor) -> list[int]:
+    """Bytes each block saves for backward in one training step (its layers, head and loss).
+
+    Each block's graph is dropped before the next block runs (as in training, where its
+    backward frees it); the hand-over to the next block is computed without a graph.
+    """
+    out, flow = [], x
+    for block in model.blocks:
+        block.train()
+        with count_saved_bytes(block.parameters()) as counter:
+            loss = block.local_loss(block(flow), labels)
+        out.append(counter.total)
+        del loss
+        with torch.no_grad():
+            flow = block(flow)
+    return out
+
+
+def measure(name: str, ks: Sequence[int], batch: int, contsup: Optional[str], balance: str = "equal") -> dict:
+    seed_everything(0)
+    x, labels = torch.randn(batch, 3, 32, 32), torch.arange(batch) % 10
+    result: dict = {"decoupled_peak_bytes": {}, "decoupled_block_bytes": {}}
+    if contsup is None:
+        bp = DecoupledModel(create_model(name), method="bp", num_classes=10, example_input=x[:2])
+        result["bp_peak_bytes"] = block_bytes(bp, x, labels)[0]
+    for k in ks:
+        net = create_model(name)
+        model = DecoupledModel(net, net.block_counts(k, balance), method="greedy", num_classes=10,
+                               example_input=x[:2], contsup=contsup)
+        per_block = block_bytes(model, x, labels)
+        result["decoupled_block_bytes"][k] = per_block
+        result["decoupled_peak_bytes"][k] = max(per_block)
+    return result
+
+
+def run(models: Sequence[str] = ("resnet32", "resnet110"), ks: Sequence[int] = (2, 4, 8, 16), batch: int = 1024,
+        balance: str = "equal", log: Callable[[str], None] = print) -> dict:
+    out: dict = {"batch_size": batch, "method": "greedy", "balance": balance, "models": {}}
+    for name in models:
+        plain = measure(name, ks, batch, None, balance)
+        log(f"{name}: BP {plain['bp_peak_bytes'] / 2**30:.2f} GiB; " + ", ".join(
+            f"K={k} {v / 2**30:.2f} GiB" for k, v in plain["decoupled_peak_bytes"].items()))
+        ctx = measure(name, ks, batch, "R1E", balance)
+        log(f"{name} + ContSup R1E: " + ", ".join(f"K={k} {v / 2**30:.2f} GiB" for k, v in ctx["decoupled_peak_bytes"].items()))
+        out["models"][name] = {
+            "bp_peak_bytes": plain["bp_peak_bytes"],
+            "decoupled_peak_bytes": plain["decoupled_peak_bytes"],
+            "decoupled_block_bytes": plain["decoupled_block_bytes"],
+            "contsup_r1e_peak_bytes": ctx["decoupled_peak_bytes"],
+            "contsup_r1e_block_bytes": ctx["decoupled_block_bytes"],
+        }
+    return out
