@@ -1,6 +1,6 @@
 """scpl: decoupled, pipeline-parallel training for PyTorch models."""
 
-from . import checkpoint, executors, inference, objectives
+from . import checkpoint, context, executors, extension, inference, models, objectives, schedule
 from .block import Block
 from .errors import BlockInputError, ConfigError, LabelError, NonFiniteLossError, ScplError
 from .heads import PooledFeatures, build_projector
@@ -16,6 +16,10 @@ __all__ = [
     "METHODS",
     "split_model",
     "objectives",
+    "models",
+    "schedule",
+    "context",
+    "extension",
     "executors",
     "checkpoint",
     "inference",
