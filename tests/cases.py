@@ -84,7 +84,19 @@ def contsup_case():
     return model, synthetic_loader(n=64, batch_size=16), 2, 2
 
 
-CASES = {"cnn": cnn_case, "dropout": dropout_case, "text": text_case, "contsup": contsup_case, "dascpl": cnn_case}
+def extension_case():
+    """The cnn case trained for an epoch, then extended by two blocks (five blocks, three frozen)."""
+    from scpl.extension import extend
+
+    base, loader, _, _ = cnn_case()
+    base.fit(loader, epochs=1)
+    seed_everything(1)
+    model = extend(base, [nn.Sequential(nn.Linear(4, 16), nn.ReLU()), nn.Linear(16, 4)],
+                   example_input=torch.zeros(2, 1, 8, 8), method="greedy")
+    return model, loader, 2, 2
+
+
+CASES = {"extension": extension_case, "cnn": cnn_case, "dropout": dropout_case, "text": text_case, "contsup": contsup_case, "dascpl": cnn_case}
 
 # Extra arguments of fit() per case: DASCPL switches block 2 on in epoch 1 and freezes block 0 then.
 FIT_KWARGS = {"dascpl": dict(schedule=BlockSchedule(activate=[0, 0, 1], freeze=[1, None, None]))}

@@ -92,7 +92,7 @@ def test_threads_with_seeded_dropout_equal_sequential_and_unseeded_warns():
         model.fit(loader, executor=ThreadedExecutor())
 
 
-@pytest.mark.parametrize("case,world", [("cnn", 3), ("text", 3), ("dropout", 2), ("contsup", 3), ("dascpl", 3)])
+@pytest.mark.parametrize("case,world", [("cnn", 3), ("text", 3), ("dropout", 2), ("contsup", 3), ("dascpl", 3), ("extension", 5)])
 def test_distributed_equals_sequential_bitwise(case, world, tmp_path):
     codes, outputs, _ = run_ranks("dist_train.py", world, str(tmp_path / "out"), case)
     assert codes == [0] * world, outputs
