@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
-from .flow import Flow, call_with_flow, detach_flow
+from .flow import Flow, call_with_flow, detach_flow, map_flow
 from .memory import count_saved_bytes, parameters_of
 
 HeadFactory = Callable[[Flow], nn.Module]
@@ -143,6 +143,22 @@ def balance(layers: Sequence[nn.Module], k: int, sample: Flow, labels: Tensor,
     return Balance(counts, block_s, _sum_by_block(saved, counts), layer_s, head_s, saved)
 
 
+def time_blocks(blocks: Sequence[nn.Module], sample: Flow, labels: Tensor, repeats: int = 3) -> list[float]:
+    """Median seconds of one real ``train_step`` of each block (fed the previous block's output)."""
+    seconds, flow = [], sample
+    for block in blocks:
+        out: list = []
+        seconds.append(_timed(lambda block=block, flow=flow: out.append(block.train_step(flow, labels)[0]), repeats))
+        flow = out[-1]
+    return seconds
+
+
+def sample_labels(sample: Flow, num_classes: int) -> Tensor:
+    """Labels for profiling a batch: every class in turn, so contrastive losses find positives."""
+    first = sample if isinstance(sample, Tensor) else sample[0]
+    return torch.arange(first.shape[0]) % num_classes
+
+
 BlockTimer = Callable[[list[int]], list[float]]
 """Given layer counts, the measured seconds of one real training step of each block."""
 
@@ -188,6 +204,4 @@ def _sum_by_block(values: Sequence, counts: Sequence[int]) -> list:
 
 
 def _requires_grad(flow: Flow) -> Flow:
-    if isinstance(flow, Tensor):
-        return flow.detach().requires_grad_(flow.is_floating_point())
-    return tuple(_requires_grad(t) for t in flow)
+    return map_flow(lambda t: t.detach().requires_grad_(t.is_floating_point()), flow)

@@ -5,7 +5,7 @@ A tuple flow is passed to the next block's layers as positional arguments.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Callable, Union
 
 import torch
 from torch import Tensor, nn
@@ -13,11 +13,16 @@ from torch import Tensor, nn
 Flow = Union[Tensor, tuple]
 
 
+def map_flow(fn: Callable[[Tensor], Any], flow: Flow) -> Any:
+    """``fn`` applied to a tensor, or to every tensor of a (nested) tuple, keeping the structure."""
+    if isinstance(flow, Tensor):
+        return fn(flow)
+    return tuple(map_flow(fn, x) for x in flow)
+
+
 def detach_flow(flow: Flow) -> Flow:
     """Stop-gradient on a tensor or on every tensor of a tuple."""
-    if isinstance(flow, Tensor):
-        return flow.detach()
-    return tuple(detach_flow(x) for x in flow)
+    return map_flow(Tensor.detach, flow)
 
 
 def flow_to(flow: Flow, device: torch.device, non_blocking: bool = False) -> Flow:
@@ -26,16 +31,13 @@ def flow_to(flow: Flow, device: torch.device, non_blocking: bool = False) -> Flo
     ``non_blocking`` applies only to copies onto a CUDA device: a non-blocking copy to the CPU
     could be read before it completes.
     """
-    if isinstance(flow, Tensor):
-        return flow.to(device, non_blocking=non_blocking and torch.device(device).type == "cuda")
-    return tuple(flow_to(x, device, non_blocking) for x in flow)
+    non_blocking = non_blocking and torch.device(device).type == "cuda"
+    return map_flow(lambda t: t.to(device, non_blocking=non_blocking), flow)
 
 
 def flow_shape(flow: Flow) -> object:
     """Shapes of a flow, for error messages."""
-    if isinstance(flow, Tensor):
-        return tuple(flow.shape)
-    return tuple(flow_shape(x) for x in flow)
+    return map_flow(lambda t: tuple(t.shape), flow)
 
 
 def call_with_flow(module: nn.Module, flow: Flow) -> Flow:

@@ -21,7 +21,7 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .flow import Flow, flow_to
+from .flow import Flow, flow_to, map_flow
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,7 @@ def decide(policy: Policy, logits: Tensor, state: ExitState) -> tuple[Tensor, Ex
 
 def select(flow: Flow, mask: Tensor) -> Flow:
     """The rows of a flow (tensor or tuple) where ``mask`` holds."""
-    if isinstance(flow, Tensor):
-        return flow[mask.to(flow.device)]
-    return tuple(select(t, mask) for t in flow)
+    return map_flow(lambda t: t[mask.to(t.device)], flow)
 
 
 @dataclass

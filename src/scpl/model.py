@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -21,7 +20,7 @@ from .block import Block, OptimizerFactory, SchedulerFactory, run_layers
 from .errors import ConfigError, LabelError
 from .executors import get_executor
 from .flow import Flow, call_with_flow, flow_to
-from .balance import Balance, balance as balance_layers, refine
+from .balance import Balance, balance as balance_layers, refine, sample_labels, time_blocks
 from .heads import PooledFeatures, ProjectorSpec, build_projector
 from .objectives import CrossEntropyLoss, ObjectiveSpec, build_objective
 from .partition import BlockSpec, split_model
@@ -179,7 +178,7 @@ class DecoupledModel(nn.Module):
 
                 def measure(counts: list[int]) -> list[float]:
                     trial = DecoupledModel(copy.deepcopy(model), counts, **rebuild)
-                    return _time_blocks(trial, example_input, num_classes)
+                    return time_blocks(trial.blocks, example_input, sample_labels(example_input, num_classes))
 
                 rebuild = dict(method=method, num_classes=num_classes, example_input=example_input, objective=objective,
                                projector=projector, projector_dim=projector_dim, projector_hidden=projector_hidden,
@@ -381,8 +380,7 @@ class _HeadLoss(nn.Module):
 
 
 def _auto_balance(model: nn.Sequential, k: int, example_input: Flow, num_classes: int, make_head) -> Balance:
-    first = example_input if isinstance(example_input, Tensor) else example_input[0]
-    labels = torch.arange(first.shape[0]) % num_classes
+    labels = sample_labels(example_input, num_classes)
 
     def head(output: Flow) -> nn.Module:
         feat, proj, obj, _ = make_head(0, output)
@@ -414,23 +412,6 @@ def _agreed(choose: Callable[[], Balance]) -> Balance:
     box = [choose() if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def _time_blocks(model: "DecoupledModel", example_input: Flow, num_classes: int, repeats: int = 3) -> list[float]:
-    """Median seconds of one real ``train_step`` of each block on ``example_input``."""
-    first = example_input if isinstance(example_input, Tensor) else example_input[0]
-    labels = torch.arange(first.shape[0]) % num_classes
-    seconds, flow = [], example_input
-    for block in model.blocks:
-        block.train_step(flow, labels)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            out, _ = block.train_step(flow, labels)
-            times.append(time.perf_counter() - start)
-        seconds.append(statistics.median(times))
-        flow = out
-    return seconds
 
 
 def check_labels(labels: Tensor, num_classes: int) -> None:

@@ -15,6 +15,7 @@ and the original traceback; nothing hangs.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import traceback
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from ..block import Block
 from ..errors import StageError
-from ..flow import Flow, flow_to, micro_batches
+from ..flow import Flow, flow_to, map_flow, micro_batches
 from .sequential import StepCallback, StepLosses
 
 _POLL_S = 0.05
@@ -154,7 +155,7 @@ class ThreadedExecutor:
             for step, (inputs, labels) in enumerate(batches):
                 for j, (flow, piece_labels) in enumerate(micro_batches(inputs, labels, self.micro_batches)):
                     if pin:
-                        flow, piece_labels = _pin(flow), piece_labels.pin_memory()
+                        flow, piece_labels = map_flow(Tensor.pin_memory, flow), piece_labels.pin_memory()
                     out.put(_Item(step, j, flow, piece_labels))
             out.put(_END)
         except _Stop:
@@ -167,7 +168,7 @@ class ThreadedExecutor:
         if stream is not None:  # see parameter writes queued before the run (load_state_dict, ...)
             stream.wait_stream(torch.cuda.current_stream(stream.device))
         try:
-            with _on_stream(stream):
+            with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                 while True:
                     item = inp.get()
                     if item is _END:
@@ -212,17 +213,6 @@ def _stream_for(device: torch.device):
     return torch.cuda.Stream(device=device) if device.type == "cuda" else None
 
 
-class _on_stream:
-    def __init__(self, stream):
-        self.ctx = torch.cuda.stream(stream) if stream is not None else None
-
-    def __enter__(self):
-        return self.ctx.__enter__() if self.ctx is not None else None
-
-    def __exit__(self, *exc):
-        return self.ctx.__exit__(*exc) if self.ctx is not None else False
-
-
 def _record(device: torch.device):
     """An event after all work queued so far on ``device``'s current stream (None on CPU)."""
     if device.type != "cuda":
@@ -234,15 +224,4 @@ def _record(device: torch.device):
 
 def _record_stream(flow: Flow, stream) -> None:
     """Tell the caching allocator that ``stream`` uses these tensors (they came from another stream)."""
-    if isinstance(flow, Tensor):
-        if flow.is_cuda:
-            flow.record_stream(stream)
-    else:
-        for x in flow:
-            _record_stream(x, stream)
-
-
-def _pin(flow: Flow) -> Flow:
-    if isinstance(flow, Tensor):
-        return flow.pin_memory()
-    return tuple(_pin(x) for x in flow)
+    map_flow(lambda t: t.record_stream(stream) if t.is_cuda else None, flow)
