@@ -1,0 +1,383 @@
+"""Text classification data: readers for the standard on-disk layouts, a tokeniser, a vocabulary,
+encoding to id tensors and a padding collate function.
+
+Every reader returns ``(train_texts, train_labels, test_texts, test_labels, class_names)`` with
+labels ``0..C-1`` indexing ``class_names``. The packaged Debian descriptions set
+(:func:`load_debian`) needs no download; AG News, DBpedia, IMDB and SST-2 are read from a folder
+given as ``root``, else ``$SCPL_DATA/<name>``, else ``~/.scpl/data/<name>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import IO, Optional, Union
+
+import torch
+from torch.utils.data import Dataset
+
+PathLike = Union[str, os.PathLike]
+TextSplits = tuple[list[str], list[int], list[str], list[int], list[str]]
+"""``(train_texts, train_labels, test_texts, test_labels, class_names)``."""
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+
+DEBIAN_ASSET = "debian-descriptions.csv.gz"
+AG_NEWS_CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
+DBPEDIA_CLASSES = [
+    "Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder",
+    "MeanOfTransportation", "Building", "NaturalPlace", "Village", "Animal", "Plant",
+    "Album", "Film", "WrittenWork",
+]
+IMDB_CLASSES = ["neg", "pos"]
+SST2_CLASSES = ["negative", "positive"]
+
+ZHANG_URL = ("https://github.com/mhjabreel/CharCnn_Keras/tree/master/data "
+             "(or the Zhang et al. 2015 archives {archive})")
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
+
+
+# --------------------------------------------------------------------------- locating files
+
+def _root(name: str, root: Optional[PathLike] = None) -> Path:
+    """The folder of data set ``name``: ``root`` if given, else ``$SCPL_DATA/name``, else ``~/.scpl/data/name``."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("SCPL_DATA")
+    if env:
+        return Path(env).expanduser() / name
+    return Path.home() / ".scpl" / "data" / name
+
+
+def _find(base: Path, subdir: str, files: Sequence[str]) -> Optional[Path]:
+    """``base/subdir`` or ``base`` itself, whichever holds all ``files``; None if neither does."""
+    for folder in (base / subdir, base):
+        if all((folder / f).is_file() for f in files):
+            return folder
+    return None
+
+
+def _missing(name: str, base: Path, subdir: str, files: Sequence[str], url: str) -> FileNotFoundError:
+    wanted = ", ".join(files)
+    return FileNotFoundError(
+        f"{name}: expected the files {wanted} in {base / subdir} or {base}; download them from {url} "
+        f"and pass the folder as root=..., or put it in $SCPL_DATA/{name}"
+    )
+
+
+# --------------------------------------------------------------------------- row parsing
+
+def _bad(path: PathLike, line: int, why: str) -> ValueError:
+    return ValueError(f"{path}, line {line}: {why}")
+
+
+def _rows(f: IO[str], **fmt: object) -> Iterator[tuple[int, list[str]]]:
+    """CSV rows with the (1-based) line number where each row starts; blank lines are skipped."""
+    reader = csv.reader(f, **fmt)  # type: ignore[arg-type]
+    start = 1
+    for row in reader:
+        if row:
+            yield start, row
+        start = reader.line_num + 1
+
+
+def _label(value: str, n_classes: int, path: PathLike, line: int, first: int = 1) -> int:
+    """``value`` (a class index counted from ``first``) as a label in ``0..n_classes-1``."""
+    try:
+        label = int(value) - first
+    except ValueError:
+        raise _bad(path, line, f"class index {value!r} is not an integer") from None
+    if not 0 <= label < n_classes:
+        raise _bad(path, line, f"class index {value!r} outside {first}..{n_classes - 1 + first}")
+    return label
+
+
+def _read_zhang_csv(path: Path, n_classes: int) -> tuple[list[str], list[int]]:
+    """Zhang et al. (2015) CSV: no header, ``class (1-based), title, body``; text = title + " " + body.
+
+    Newlines escaped as the two characters ``\\n`` become spaces; nothing else is changed.
+    """
+    texts: list[str] = []
+    labels: list[int] = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for line, row in _rows(f):
+            if len(row) != 3:
+                raise _bad(path, line, f"expected 3 columns (class, title, text), found {len(row)}")
+            labels.append(_label(row[0], n_classes, path, line))
+            texts.append((row[1] + " " + row[2]).replace("\\n", " "))
+    return texts, labels
+
+
+# --------------------------------------------------------------------------- readers
+
+def load_debian(path: Optional[PathLike] = None) -> TextSplits:
+    """Debian package descriptions labelled with their archive section (16 classes, 8,888 + 2,399 rows).
+
+    Reads the gzipped CSV packaged with scpl (``split,label,text`` header) unless ``path`` names
+    another file in that format (gzipped if it ends in ``.gz``). Class ids follow the sorted
+    section names.
+    """
+    if path is None:
+        with (resources.files("scpl.data") / "assets" / DEBIAN_ASSET).open("rb") as raw:
+            data = gzip.decompress(raw.read()).decode("utf-8")
+        source: PathLike = DEBIAN_ASSET
+    else:
+        source = Path(path)
+        opener = gzip.open if source.suffix == ".gz" else open
+        with opener(source, "rt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
+            data = f.read()
+    rows = list(_rows(io.StringIO(data, newline="")))
+    if not rows or rows[0][1] != ["split", "label", "text"]:
+        raise _bad(source, 1, "expected the header split,label,text")
+    splits: dict[str, tuple[list[str], list[str]]] = {"train": ([], []), "test": ([], [])}
+    for line, row in rows[1:]:
+        if len(row) != 3:
+            raise _bad(source, line, f"expected 3 columns (split, label, text), found {len(row)}")
+        if row[0] not in splits:
+            raise _bad(source, line, f"split {row[0]!r} is neither 'train' nor 'test'")
+        splits[row[0]][0].append(row[2])
+        splits[row[0]][1].append(row[1])
+    names = sorted(set(splits["train"][1]) | set(splits["test"][1]))
+    ids = {name: i for i, name in enumerate(names)}
+    (tr_x, tr_y), (te_x, te_y) = splits["train"], splits["test"]
+    return tr_x, [ids[y] for y in tr_y], te_x, [ids[y] for y in te_y], names
+
+
+def load_ag_news(root: Optional[PathLike] = None) -> TextSplits:
+    """AG News (Zhang et al. 2015): ``train.csv`` and ``test.csv`` in ``root`` or ``root/ag_news_csv``.
+
+    No header; columns ``class (1..4), title, description``; text = title + " " + description with
+    literal ``\\n`` sequences replaced by spaces. Classes: World, Sports, Business, Sci/Tech.
+    """
+    base, files = _root("ag_news", root), ("train.csv", "test.csv")
+    folder = _find(base, "ag_news_csv", files)
+    if folder is None:
+        raise _missing("ag_news", base, "ag_news_csv", files,
+                       ZHANG_URL.format(archive="ag_news_csv.tar.gz"))
+    train = _read_zhang_csv(folder / "train.csv", len(AG_NEWS_CLASSES))
+    test = _read_zhang_csv(folder / "test.csv", len(AG_NEWS_CLASSES))
+    return train[0], train[1], test[0], test[1], list(AG_NEWS_CLASSES)
+
+
+def load_dbpedia(root: Optional[PathLike] = None) -> TextSplits:
+    """DBpedia ontology (Zhang et al. 2015): ``train.csv``, ``test.csv`` (and ``classes.txt``) in
+    ``root/dbpedia_csv`` or ``root``.
+
+    No header; columns ``class (1..14), title, content``; text = title + " " + content with literal
+    ``\\n`` sequences replaced by spaces. Class names come from ``classes.txt`` (one a line) if
+    present, else the standard 14 names.
+    """
+    base, files = _root("dbpedia", root), ("train.csv", "test.csv")
+    folder = _find(base, "dbpedia_csv", files)
+    if folder is None:
+        raise _missing("dbpedia", base, "dbpedia_csv", files,
+                       ZHANG_URL.format(archive="dbpedia_csv.tar.gz"))
+    names = list(DBPEDIA_CLASSES)
+    if (folder / "classes.txt").is_file():
+        names = [s.strip() for s in (folder / "classes.txt").read_text(encoding="utf-8").splitlines() if s.strip()]
+    train = _read_zhang_csv(folder / "train.csv", len(names))
+    test = _read_zhang_csv(folder / "test.csv", len(names))
+    return train[0], train[1], test[0], test[1], names
+
+
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+IMDB_CSV = "IMDB Dataset.csv"
+
+
+def _read_acl_split(folder: Path) -> tuple[list[str], list[int]]:
+    texts: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(IMDB_CLASSES):
+        for file in sorted((folder / name).glob("*.txt")):
+            texts.append(_BR.sub(" ", file.read_text(encoding="utf-8")))
+            labels.append(label)
+    return texts, labels
+
+
+def _read_imdb_csv(path: Path, train_rows: int) -> TextSplits:
+    texts: list[str] = []
+    labels: list[int] = []
+    ids = {"negative": 0, "positive": 1}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = _rows(f)
+        first = next(rows, None)
+        if first is None or first[1] != ["review", "sentiment"]:
+            raise _bad(path, 1, "expected the header review,sentiment")
+        for line, row in rows:
+            if len(row) != 2:
+                raise _bad(path, line, f"expected 2 columns (review, sentiment), found {len(row)}")
+            if row[1] not in ids:
+                raise _bad(path, line, f"sentiment {row[1]!r} is neither 'positive' nor 'negative'")
+            texts.append(_BR.sub(" ", row[0]))
+            labels.append(ids[row[1]])
+    return texts[:train_rows], labels[:train_rows], texts[train_rows:], labels[train_rows:], list(IMDB_CLASSES)
+
+
+def load_imdb(root: Optional[PathLike] = None, csv_train_rows: int = 25_000) -> TextSplits:
+    """IMDB movie reviews (Maas et al. 2011), labels neg=0, pos=1; ``<br />`` tags become spaces.
+
+    Two layouts are accepted, looked for in ``root`` (the Stanford one first):
+
+    * the Stanford ``aclImdb`` folder (``root/aclImdb`` or ``root``): ``train/{neg,pos}/*.txt`` and
+      ``test/{neg,pos}/*.txt``, the official 25k/25k split; within a split the negative reviews
+      come first, each class in file-name order;
+    * the 50k-review CSV ``IMDB Dataset.csv`` (header ``review,sentiment``, values
+      ``positive``/``negative``; ``root`` may also be that file). It has no official split: the
+      first ``csv_train_rows`` rows are the training set, the rest the test set.
+    """
+    base = _root("imdb", root)
+    if base.is_file():
+        return _read_imdb_csv(base, csv_train_rows)
+    for folder in (base / "aclImdb", base):
+        if all((folder / s / c).is_dir() for s in ("train", "test") for c in IMDB_CLASSES):
+            train, test = _read_acl_split(folder / "train"), _read_acl_split(folder / "test")
+            return train[0], train[1], test[0], test[1], list(IMDB_CLASSES)
+    if (base / IMDB_CSV).is_file():
+        return _read_imdb_csv(base / IMDB_CSV, csv_train_rows)
+    raise FileNotFoundError(
+        f"imdb: expected the folders train/pos, train/neg, test/pos, test/neg of aclImdb in "
+        f"{base / 'aclImdb'} or {base}, or the file {base / IMDB_CSV}; download {IMDB_URL} and pass "
+        f"the folder as root=..., or put it in $SCPL_DATA/imdb"
+    )
+
+
+def _read_sst2_tsv(path: Path) -> tuple[list[str], list[int]]:
+    texts: list[str] = []
+    labels: list[int] = []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = _rows(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        first = next(rows, None)
+        if first is None or first[1] != ["sentence", "label"]:
+            raise _bad(path, 1, "expected the header sentence<TAB>label")
+        for line, row in rows:
+            if len(row) != 2:
+                raise _bad(path, line, f"expected 2 tab-separated columns (sentence, label), found {len(row)}")
+            labels.append(_label(row[1], len(SST2_CLASSES), path, line, first=0))
+            texts.append(row[0])
+    return texts, labels
+
+
+def load_sst2(root: Optional[PathLike] = None) -> TextSplits:
+    """SST-2 from GLUE: ``train.tsv`` and ``dev.tsv`` in ``root/SST-2`` or ``root``.
+
+    Tab-separated with the header ``sentence<TAB>label`` (0 negative, 1 positive), no quoting;
+    sentences are returned unchanged. GLUE's ``test.tsv`` has no labels, so the **dev** set is
+    returned as the test split.
+    """
+    base, files = _root("sst2", root), ("train.tsv", "dev.tsv")
+    folder = _find(base, "SST-2", files)
+    if folder is None:
+        raise _missing("sst2", base, "SST-2", files, SST2_URL)
+    train, dev = _read_sst2_tsv(folder / "train.tsv"), _read_sst2_tsv(folder / "dev.tsv")
+    return train[0], train[1], dev[0], dev[1], list(SST2_CLASSES)
+
+
+# --------------------------------------------------------------------------- tokens and ids
+
+TOKEN_RE = re.compile(r"\d+(?:[.,]\d+)+|[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_")
+"""Numbers with decimal points or thousands separators ("3.14", "1,000"); runs of letters and digits,
+joined by inner apostrophes ("don't", "o'neill"); any other single non-space character."""
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased tokens of ``text`` (see :data:`TOKEN_RE`): words and numbers, each punctuation
+    mark on its own; e.g. ``"Don't panic!"`` -> ``["don't", "panic", "!"]``.
+    """
+    return TOKEN_RE.findall(text.lower())
+
+
+class Vocab:
+    """Token <-> id map with ``<pad>`` = 0 and ``<unk>`` = 1; ``itos[i]`` is the token of id ``i``."""
+
+    def __init__(self, itos: Sequence[str]) -> None:
+        itos = list(itos)
+        if itos[:2] != [PAD, UNK]:
+            raise ValueError(f"a vocabulary starts with {PAD!r}, {UNK!r}; got {itos[:2]}")
+        if len(set(itos)) != len(itos):
+            raise ValueError("duplicate tokens in the vocabulary")
+        self.itos: list[str] = itos
+        self.stoi: dict[str, int] = {t: i for i, t in enumerate(itos)}
+
+    @classmethod
+    def build(cls, token_lists: Iterable[Iterable[str]], min_freq: int = 1,
+              max_size: Optional[int] = None) -> "Vocab":
+        """Vocabulary of the tokens seen at least ``min_freq`` times (build it from training texts only).
+
+        Tokens are ordered by descending count, ties alphabetically; ``max_size`` caps ``len(vocab)``
+        including ``<pad>`` and ``<unk>``.
+        """
+        counts = Counter(t for tokens in token_lists for t in tokens)
+        counts.pop(PAD, None)
+        counts.pop(UNK, None)
+        kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
+        if max_size is not None:
+            kept = kept[:max(0, max_size - 2)]
+        return cls([PAD, UNK, *kept])
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self.stoi
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        """Ids of ``tokens``; unknown tokens map to ``<unk>`` (1)."""
+        return [self.stoi.get(t, UNK_ID) for t in tokens]
+
+    def state_dict(self) -> dict[str, list[str]]:
+        """A plain dict to save with a checkpoint; :meth:`from_state` restores it."""
+        return {"itos": list(self.itos)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, list[str]]) -> "Vocab":
+        return cls(state["itos"])
+
+
+def encode_texts(texts: Iterable[str], vocab: Vocab, max_len: int) -> list[torch.Tensor]:
+    """Each text tokenised and encoded as an int64 tensor of at most ``max_len`` ids (first tokens
+    kept); a text without tokens becomes ``[<unk>]``."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    out = []
+    for text in texts:
+        ids = vocab.encode(tokenize(text)[:max_len]) or [UNK_ID]
+        out.append(torch.tensor(ids, dtype=torch.int64))
+    return out
+
+
+class TokenDataset(Dataset):
+    """Encoded sequences and their labels; item ``i`` is ``(ids: int64 tensor, label: int)``."""
+
+    def __init__(self, sequences: Sequence[torch.Tensor], labels: Sequence[int]) -> None:
+        if len(sequences) != len(labels):
+            raise ValueError(f"{len(sequences)} sequences but {len(labels)} labels")
+        self.sequences = list(sequences)
+        self.labels = [int(y) for y in labels]
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str], labels: Sequence[int], vocab: Vocab, max_len: int) -> "TokenDataset":
+        """Shorthand for ``TokenDataset(encode_texts(texts, vocab, max_len), labels)``."""
+        return cls(encode_texts(texts, vocab, max_len), labels)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.sequences[i], self.labels[i]
+
+
+def pad_collate(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``DataLoader`` collate: ``(tokens (B, T_max) int64 right-padded with 0, labels (B,) int64)``."""
+    seqs = [torch.as_tensor(s, dtype=torch.int64) for s, _ in batch]
+    tokens = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=PAD_ID)
+    labels = torch.tensor([int(y) for _, y in batch], dtype=torch.int64)
+    return tokens, labels
