@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
@@ -42,6 +43,20 @@ class _Item:
     labels: Tensor
     losses: list = field(default_factory=list)
     event: Optional[Any] = None  # torch.cuda.Event recorded after the producer's work
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """One ``block.train_step`` of stage ``stage`` on micro-batch ``micro`` of batch ``step``.
+
+    ``start`` and ``end`` are host ``time.perf_counter()`` seconds since the ``train_epoch`` call.
+    """
+
+    stage: int
+    step: int
+    micro: int
+    start: float
+    end: float
 
 
 class _Stop(Exception):
@@ -85,16 +100,24 @@ class ThreadedExecutor:
         queue_size: items a stage may run ahead of the next one.
         threads_per_stage: intra-op threads per worker on CPU (``torch.set_num_threads`` is
             process-wide, so it is set once to this value for the run and restored after).
+        trace: record one :class:`TraceEvent` per ``block.train_step`` in ``self.events``
+            (reset by each ``train_epoch``, sorted by start; see :func:`scpl.plots.plot_timeline`).
+            Times are host times: on CUDA they measure when a stage's kernels were queued, not
+            when they ran, so they show launch overlap only. Off by default, and free when off.
     """
 
     name = "threads"
 
-    def __init__(self, micro_batches: int = 1, queue_size: int = 2, threads_per_stage: Optional[int] = 1):
+    def __init__(
+        self, micro_batches: int = 1, queue_size: int = 2, threads_per_stage: Optional[int] = 1, trace: bool = False
+    ):
         if micro_batches < 1 or queue_size < 1:
             raise ValueError("micro_batches and queue_size must be >= 1")
         self.micro_batches = micro_batches
         self.queue_size = queue_size
         self.threads_per_stage = threads_per_stage
+        self.trace = trace
+        self.events: list[TraceEvent] = []
 
     def train_epoch(
         self,
@@ -104,6 +127,8 @@ class ThreadedExecutor:
     ) -> list[list[float]]:
         """Stream every batch through the blocks; return per-step, per-block mean losses."""
         _warn_if_random(blocks)
+        self.events = []
+        clock = (self.events, time.perf_counter()) if self.trace else None
         abort = threading.Event()
         pipes = [_Pipe(abort, self.queue_size) for _ in range(len(blocks) + 1)]
         failures: list[tuple[int, BaseException, str]] = []
@@ -112,7 +137,7 @@ class ThreadedExecutor:
         workers = [
             threading.Thread(
                 target=self._work,
-                args=(k, block, streams[k], next_devices[k], pipes[k], pipes[k + 1], abort, failures),
+                args=(k, block, streams[k], next_devices[k], pipes[k], pipes[k + 1], abort, failures, clock),
                 name=f"scpl-stage-{k}", daemon=True,
             )
             for k, block in enumerate(blocks)
@@ -144,6 +169,7 @@ class ThreadedExecutor:
             for w in workers:
                 w.join()
             torch.set_num_threads(old_threads)
+            self.events.sort(key=lambda e: e.start)
         if failures:
             stage, exc, text = failures[0]
             raise StageError(stage, exc, text) from exc
@@ -164,7 +190,7 @@ class ThreadedExecutor:
             failures.append((-1, exc, traceback.format_exc()))
             abort.set()
 
-    def _work(self, k: int, block: Block, stream, next_device, inp: _Pipe, out: _Pipe, abort, failures) -> None:
+    def _work(self, k: int, block: Block, stream, next_device, inp: _Pipe, out: _Pipe, abort, failures, clock) -> None:
         if stream is not None:  # see parameter writes queued before the run (load_state_dict, ...)
             stream.wait_stream(torch.cuda.current_stream(stream.device))
         try:
@@ -178,7 +204,12 @@ class ThreadedExecutor:
                         stream.wait_event(item.event)
                         _record_stream(item.flow, stream)
                         _record_stream(item.labels, stream)
+                    if clock is not None:
+                        start = time.perf_counter()
                     flow, loss = block.train_step(item.flow, item.labels, item.micro, self.micro_batches)
+                    if clock is not None:
+                        events, t0 = clock
+                        events.append(TraceEvent(k, item.step, item.micro, start - t0, time.perf_counter() - t0))
                     item.losses.append(loss)
                     if next_device is not None:  # hand over: copy to the next stage's device, then mark
                         item.flow = flow_to(flow, next_device, non_blocking=True)
