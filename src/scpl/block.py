@@ -75,6 +75,8 @@ class Block(nn.Module):
         self.recon_weight, self.task_weight = 0.0, 1.0
         self.rng_seed: Optional[int] = None
         self.mode = "train"  # "train", "frozen" (forward only, eval mode) or "inactive" (not run)
+        self.autocast_dtype: Optional[torch.dtype] = None  # e.g. torch.bfloat16: forward and loss under autocast
+        self.clip_grad_norm: Optional[float] = None  # clip this block's gradient norm before each step
 
     # -- set-up ---------------------------------------------------------------------------
     def configure_optimizer(self, optimizer: OptimizerFactory, scheduler: Optional[SchedulerFactory] = None) -> None:
@@ -135,6 +137,9 @@ class Block(nn.Module):
         A ``"frozen"`` block only runs forward (eval mode); an ``"inactive"`` one returns its
         input; both report loss 0. With ``rng_seed`` set, the block's random numbers (dropout) come from a generator seeded
         by (rng_seed, block index, step, micro), so they do not depend on the executor.
+        With ``autocast_dtype`` (e.g. bf16) the forward pass and loss run under ``torch.autocast``
+        (parameters and optimizer state stay fp32); with ``clip_grad_norm`` the block's gradient
+        norm is clipped before the step. The returned output is whatever dtype autocast produced.
         """
         if self.optimizer is None:
             raise ConfigError(f"block {self.index} has no optimizer; call configure_optimizer first")
@@ -148,7 +153,7 @@ class Block(nn.Module):
                 return self(inputs), 0.0
         labels = labels.to(device, non_blocking=True)
         self.train()
-        with self._rng(micro):
+        with self._rng(micro), self._autocast(device):
             outputs = self(inputs)
             loss = self.local_loss(outputs, labels)
         value = float(loss.detach())
@@ -158,9 +163,16 @@ class Block(nn.Module):
             self.optimizer.zero_grad(set_to_none=True)
         (loss / micro_batches if micro_batches > 1 else loss).backward()
         if micro == micro_batches - 1:
+            if self.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(self.parameters(), self.clip_grad_norm)
             self.optimizer.step()
             self.steps += 1
         return detach_flow(outputs), value
+
+    def _autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
 
     def _rng(self, micro: int):
         if self.rng_seed is None:

@@ -45,6 +45,9 @@ METHODS: dict[str, Method] = {
 }
 
 
+PRECISIONS: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16}
+
+
 def _adam(params):
     return torch.optim.Adam(params, lr=1e-3)
 
@@ -102,6 +105,9 @@ class DecoupledModel(nn.Module):
         num_blocks: the K of ``blocks="auto"``.
         contsup: ContSup context supply, a mode (``"R0"``, ``"E"``, ``"R1"``, ``"R1E"``,
             ``"Rn"``) or a :class:`~scpl.context.ContextSpec`; needs conv blocks (4-D maps).
+        precision: ``"fp32"`` or ``"bf16"`` (each block's forward and loss under
+            ``torch.autocast`` with bfloat16; weights, gradients and optimizer state stay fp32).
+        clip_grad_norm: clip each block's gradient norm to this value before its step.
     """
 
     def __init__(
@@ -124,10 +130,16 @@ class DecoupledModel(nn.Module):
         objective_kwargs: Optional[dict] = None,
         num_blocks: Optional[int] = None,
         contsup: Union[str, ContextSpec, None] = None,
+        precision: str = "fp32",
+        clip_grad_norm: Optional[float] = None,
     ):
         super().__init__()
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
+        if clip_grad_norm is not None and not clip_grad_norm > 0:
+            raise ConfigError(f"clip_grad_norm must be a positive number, got {clip_grad_norm}")
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         self.method = method
@@ -223,6 +235,7 @@ class DecoupledModel(nn.Module):
         schedulers = _per_block(scheduler, k, "scheduler")
         for block, opt, sched in zip(self.blocks, optimizers, schedulers):
             block.configure_optimizer(opt, sched)
+            block.autocast_dtype, block.clip_grad_norm = PRECISIONS[precision], clip_grad_norm
 
     def context_cost(self, example_input: Flow) -> dict[str, float]:
         """Parameters and multiply-accumulates per sample of the ContSup context branches,

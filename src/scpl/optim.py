@@ -1,0 +1,106 @@
+"""Optimizers and learning-rate schedules of the papers' recipes, built by name.
+
+``build_optimizer`` gives Adam, AdamW, SGD (optionally Nesterov) or LARS (You et al., 2017,
+"Large Batch Training of Convolutional Networks"), which DeInfoReg's vision recipe uses and
+torch does not ship. ``build_scheduler`` gives a per-epoch schedule: constant, or cosine
+from ``lr`` to ``min_lr`` after an optional linear warm-up.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
+SCHEDULES = ("constant", "cosine")
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling.
+
+    For each parameter tensor w with gradient g (weight decay wd added first, g += wd * w):
+    the local rate is ``trust * ||w|| / ||g||`` (1 where either norm is 0), the update
+    direction ``u = local_rate * g`` feeds a momentum buffer ``b = momentum * b + u`` and
+    ``w -= lr * b``. Parameter groups with ``lars=False`` (biases and normalisation weights,
+    as in the DeInfoReg recipe) skip both weight decay and adaptation.
+    """
+
+    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = 0.001):
+        if lr <= 0:
+            raise ConfigError(f"LARS needs lr > 0, got {lr}")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, lars=True)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["lars"]:
+                    g = g.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else g
+                    w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
+                    ratio = torch.where((w_norm > 0) & (g_norm > 0), group["trust_coefficient"] * w_norm / g_norm,
+                                        torch.ones_like(w_norm))
+                    g = g * ratio
+                buf = self.state[p].get("momentum_buffer")
+                if buf is None:
+                    buf = self.state[p]["momentum_buffer"] = torch.clone(g).detach()
+                else:
+                    buf.mul_(group["momentum"]).add_(g)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def _lars_groups(params: list[Tensor]) -> list[dict]:
+    """Biases and normalisation weights (1-D tensors) are excluded from decay and adaptation."""
+    return [{"params": [p for p in params if p.dim() > 1]},
+            {"params": [p for p in params if p.dim() <= 1], "lars": False, "weight_decay": 0.0}]
+
+
+def build_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.0,
+                    momentum: float = 0.9, nesterov: bool = False) -> torch.optim.Optimizer:
+    """The optimizer ``name`` (one of :data:`OPTIMIZERS`) over ``params``."""
+    params = [p for p in params if p.requires_grad]
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    if name == "lars":
+        return LARS(_lars_groups(params), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")
+
+
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int = 0,
+                    min_lr: float = 0.0) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
+    """A per-epoch schedule: ``"constant"`` (None) or ``"cosine"`` from each group's lr to ``min_lr``
+    over ``epochs``, after ``warmup_epochs`` of linear warm-up (lr * (e+1)/warmup in epoch e)."""
+    if name == "constant":
+        return None
+    if name != "cosine":
+        raise ConfigError(f"unknown schedule {name!r}; choose one of {list(SCHEDULES)}")
+    if warmup_epochs < 0 or warmup_epochs >= max(epochs, 1) and warmup_epochs > 0:
+        raise ConfigError(f"warmup_epochs ({warmup_epochs}) must be in [0, epochs={epochs})")
+    base = [g["lr"] for g in optimizer.param_groups]
+
+    def factor(i: int):
+        def f(epoch: int) -> float:
+            if epoch < warmup_epochs:
+                return (epoch + 1) / warmup_epochs
+            span = max(epochs - warmup_epochs, 1)
+            t = min(epoch - warmup_epochs, span) / span
+            floor = min_lr / base[i] if base[i] > 0 else 0.0
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(i) for i in range(len(base))])
