@@ -1,0 +1,49 @@
+"""The data set registry: validation split, statistics and vocabulary from the training part only."""
+
+import numpy as np
+import pytest
+import torch
+
+from scpl import ConfigError
+from scpl.data import text
+from scpl.data.datasets import channel_stats, load_dataset, split_indices
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    tr, va = split_indices(1000, 0.1, seed=3)
+    assert len(va) == 100 and len(np.intersect1d(tr, va)) == 0 and len(np.union1d(tr, va)) == 1000
+    tr2, va2 = split_indices(1000, 0.1, seed=3)
+    assert np.array_equal(va, va2) and not np.array_equal(va, split_indices(1000, 0.1, seed=4)[1])
+    with pytest.raises(ConfigError, match="val_fraction"):
+        split_indices(10, 1.0)
+
+
+def test_image_bundle_normalises_with_training_statistics():
+    b = load_dataset("digits", val_fraction=0.2)
+    x_train = torch.stack([b.train[i][0] for i in range(len(b.train))])
+    assert x_train.dtype == torch.uint8 and b.shape == (1, 8, 8)
+    assert b.mean == pytest.approx([float(x_train.double().mean() / 255)])
+    assert b.std == pytest.approx([float((x_train.double() / 255).std(unbiased=False))])
+    assert len(b.train) + len(b.val) == 1438 and len(b.test) == 359
+    mean, std = channel_stats(torch.tensor([[[[0]], [[255]]], [[[255]], [[255]]]], dtype=torch.uint8))
+    assert mean == pytest.approx([0.5, 1.0]) and std == pytest.approx([0.5, 0.0], abs=1e-5)
+
+
+def test_text_vocabulary_comes_from_the_training_part_only():
+    b = load_dataset("debian", val_fraction=0.1, max_len=32)
+    assert b.kind == "text" and b.num_classes == 16 and len(b.train) + len(b.val) == 8888 and len(b.test) == 2399
+    train_texts, _, test_texts, _, _ = text.load_debian()
+    tr, va = split_indices(len(train_texts), 0.1, 0)
+    train_words = {t for i in tr for t in text.tokenize(train_texts[i])}
+    held_out = {t for i in va for t in text.tokenize(train_texts[i])} | {t for s in test_texts for t in text.tokenize(s)}
+    only_held_out = held_out - train_words
+    assert only_held_out, "the held-out texts should contain words the training part lacks"
+    assert not only_held_out & set(b.vocab.itos)
+    assert set(b.vocab.itos) == train_words | {text.PAD, text.UNK}
+    tokens, labels = b.collate([b.train[0], b.train[1]])
+    assert tokens.shape[0] == 2 and tokens.shape[1] <= 32 and labels.dtype == torch.int64
+
+
+def test_unknown_data_set_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown data set 'mnist3'.*cifar10"):
+        load_dataset("mnist3")
