@@ -46,7 +46,10 @@ def test_train_under_torchrun_equals_sequential_and_exports_a_model(tmp_path):
     summary = json.loads(dist_run.stdout.strip().splitlines()[-1])
     assert summary["world_size"] == 2 and summary["num_blocks"] == 2
     counts = summary["blocks"]
-    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == ["block-0.pt", "block-1.pt", "model.pt", "summary.json"]
+    names = {p.name for p in (tmp_path / "dist").iterdir()}
+    assert {"model.pt", "summary.json", "config.yaml", "metrics.csv", "best", "last"} <= names
+    assert sorted(p.name for p in (tmp_path / "dist" / "last").iterdir()) == [
+        "block-0.pt", "block-1.pt", "trainer-0.pt", "trainer-1.pt"]
 
     seq_run = run_cli(*common, "--executor", "sequential", "--threads", "1", "--blocks", ",".join(map(str, counts)),
                       "--out", str(tmp_path / "seq"))

