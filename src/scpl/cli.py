@@ -24,7 +24,7 @@ def _demo(args: argparse.Namespace) -> int:
           f"{epochs} epochs, batch {args.batch_size}, seed {args.seed}", file=sys.stderr)
     results = []
     for method in tqdm(methods, desc="methods", disable=args.json or not sys.stderr.isatty()):
-        results.append(run_method(method, train, test, epochs, args.batch_size, args.seed))
+        results.append(run_method(method, name, epochs, args.batch_size, args.seed, args.train_limit))
     width = max(len(m) for m in methods)
     print(f"{'method':<{width}}  test_accuracy  seconds")
     for r in results:

@@ -5,14 +5,9 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-import torch
-from torch.utils.data import DataLoader
-
 from .errors import ConfigError
 from .data import find_fashion_mnist, load_digits, load_fashion_mnist
-from .model import DecoupledModel
-from .models import SmallCNN
-from .seed import seed_everything
+from .train import TrainConfig, run
 
 DEMO_METHODS = ("bp", "scpl", "deinforeg", "greedy")
 
@@ -30,21 +25,13 @@ def load_demo_data(dataset: str, train_limit: Optional[int] = None):
     return train, test, dataset
 
 
-def run_method(method: str, train, test, epochs: int, batch_size: int, seed: int, lr: float = 1e-3) -> dict:
-    """Train a fresh SmallCNN with ``method``; return test accuracy and training+evaluation seconds."""
-    generator = seed_everything(seed)
-    loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator, drop_last=True)
-    test_loader = DataLoader(test, batch_size=512)
-    example = train[0][0].unsqueeze(0)
+def run_method(method: str, dataset: str, epochs: int, batch_size: int, seed: int, train_limit: Optional[int] = None,
+               lr: float = 1e-3) -> dict:
+    """Train SmallCNN (4 blocks) with ``method`` through ``scpl train``'s runner, on the data set's own
+    training split (no validation split: the demo keeps the last epoch); return test accuracy and
+    training+evaluation seconds."""
     start = time.perf_counter()
-    model = DecoupledModel(
-        SmallCNN(in_channels=example.shape[1], num_classes=10),
-        method=method,
-        num_classes=10,
-        example_input=example,
-        optimizer=lambda params: torch.optim.Adam(params, lr=lr),
-        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs),
-    )
-    model.fit(loader, epochs=epochs)
-    accuracy = model.evaluate(test_loader)["accuracy"]
-    return {"method": method, "test_accuracy": accuracy, "seconds": time.perf_counter() - start}
+    summary = run(TrainConfig(dataset=dataset, method=method, epochs=epochs, batch_size=batch_size, seed=seed,
+                              train_limit=train_limit if dataset != "digits" else None, lr=lr, val_fraction=0.0,
+                              progress=False, plots=False))
+    return {"method": method, "test_accuracy": summary["test_accuracy"], "seconds": time.perf_counter() - start}
