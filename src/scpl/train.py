@@ -295,6 +295,12 @@ def build(cfg: TrainConfig) -> Run:
         raise ConfigError(f"the model has {len(model.blocks)} blocks but torchrun started {world} ranks; "
                           "start one rank per block (--nproc-per-node) or set blocks/num_blocks")
     schedule = _schedule(method["activate"], len(model.blocks), cfg.epochs)
+    for k, block in enumerate(model.blocks):
+        block.rng_seed = cfg.seed  # dropout draws independent of the executor (threads, ranks) and resumable
+        if schedule is not None and schedule.activate is not None and block.optimizer is not None:
+            # a block switched on at epoch a anneals over its own epochs - a, not over epochs it never trains
+            block.scheduler = build_scheduler(cfg.schedule, block.optimizer, cfg.epochs - schedule.activate[k],
+                                              cfg.warmup_epochs, cfg.min_lr)
     return Run(cfg, bundle, model, runner, train_batches, val_batches, test_batches, generator, train_aug, schedule,
                rank, world)
 
