@@ -17,7 +17,7 @@ import shlex
 import statistics
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 SEEDS = (0, 1, 2)
@@ -66,7 +66,9 @@ def early_exit(out: Path) -> list[dict]:
             cmd = ["scpl", "eval", str(folder), "--early-exit", rule, "--json"]
             if seed == 0:
                 cmd += ["--histogram", str(out / f"exit-histogram-{rule}.png")]
-            proc = subprocess.run([sys.executable, "-m", "scpl", *cmd[1:]], capture_output=True, text=True, check=True)
+            proc = subprocess.run([sys.executable, "-m", "scpl", *cmd[1:]], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stderr[-3000:]}")
             rows.append({"seed": seed, "rule": rule, "command": shlex.join(cmd),
                          "result": json.loads(proc.stdout.strip().splitlines()[-1])})
     return rows
@@ -76,7 +78,14 @@ def load(out: Path) -> dict[str, dict]:
     path = out / "runs.jsonl"
     if not path.exists():
         return {}
-    return {r["name"]: r for r in map(json.loads, path.read_text().splitlines())}
+    runs = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by an interruption: that run is redone
+            continue
+        runs[record["name"]] = record
+    return runs
 
 
 def run_grid(out: Path, jobs: int) -> None:
@@ -84,13 +93,22 @@ def run_grid(out: Path, jobs: int) -> None:
     done = load(out)
     todo = [r for r in grid() if r["name"] not in done]
     print(f"{len(done)} runs cached, {len(todo)} to go", file=sys.stderr)
+    failed = []
     with ThreadPoolExecutor(jobs) as pool, open(out / "runs.jsonl", "a") as log:
-        for result in pool.map(lambda r: execute(r, out), todo):
+        futures = [pool.submit(execute, r, out) for r in todo]
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except RuntimeError as exc:  # keep the other runs going; report at the end
+                failed.append(str(exc))
+                continue
             log.write(json.dumps(result) + "\n")
             log.flush()
             s = result["summary"]
-            print(f"{result['name']}: test {s['test_accuracy']:.4f} val {s['val_accuracy']:.4f} "
+            print(f"{result['name']}: test {s['test_accuracy']:.4f} val {s['val_accuracy']} "
                   f"{s['train_seconds']:.0f} s", file=sys.stderr)
+    if failed:
+        raise SystemExit("failed runs:\n" + "\n".join(failed))
     (out / "early_exit.json").write_text(json.dumps(early_exit(out), indent=1))
 
 

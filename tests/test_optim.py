@@ -42,6 +42,12 @@ def test_cosine_schedule_with_warmup_reaches_min_lr():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.008)
     assert lrs[6] == pytest.approx(0.008 + (0.8 - 0.008) * 0.5 * (1 + math.cos(math.pi * 4 / 8)))
     assert build_scheduler("constant", opt, 10) is None
+    warm = build_scheduler("constant", torch.optim.SGD([p], lr=0.5), epochs=5, warmup_epochs=2)
+    assert [f(e) for f in warm.lr_lambdas for e in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="min_lr"):
+        build_scheduler("cosine", torch.optim.SGD([p], lr=0.001), 10, min_lr=0.01)
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        build_scheduler("cosine", opt, 3, warmup_epochs=3)
     with pytest.raises(ConfigError, match="unknown schedule"):
         build_scheduler("step", opt, 10)
     with pytest.raises(ConfigError, match="unknown optimizer"):

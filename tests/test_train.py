@@ -48,21 +48,66 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatc
     assert rows("full") == rows("cut")
 
 
-def test_resume_refuses_a_changed_config(tmp_path):
+def test_resume_refuses_a_changed_config_and_fresh_runs_refuse_a_used_folder(tmp_path):
     _run(tmp_path, "a", epochs=1)
-    with pytest.raises(ConfigError, match=r"differs from the checkpoint's in \['lr'\]"):
+    with pytest.raises(ConfigError, match=r"differs from the checkpoint's in \['epochs', 'lr'\]"):
         _run(tmp_path, "a", epochs=2, lr=0.01, resume=True)
     with pytest.raises(ConfigError, match="nothing to resume"):
         _run(tmp_path, "empty", resume=True)
+    with pytest.raises(ConfigError, match="already holds a run .* --resume"):
+        _run(tmp_path, "a", epochs=1)
 
 
-def test_nan_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
+def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_set_in_charge(tmp_path, monkeypatch):
+    from scpl import runstate
+
+    full = _run(tmp_path, "full", epochs=3)
+    real_commit = runstate.commit
+
+    def die_before_naming_epoch_2(out, epoch, keep):
+        if epoch == 2:
+            raise KeyboardInterrupt  # epoch 2's files are written, but the set was never named
+        real_commit(out, epoch, keep)
+
+    monkeypatch.setattr(runstate, "commit", die_before_naming_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, "cut", epochs=3)
+    monkeypatch.setattr(runstate, "commit", real_commit)
+    assert runstate.latest(tmp_path / "cut") == 1
+    resumed = _run(tmp_path, "cut", epochs=3, resume=True)
+    assert _same_model(tmp_path / "full", tmp_path / "cut") and resumed["test_accuracy"] == full["test_accuracy"]
+    kept = {p.name for p in (tmp_path / "cut" / "epochs").iterdir()}
+    assert kept == {"3", str(resumed["best_epoch"])}  # the latest set and the best epoch's; the rest is deleted
+
+
+def test_nan_stops_the_cli_with_a_clear_message(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "scpl", "train", "--dataset", "digits", "--epochs", "2",
                            "--method", "greedy", "--lr", "1e30", "--out", str(tmp_path / "nan"), "--no-progress"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert "local loss became nan" in proc.stderr and "Lower the learning rate (now 1e+30)" in proc.stderr, proc.stderr
+    assert "local loss became nan" in proc.stderr and "lower the learning rate (now 1e+30)" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_nan_keeps_the_last_good_checkpoint_and_the_run_resumes(tmp_path, monkeypatch):
+    from scpl.block import Block
+    from scpl.errors import TrainingDiverged
+
+    full = _run(tmp_path, "full", epochs=3)
+    real_epoch, real_loss = T._epoch, Block.local_loss
+
+    def nan_in_second_epoch(run, epoch):
+        if epoch == 1:
+            monkeypatch.setattr(Block, "local_loss", lambda self, out, y: real_loss(self, out, y) * float("nan"))
+        return real_epoch(run, epoch)
+
+    monkeypatch.setattr(T, "_epoch", nan_in_second_epoch)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2: block 0's local loss became nan.*epoch 1\) is in .*epochs/1"):
+        _run(tmp_path, "cut", epochs=3)
+    monkeypatch.setattr(Block, "local_loss", real_loss)
+    monkeypatch.setattr(T, "_epoch", real_epoch)
+    resumed = _run(tmp_path, "cut", epochs=3, resume=True)  # the kept set is intact and continues exactly
+    assert _same_model(tmp_path / "full", tmp_path / "cut") and resumed["test_accuracy"] == full["test_accuracy"]
 
 
 def test_threads_executor_run_equals_sequential_and_plots_timeline(tmp_path):
@@ -74,7 +119,31 @@ def test_threads_executor_run_equals_sequential_and_plots_timeline(tmp_path):
         assert (tmp_path / "thr" / png).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_selection_on_validation_and_exports(tmp_path):
+def test_the_model_of_the_best_validation_epoch_is_tested_and_exported(tmp_path, monkeypatch):
+    real_evaluate, calls = T._evaluate, []
+
+    def falling_on_validation(run, batches):
+        accuracy, exits = real_evaluate(run, batches)
+        if batches is run.val_batches:
+            calls.append(1)
+            return 0.9 - 0.1 * len(calls), exits  # epoch 1 is the best on validation
+        return accuracy, exits
+
+    monkeypatch.setattr(T, "_evaluate", falling_on_validation)
+    summary = _run(tmp_path, "sel", epochs=3)
+    assert summary["best_epoch"] == 1 and summary["val_accuracy"] == pytest.approx(0.8)
+    monkeypatch.undo()
+    run = load_run(tmp_path / "sel")
+    epoch1 = T.runstate.epoch_dir(tmp_path / "sel", 1)
+    exported = torch.load(tmp_path / "sel" / "model.pt")
+    for k, block in enumerate(run.model.blocks):
+        saved = torch.load(epoch1 / f"block-{k}.pt")["state"]
+        assert all(torch.equal(saved[name], exported[f"blocks.{k}.{name}"]) for name in saved)
+    assert summary["test_accuracy"] == run.model.evaluate(run.test_batches)["accuracy"]
+
+
+def test_exports_logs_and_early_exit_eval(tmp_path):
+    pytest.importorskip("tensorboard")
     summary = _run(tmp_path, "run", epochs=3, method="dascpl", tensorboard=True)
     out = tmp_path / "run"
     rows = list(csv.DictReader(open(out / "metrics.csv")))
@@ -82,6 +151,8 @@ def test_selection_on_validation_and_exports(tmp_path):
     assert summary["best_epoch"] == max(val, key=val.get) and summary["val_accuracy"] == max(val.values())
     assert {r["block"] for r in rows if r["name"] == "train_loss"} == {"0", "1", "2", "3"}
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    lrs = [float(r["value"]) for r in rows if r["name"] == "lr"]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[0] > lrs[1] > lrs[2] > 0  # the rate each epoch trained with
     # model.pt is the plain state_dict of the selected model; scpl eval rebuilds and tests it
     result = evaluate_run(out, policy="patience", histogram=out / "hist.png")
     assert result["accuracy"] == summary["test_accuracy"]
@@ -107,13 +178,18 @@ def test_cli_json_keys_and_eval(tmp_path):
     assert json.loads(ev.stdout.strip().splitlines()[-1])["accuracy"] == last["test_accuracy"]
 
 
-def test_every_shipped_recipe_is_a_valid_config():
+def test_every_shipped_recipe_is_a_valid_config_and_bad_values_are_named():
     assert len(recipes.names()) >= 8
     for name in recipes.names():
-        cfg = T.TrainConfig.from_dict(T.load_recipe(name))
-        assert cfg.epochs >= 1
+        T.TrainConfig.from_dict(T.load_recipe(name))  # names of models, methods, optimizers... checked
     with pytest.raises(ConfigError, match="unknown config keys \\['lr_max'\\]"):
         T.TrainConfig.from_dict({"lr_max": 1})
+    assert T.TrainConfig.from_dict({"lr": "1e-3"}).lr == 1e-3  # YAML reads 1e-3 as a string
+    for bad, message in [({"optimizer": "larss"}, "unknown optimizer 'larss'"), ({"epochs": "x"}, "epochs must be an int"),
+                         ({"label_noise": 20}, "fraction in \\[0, 1\\)"), ({"model": "vgg9"}, "unknown model"),
+                         ({"two_views": True, "micro_batches": 2}, "different micro-batches")]:
+        with pytest.raises(ConfigError, match=message):
+            T.TrainConfig.from_dict(bad)
     with pytest.raises(ConfigError, match="no recipe file"):
         T.load_recipe("no-such-recipe")
 

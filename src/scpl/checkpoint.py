@@ -64,12 +64,15 @@ def _read(directory: str | Path, k: int, num_blocks: int) -> dict:
     return data
 
 
-def load_blocks(model, directory: str | Path, blocks: Optional[Iterable[int]] = None) -> None:
-    """Restore parameters, optimizer, scheduler and step count of the given blocks (default: all)."""
+def load_blocks(model, directory: str | Path, blocks: Optional[Iterable[int]] = None, weights_only: bool = False) -> None:
+    """Restore parameters, optimizer, scheduler and step count of the given blocks (default: all);
+    with ``weights_only`` only the parameters and buffers."""
     k_all = len(model.blocks)
     for k in blocks if blocks is not None else range(k_all):
         data, block = _read(directory, k, k_all), model.blocks[k]
         block.load_state_dict(data["state"])
+        if weights_only:
+            continue
         if data["optimizer"] is not None and block.optimizer is not None:
             block.optimizer.load_state_dict(data["optimizer"])
         if data["scheduler"] is not None and block.scheduler is not None:
@@ -84,3 +87,19 @@ def merge_blocks(directory: str | Path, num_blocks: int) -> dict[str, torch.Tens
         for name, value in _read(directory, k, num_blocks)["state"].items():
             merged[f"blocks.{k}.{name}"] = value
     return merged
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

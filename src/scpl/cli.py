@@ -1,4 +1,4 @@
-"""Command-line interface: ``scpl demo`` (more commands join as they are built)."""
+"""Command-line interface: ``scpl demo``, ``scpl train``, ``scpl eval`` and ``scpl bench``."""
 
 from __future__ import annotations
 

@@ -41,3 +41,8 @@ class StageError(ScplError, RuntimeError):
             f"{where} failed with {type(cause).__name__}: {cause}\n"
             f"--- original traceback of {where} ---\n{traceback_text.rstrip()}"
         )
+
+
+class TrainingDiverged(ScplError):
+    """A run stopped because a local loss became NaN/inf; the message names the block, the step
+    and the last good checkpoint."""

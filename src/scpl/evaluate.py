@@ -29,7 +29,8 @@ def load_run(folder: str | Path, **overrides):
     values = yaml.safe_load((folder / "config.yaml").read_text())
     summary = json.loads((folder / "summary.json").read_text())
     values.update(blocks=summary["blocks"], executor="sequential", out=None, resume=False, progress=False,
-                  num_blocks=None, **overrides)
+                  num_blocks=None)
+    values.update(overrides)
     cfg = TrainConfig.from_dict(values)
     run = build(cfg)
     run.model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))

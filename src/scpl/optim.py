@@ -83,20 +83,27 @@ def build_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int = 0,
                     min_lr: float = 0.0) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
-    """A per-epoch schedule: ``"constant"`` (None) or ``"cosine"`` from each group's lr to ``min_lr``
-    over ``epochs``, after ``warmup_epochs`` of linear warm-up (lr * (e+1)/warmup in epoch e)."""
-    if name == "constant":
-        return None
-    if name != "cosine":
+    """A per-epoch schedule: ``"constant"`` or ``"cosine"`` from each group's lr towards ``min_lr``,
+    after ``warmup_epochs`` of linear warm-up (lr * (e+1)/warmup in epoch e). Epoch e of the cosine
+    part trains at ``min_lr + (lr - min_lr) * (1 + cos(pi * e / span)) / 2`` with span = epochs -
+    warmup, so its first epoch is at lr and ``min_lr`` is reached when the last epoch has ended.
+    ``"constant"`` without warm-up is None (no scheduler)."""
+    if name not in SCHEDULES:
         raise ConfigError(f"unknown schedule {name!r}; choose one of {list(SCHEDULES)}")
-    if warmup_epochs < 0 or warmup_epochs >= max(epochs, 1) and warmup_epochs > 0:
+    if warmup_epochs < 0 or (warmup_epochs > 0 and warmup_epochs >= epochs):
         raise ConfigError(f"warmup_epochs ({warmup_epochs}) must be in [0, epochs={epochs})")
-    base = [g["lr"] for g in optimizer.param_groups]
+    base = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+    if any(min_lr > b for b in base) or min_lr < 0:
+        raise ConfigError(f"min_lr ({min_lr}) must lie in [0, lr] (lr {max(base)})")
+    if name == "constant" and warmup_epochs == 0:
+        return None
 
     def factor(i: int):
         def f(epoch: int) -> float:
             if epoch < warmup_epochs:
                 return (epoch + 1) / warmup_epochs
+            if name == "constant":
+                return 1.0
             span = max(epochs - warmup_epochs, 1)
             t = min(epoch - warmup_epochs, span) / span
             floor = min_lr / base[i] if base[i] > 0 else 0.0

@@ -10,8 +10,8 @@ checkpoint bit for bit on CPU: block states, optimizers, schedulers, and every r
 
 Output folder (``out``)::
 
-    last/block-{k}.pt, last/trainer-{rank}.pt   resume state after the latest epoch
-    best/block-{k}.pt                           blocks of the best validation epoch
+    epochs/{e}/block-{k}.pt, trainer-{rank}.pt  checkpoint set of epoch e (see scpl.runstate);
+    latest.json                                 the last complete set (kept: it and the best epoch's)
     model.pt                                    plain state_dict of the selected model
     config.yaml, summary.json, metrics.csv      the resolved config, the result, per-epoch metrics
     curves.png, timeline.png                    loss/accuracy per block; pipeline timeline (threads)
@@ -26,6 +26,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -40,16 +41,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import recipes
-from .checkpoint import atomic_save, load_blocks, merge_blocks, save_blocks
-from .data.augment import Augment, TwoViews, preset
-from .data.datasets import DataBundle, load_dataset
+from . import runstate
+from .checkpoint import atomic_save, load_blocks, merge_blocks
+from .data.augment import PRESETS, Augment, TwoViews, preset
+from .data.datasets import DATASETS, DataBundle, load_dataset
 from .data.noise import NoisyLabels
-from .errors import ConfigError, NonFiniteLossError, ScplError, StageError
+from .errors import ConfigError, NonFiniteLossError, StageError, TrainingDiverged
 from .executors import EXECUTORS
 from .executors.distributed import init_from_env
-from .model import DecoupledModel
-from .models import create_model
-from .optim import build_optimizer, build_scheduler
+from .model import METHODS, PRECISIONS, DecoupledModel
+from .models import MODELS, create_model
+from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 from .schedule import BlockSchedule
 from .seed import seed_everything
 
@@ -120,12 +122,66 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        """A config from a mapping; unknown keys raise :class:`ConfigError` listing the known ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        """A checked config from a mapping (YAML, flags): unknown keys and values of the wrong type
+        raise :class:`ConfigError`; numbers written as strings (``"1e-3"``) are converted."""
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
         if unknown:
-            raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
+            raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(fields)}")
+        cfg = cls(**{k: _coerce(k, v, fields[k]) for k, v in values.items()})
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for settings that cannot work together."""
+        checks = [
+            (self.epochs >= 1 and self.batch_size >= 1 and self.micro_batches >= 1,
+             "epochs, batch_size and micro_batches must be >= 1"),
+            (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"),
+            (0.0 <= self.label_noise < 1.0, f"label_noise is a fraction in [0, 1) (20% is 0.2), got {self.label_noise}"),
+            (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (self.train_limit is None or self.train_limit > 0, f"train_limit must be positive, got {self.train_limit}"),
+            (self.num_blocks is None or self.blocks == "auto" or (self.blocks is None and self.executor == "distributed"),
+             "num_blocks is the K of blocks: auto; for K blocks of near-equal layer counts set blocks: K"),
+            (not (self.two_views and self.micro_batches > 1),
+             "two_views with micro_batches > 1 would put the two views of an image in different micro-batches; "
+             "use micro_batches: 1"),
+        ]
+        names = [("model", self.model, MODELS), ("method", self.method, [*METHODS, *METHOD_ALIASES]),
+                 ("dataset", self.dataset, DATASETS), ("optimizer", self.optimizer, OPTIMIZERS),
+                 ("schedule", self.schedule, SCHEDULES), ("executor", self.executor, EXECUTORS),
+                 ("precision", self.precision, PRECISIONS), ("augment", self.augment, PRESETS)]
+        checks += [(value in known, f"unknown {key} {value!r}; choose one of {sorted(known)}") for key, value, known in names]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+def _coerce(key: str, value: Any, kind: str) -> Any:
+    """``value`` as the field type ``kind`` (an annotation string), or ConfigError."""
+    optional = kind.startswith("Optional[")
+    base = kind[9:-1] if optional else kind
+    if value is None:
+        if optional or base == "Any":
+            return None
+        raise ConfigError(f"{key} cannot be empty (null)")
+    try:
+        if base == "float" and not isinstance(value, bool):
+            return float(value)
+        if base == "int" and not isinstance(value, bool):
+            number = float(value)
+            if number.is_integer():
+                return int(number)
+        if base == "bool" and isinstance(value, bool):
+            return value
+        if base == "str" and isinstance(value, str):
+            return value
+        if base in ("Any", "dict") and (base == "Any" or isinstance(value, dict)):
+            return value
+    except (TypeError, ValueError):
+        pass
+    article = "an optional" if optional else ("an" if base[0] in "aeiouAEIOU" else "a")
+    raise ConfigError(f"{key} must be {article} {base}, got {value!r}")
 
 
 def load_recipe(path_or_name: str) -> dict:
@@ -138,7 +194,10 @@ def load_recipe(path_or_name: str) -> dict:
     if not path.exists():
         raise ConfigError(f"no recipe file {path_or_name!r} and no shipped recipe of that name; "
                           f"shipped: {recipes.names()}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping of config keys, got {type(data).__name__}")
     return data
@@ -251,6 +310,9 @@ def build(cfg: TrainConfig) -> Run:
     if cfg.executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {cfg.executor!r}; choose one of {sorted(EXECUTORS)}")
     if cfg.executor == "distributed":
+        if "RANK" not in os.environ:
+            raise ConfigError("executor distributed runs one process per block: launch with "
+                              "`torchrun --nproc-per-node=K -m scpl train ...`")
         rank, world = init_from_env()
         torch.set_num_threads(cfg.threads or 1)
     elif cfg.threads:
@@ -283,8 +345,11 @@ def build(cfg: TrainConfig) -> Run:
     num_blocks = cfg.num_blocks or (world if cfg.executor == "distributed" and blocks == "auto" else None)
     if blocks == "auto" and num_blocks is None:
         raise ConfigError("blocks: auto needs num_blocks K (or the distributed executor, where K is the world size)")
+    net = _model(cfg, bundle)
+    if isinstance(blocks, int) and hasattr(net, "block_counts"):  # the model's own cut (CIFAR ResNets)
+        blocks = net.block_counts(blocks)
     model = DecoupledModel(
-        _model(cfg, bundle), blocks, num_blocks=num_blocks, method=method["method"], num_classes=bundle.num_classes,
+        net, blocks, num_blocks=num_blocks, method=method["method"], num_classes=bundle.num_classes,
         example_input=example, contsup=method["contsup"], exits=method["exits"], devices=devices,
         objective_kwargs=cfg.objective_args, projector=cfg.projector, projector_dim=cfg.projector_dim,
         optimizer=lambda params: build_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov),
@@ -341,23 +406,33 @@ class Progress:
 
 
 def _save(run: Run, progress: Progress, out: Path) -> None:
-    save_blocks(run.model, out / "last", _own_blocks(run))
-    atomic_save({"progress": asdict(progress), "rng": _rng_state(run), "config": asdict(run.cfg)},
-                out / "last" / f"trainer-{run.rank}.pt")
+    """Write this epoch's complete checkpoint set (all ranks), then name it the latest."""
+    runstate.write(run.model, out, progress.epoch, run.rank, _own_blocks(run),
+                   {"progress": asdict(progress), "rng": _rng_state(run), "config": asdict(run.cfg)})
+    if run.cfg.executor == "distributed":
+        dist.barrier()  # every rank's files are on disk before the set is named
+    if run.rank == 0:
+        runstate.commit(out, progress.epoch, keep=[progress.best_epoch])
+
+
+RESUMABLE_CHANGES = ("resume", "progress", "out", "tensorboard", "plots", "threads")
+"""Settings that may differ on resume (they do not change what is computed)."""
 
 
 def _restore(run: Run, out: Path) -> Progress:
-    path = out / "last" / f"trainer-{run.rank}.pt"
-    if not path.exists():
-        raise ConfigError(f"resume: {path} not found; there is nothing to resume in {out} (drop --resume to start)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    saved = {k: v for k, v in state["config"].items() if k not in ("epochs", "resume", "progress", "out")}
-    now = {k: v for k, v in asdict(run.cfg).items() if k in saved}
-    changed = sorted(k for k in saved if saved[k] != now[k])
+    epoch = runstate.latest(out)
+    if epoch is None:
+        raise ConfigError(f"resume: {out / runstate.LATEST} not found; there is nothing to resume in {out} "
+                          "(drop --resume to start a new run)")
+    state = runstate.read_trainer(out, epoch, run.rank)
+    saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
+    now = asdict(run.cfg)
+    changed = sorted(k for k in saved if saved[k] != now.get(k))
     if changed:
-        raise ConfigError(f"resume: the config differs from the checkpoint's in {changed}; "
-                          "resume with the same settings (only epochs may grow)")
-    load_blocks(run.model, out / "last", _own_blocks(run))
+        raise ConfigError(f"resume: the config differs from the checkpoint's in {changed}; resume with the same "
+                          "settings (a changed epochs count would change the schedules, so the run would not "
+                          "continue as it started)")
+    load_blocks(run.model, runstate.epoch_dir(out, epoch), _own_blocks(run))
     _set_rng_state(run, state["rng"])
     return Progress(**state["progress"])
 
@@ -404,35 +479,36 @@ def _nonfinite(exc: BaseException) -> Optional[NonFiniteLossError]:
     return cause if isinstance(cause, NonFiniteLossError) else None
 
 
-class TrainingDiverged(ScplError):
-    """A local loss became NaN/inf; the run stopped and kept its last good checkpoint."""
-
-
 def train(run: Run) -> dict:
     """Train ``run`` for ``cfg.epochs``, select on validation, test once; return the summary."""
     cfg = run.cfg
     out = Path(cfg.out) if cfg.out else None
-    progress = _restore(run, out) if cfg.resume and out else Progress()
     if cfg.resume and not out:
         raise ConfigError("resume needs out: the folder of the run to continue")
+    if out and not cfg.resume and runstate.latest(out) is not None:
+        raise ConfigError(f"{out} already holds a run (epoch {runstate.latest(out)}); continue it with --resume "
+                          "or choose a new --out folder")
+    progress = _restore(run, out) if cfg.resume else Progress()
     best_state = _best_state(run, out, progress)
     metrics = MetricsLog(out if run.rank == 0 else None, cfg.tensorboard, progress.rows)  # one writer per run
     for epoch in range(progress.epoch, cfg.epochs):
+        lr = run.model.blocks[0].optimizer.param_groups[0]["lr"]  # the rate this epoch trains with
         try:
             losses, seconds = _epoch(run, epoch)
         except (NonFiniteLossError, StageError) as exc:
             bad = _nonfinite(exc)
             if bad is None:
                 raise
-            kept = f"; the last good checkpoint (epoch {progress.epoch}) is in {out / 'last'}" if out else ""
+            kept = (f" The last good checkpoint (epoch {progress.epoch}) is in {runstate.epoch_dir(out, progress.epoch)}."
+                    if out and progress.epoch else "")
+            fixes = "lower the learning rate (now {}), set clip_grad_norm".format(cfg.lr)
+            fixes += ", or train in fp32" if cfg.precision != "fp32" else ", or check the inputs for NaN/inf"
             raise TrainingDiverged(
                 f"training stopped in epoch {epoch + 1}: block {bad.block}'s local loss became {bad.value} at its "
-                f"step {bad.step}. Lower the learning rate (now {cfg.lr}), set clip_grad_norm, or use precision "
-                f"fp32{kept}.") from exc
+                f"step {bad.step}: {fixes}.{kept}") from exc
         progress.train_seconds += seconds
         progress.samples += len(run.train_batches) * cfg.batch_size
         val_acc, exits = _evaluate(run, run.val_batches) if run.val_batches is not None else (None, [])
-        lr = run.model.blocks[0].optimizer.param_groups[0]["lr"]
         rows = [(epoch + 1, i, "train_loss", v) for i, v in enumerate(losses)]
         rows += [(epoch + 1, i, "val_accuracy", a) for i, a in enumerate(exits) if a is not None]
         rows += [(epoch + 1, "", name, v) for name, v in (("val_accuracy", val_acc), ("lr", lr), ("seconds", seconds),
@@ -441,8 +517,6 @@ def train(run: Run) -> dict:
         if val_acc is None or val_acc > progress.best_val:
             progress.best_val, progress.best_epoch = (val_acc if val_acc is not None else -1.0), epoch + 1
             best_state = copy.deepcopy(run.model.state_dict())
-            if out:
-                save_blocks(run.model, out / "best", _own_blocks(run))
         progress.epoch, progress.rows = epoch + 1, metrics.rows
         if out:
             _save(run, progress, out)
@@ -468,15 +542,13 @@ def train(run: Run) -> dict:
 
 
 def _best_state(run: Run, out: Optional[Path], progress: Progress) -> Optional[dict]:
-    """On resume, the best epoch's weights (from best/); else None until an epoch is done."""
+    """On resume, the best epoch's weights (from its kept set); else None until an epoch is done."""
     if not (out and progress.epoch):
         return None
     current = copy.deepcopy(run.model.state_dict())
-    blocks = [b for b in (_own_blocks(run) or range(len(run.model.blocks)))]
-    load_blocks(run.model, out / "best", blocks)
+    load_blocks(run.model, runstate.epoch_dir(out, progress.best_epoch), _own_blocks(run), weights_only=True)
     best = copy.deepcopy(run.model.state_dict())
     run.model.load_state_dict(current)
-    load_blocks(run.model, out / "last", blocks)  # optimizers and step counts of the last epoch
     return best
 
 
@@ -485,7 +557,7 @@ def _export(run: Run, out: Path, summary: dict) -> None:
         dist.barrier()
     if run.rank != 0:
         return
-    atomic_save(merge_blocks(out / "best", len(run.model.blocks)), out / "model.pt")
+    atomic_save(merge_blocks(runstate.epoch_dir(out, summary["best_epoch"]), len(run.model.blocks)), out / "model.pt")
     import yaml
 
     (out / "config.yaml").write_text(yaml.safe_dump(asdict(run.cfg), sort_keys=False))
@@ -545,11 +617,9 @@ def read_rows(path: Path) -> list[dict]:
 
 def run(cfg: TrainConfig) -> dict:
     """Build and train; return the summary (the same on every rank)."""
-    if cfg.epochs < 1 or cfg.batch_size < 1 or not math.isfinite(cfg.lr) or cfg.lr <= 0:
-        raise ConfigError("epochs and batch_size must be >= 1 and lr a positive number")
-    built = build(cfg)
+    cfg.validate()
     try:
-        return train(built)
+        return train(build(cfg))
     finally:
         if cfg.executor == "distributed" and dist.is_initialized():
             dist.destroy_process_group()

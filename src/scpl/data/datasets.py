@@ -14,7 +14,7 @@ across training seeds so that runs with different seeds select on the same data)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -119,7 +119,7 @@ IMAGE_SETS: dict[str, tuple[Callable[[Optional[str]], images.Split], int]] = {
 }
 
 TEXT_SETS: dict[str, Callable[..., text.TextSplits]] = {
-    "debian": lambda root: text.load_debian(root),
+    "debian": text.load_debian,
     "ag-news": text.load_ag_news,
     "dbpedia": text.load_dbpedia,
     "imdb": text.load_imdb,
@@ -165,7 +165,7 @@ def _text_bundle(name: str, root: Optional[str], val_fraction: float, split_seed
 
 def load_dataset(name: str, root: Optional[str] = None, *, val_fraction: float = 0.1, split_seed: int = 0,
                  train_limit: Optional[int] = None, max_len: int = 256, min_freq: int = 1,
-                 max_vocab: Optional[int] = None, **unused: Any) -> DataBundle:
+                 max_vocab: Optional[int] = None) -> DataBundle:
     """The data set ``name`` (one of :data:`DATASETS`) as a :class:`DataBundle`.
 
     ``train_limit`` keeps the first N official training samples before the validation split;

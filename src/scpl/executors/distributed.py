@@ -45,6 +45,18 @@ class RemoteStageFailure(RuntimeError):
     """Stands in, on a healthy rank, for the exception raised on another rank."""
 
 
+def _move_optimizer_state(block: nn.Module, device: torch.device) -> None:
+    """Optimizer state follows its parameters (``Module.to`` moves parameters, not optimizer
+    buffers, e.g. after a checkpoint was loaded on the CPU)."""
+    optimizer = getattr(block, "optimizer", None)
+    if optimizer is None:
+        return
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.device != device and value.dim() > 0:
+                state[key] = value.to(device)
+
+
 def init_from_env(backend: Optional[str] = None) -> tuple[int, int]:
     """Initialise the default process group from torchrun's environment; return (rank, world size).
 
@@ -91,6 +103,7 @@ class DistributedExecutor:
         nccl = dist.get_backend() == "nccl"
         device = self.device or (torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"))
         blocks[rank].to(device)
+        _move_optimizer_state(blocks[rank], device)
         comm_device = device if nccl else torch.device("cpu")
         return rank, world, device, comm_device
 
