@@ -10,27 +10,37 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import IO, Any, Callable, Iterable, Optional
 
 import torch
 
 from .errors import ConfigError
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+def _atomic_write(path: str | Path, mode: str, write: Callable[[IO], None]) -> None:
+    """Call ``write`` on a temporary file in ``path``'s folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    _atomic_write(path, "wb", lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write ``text`` atomically (as :func:`atomic_save`)."""
+    _atomic_write(path, "w", lambda f: f.write(text))
 
 
 def block_path(directory: str | Path, index: int) -> Path:
@@ -88,18 +98,3 @@ def merge_blocks(directory: str | Path, num_blocks: int) -> dict[str, torch.Tens
             merged[f"blocks.{k}.{name}"] = value
     return merged
 
-
-def atomic_write_text(text: str, path: str | Path) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -42,7 +43,7 @@ from tqdm import tqdm
 
 from . import recipes
 from . import runstate
-from .checkpoint import atomic_save, load_blocks, merge_blocks
+from .checkpoint import atomic_save, atomic_write_text, load_blocks, merge_blocks
 from .data.augment import PRESETS, Augment, TwoViews, preset
 from .data.datasets import DATASETS, DataBundle, load_dataset
 from .data.noise import NoisyLabels
@@ -560,10 +561,10 @@ def _export(run: Run, out: Path, summary: dict) -> None:
     atomic_save(merge_blocks(runstate.epoch_dir(out, summary["best_epoch"]), len(run.model.blocks)), out / "model.pt")
     import yaml
 
-    (out / "config.yaml").write_text(yaml.safe_dump(asdict(run.cfg), sort_keys=False))
-    (out / "summary.json").write_text(json.dumps({**summary, "config": asdict(run.cfg)}, indent=2))
+    atomic_write_text(yaml.safe_dump(asdict(run.cfg), sort_keys=False), out / "config.yaml")
+    atomic_write_text(json.dumps({**summary, "config": asdict(run.cfg)}, indent=2), out / "summary.json")
     if run.bundle.vocab is not None:
-        (out / "vocab.txt").write_text("\n".join(run.bundle.vocab.itos) + "\n")
+        atomic_write_text("\n".join(run.bundle.vocab.itos) + "\n", out / "vocab.txt")
     if run.cfg.plots:
         from . import plots
 
@@ -596,13 +597,11 @@ class MetricsLog:
                 tag = f"{name}/block{block}" if block != "" else name
                 self.writer.add_scalar(tag, float(value), epoch)
         if self.out:
-            tmp = self.out / ".metrics.csv.tmp"
-            self.out.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=["epoch", "block", "name", "value"])
-                w.writeheader()
-                w.writerows(self.rows)
-            tmp.replace(self.out / "metrics.csv")
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=["epoch", "block", "name", "value"], lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(self.rows)
+            atomic_write_text(text.getvalue(), self.out / "metrics.csv")
 
     def close(self) -> None:
         if self.writer is not None:
