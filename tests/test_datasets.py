@@ -47,3 +47,30 @@ def test_text_vocabulary_comes_from_the_training_part_only():
 def test_unknown_data_set_lists_the_known_ones():
     with pytest.raises(ConfigError, match="unknown data set 'mnist3'.*cifar10"):
         load_dataset("mnist3")
+
+
+def test_mnist_reads_idx_files_from_its_folder(tmp_path, monkeypatch):
+    import gzip
+    import struct
+
+    def idx(path, array):
+        dims = array.shape
+        header = struct.pack(">HBB", 0, 0x08, len(dims)) + b"".join(struct.pack(">I", d) for d in dims)
+        with gzip.open(path, "wb") as f:
+            f.write(header + array.astype(np.uint8).tobytes())
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    train_x, test_x = rng.integers(0, 256, (20, 28, 28)), rng.integers(0, 256, (5, 28, 28))
+    idx(folder / "train-images-idx3-ubyte.gz", train_x)
+    idx(folder / "train-labels-idx1-ubyte.gz", np.arange(20) % 10)
+    idx(folder / "t10k-images-idx3-ubyte.gz", test_x)
+    idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(5))
+    monkeypatch.setenv("SCPL_DATA", str(tmp_path))
+    b = load_dataset("mnist", val_fraction=0.0)
+    assert torch.equal(torch.stack([b.train[i][0][0] for i in range(20)]), torch.from_numpy(train_x.astype(np.uint8)))
+    assert [int(b.test[i][1]) for i in range(5)] == [0, 1, 2, 3, 4] and b.val is None
+    monkeypatch.setenv("SCPL_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(FileNotFoundError, match="mnist not found in .*elsewhere/mnist.*train-images-idx3-ubyte.gz"):
+        load_dataset("mnist")

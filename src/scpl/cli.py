@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", action="append", help="a YAML recipe file or the name of a shipped recipe")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any TrainConfig key, value in YAML")
     train.add_argument("--model", help="small_cnn, vgg8, resnet18, resnet32, resnet110, text_lstm, text_transformer")
-    train.add_argument("--dataset", help="digits, fashion-mnist, cifar10, cifar100, svhn, stl10, tiny-imagenet, "
+    train.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn, stl10, tiny-imagenet, "
                                          "debian, ag-news, dbpedia, imdb, sst2")
     train.add_argument("--data-root", dest="data_root", help="folder of the data set (default $SCPL_DATA/<name>)")
     train.add_argument("--method", choices=["bp", "scpl", "deinforeg", "greedy", "contsup", "dascpl"])

@@ -14,6 +14,7 @@ across training seeds so that runs with different seeds select on the same data)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -79,19 +80,31 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
 
 # --------------------------------------------------------------------------- image sets
 
-def _fashion_mnist(root: Optional[str]) -> images.Split:
-    folder = find_fashion_mnist(root)
+def _idx_set(root: Optional[str], name: str, folder: Optional[Path], how: str) -> images.Split:
+    """The four IDX files of MNIST or Fashion-MNIST (``.gz`` or not) from ``folder``."""
     if folder is None:
+        where = Path(root) if root else images.data_root(name)
         raise FileNotFoundError(
-            "Fashion-MNIST not found. On Debian/Ubuntu: `apt-get install dataset-fashion-mnist`; or put "
-            "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
-            "t10k-labels-idx1-ubyte.gz in $SCPL_DATA/fashion-mnist or pass --data-root.")
+            f"{name} not found in {where}: put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+            f"t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz there ({how}), or pass --data-root.")
 
     def part(stem: str) -> Tensor:
         return torch.from_numpy(read_idx(_idx_file(folder, stem)).copy())
 
     return (part("train-images-idx3-ubyte")[:, None], part("train-labels-idx1-ubyte").long(),
             part("t10k-images-idx3-ubyte")[:, None], part("t10k-labels-idx1-ubyte").long())
+
+
+def _fashion_mnist(root: Optional[str]) -> images.Split:
+    return _idx_set(root, "fashion-mnist", find_fashion_mnist(root),
+                    "on Debian/Ubuntu `apt-get install dataset-fashion-mnist` installs them system-wide; or "
+                    "https://github.com/zalandoresearch/fashion-mnist")
+
+
+def _mnist(root: Optional[str]) -> images.Split:
+    folder = images.data_root("mnist", root)
+    found = folder if (folder / "train-images-idx3-ubyte.gz").exists() or (folder / "train-images-idx3-ubyte").exists() else None
+    return _idx_set(root, "mnist", found, "from https://yann.lecun.com/exdb/mnist/ or a mirror")
 
 
 def _digits(root: Optional[str]) -> images.Split:
@@ -111,6 +124,7 @@ def _digits(root: Optional[str]) -> images.Split:
 IMAGE_SETS: dict[str, tuple[Callable[[Optional[str]], images.Split], int]] = {
     "digits": (_digits, 10),
     "fashion-mnist": (_fashion_mnist, 10),
+    "mnist": (_mnist, 10),
     "cifar10": (images.load_cifar10, 10),
     "cifar100": (images.load_cifar100, 100),
     "svhn": (images.load_svhn, 10),
