@@ -138,7 +138,7 @@ def tables(out: Path) -> str:
         lines.append("")
     full = [(m, runs.get(f"fmnist-cnn-full-{m}-s0")) for m in VISION]
     if any(r for _, r in full):
-        lines += ["### `fmnist-cnn-full` (all 54,000 training images, 10 epochs, seed 0)", "",
+        lines += ["### `fmnist-cnn-full` (all 54,000 training images, 6 epochs, seed 0)", "",
                   "| method | test accuracy % | val accuracy % | best epoch | train s | samples/s | command |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
         for m, r in full:
