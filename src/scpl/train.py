@@ -507,13 +507,14 @@ def train(run: Run) -> dict:
             raise TrainingDiverged(
                 f"training stopped in epoch {epoch + 1}: block {bad.block}'s local loss became {bad.value} at its "
                 f"step {bad.step}: {fixes}.{kept}") from exc
+        samples = len(run.train_batches) * cfg.batch_size  # source images (a two-view batch holds each twice)
         progress.train_seconds += seconds
-        progress.samples += len(run.train_batches) * cfg.batch_size
+        progress.samples += samples
         val_acc, exits = _evaluate(run, run.val_batches) if run.val_batches is not None else (None, [])
         rows = [(epoch + 1, i, "train_loss", v) for i, v in enumerate(losses)]
         rows += [(epoch + 1, i, "val_accuracy", a) for i, a in enumerate(exits) if a is not None]
         rows += [(epoch + 1, "", name, v) for name, v in (("val_accuracy", val_acc), ("lr", lr), ("seconds", seconds),
-                 ("samples_per_s", len(run.train_batches) * cfg.batch_size / seconds)) if v is not None]
+                 ("samples_per_s", samples / seconds)) if v is not None]
         metrics.add(rows)
         if val_acc is None or val_acc > progress.best_val:
             progress.best_val, progress.best_epoch = (val_acc if val_acc is not None else -1.0), epoch + 1
@@ -568,7 +569,7 @@ def _export(run: Run, out: Path, summary: dict) -> None:
     if run.cfg.plots:
         from . import plots
 
-        plots.plot_curves(read_rows(out / "metrics.csv"), out / "curves.png")
+        plots.plot_curves(plots.read_metrics_csv(out / "metrics.csv"), out / "curves.png")
         events = getattr(run.executor, "events", None)
         if events:
             plots.plot_timeline([e for e in events if e.step < 8], out / "timeline.png",
@@ -606,12 +607,6 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-def read_rows(path: Path) -> list[dict]:
-    from .plots import read_metrics_csv
-
-    return read_metrics_csv(path)
 
 
 def run(cfg: TrainConfig) -> dict:
