@@ -13,7 +13,7 @@ from scpl.data.glove import load_glove_package, read_glove_text
 from scpl.data.text import (
     TokenDataset,
     Vocab,
-    _root,
+    data_root,
     encode_texts,
     load_ag_news,
     load_dbpedia,
@@ -184,11 +184,11 @@ def test_missing_files_name_file_and_url(tmp_path, loader, files, url):
 
 
 def test_data_root(tmp_path, monkeypatch):
-    assert _root("imdb", tmp_path) == tmp_path
+    assert data_root("imdb", tmp_path) == tmp_path
     monkeypatch.setenv("SCPL_DATA", str(tmp_path))
-    assert _root("imdb") == tmp_path / "imdb"
+    assert data_root("imdb") == tmp_path / "imdb"
     monkeypatch.delenv("SCPL_DATA")
-    assert _root("imdb") == Path.home() / ".scpl" / "data" / "imdb"
+    assert data_root("imdb") == Path.home() / ".scpl" / "data" / "imdb"
 
 
 # --------------------------------------------------------------------------- tokens, vocab, batches

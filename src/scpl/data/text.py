@@ -23,6 +23,8 @@ from typing import IO, Optional, Union
 import torch
 from torch.utils.data import Dataset
 
+from .images import data_root
+
 PathLike = Union[str, os.PathLike]
 TextSplits = tuple[list[str], list[int], list[str], list[int], list[str]]
 """``(train_texts, train_labels, test_texts, test_labels, class_names)``."""
@@ -47,16 +49,6 @@ SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
 
 
 # --------------------------------------------------------------------------- locating files
-
-def _root(name: str, root: Optional[PathLike] = None) -> Path:
-    """The folder of data set ``name``: ``root`` if given, else ``$SCPL_DATA/name``, else ``~/.scpl/data/name``."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("SCPL_DATA")
-    if env:
-        return Path(env).expanduser() / name
-    return Path.home() / ".scpl" / "data" / name
-
 
 def _find(base: Path, subdir: str, files: Sequence[str]) -> Optional[Path]:
     """``base/subdir`` or ``base`` itself, whichever holds all ``files``; None if neither does."""
@@ -158,7 +150,7 @@ def load_ag_news(root: Optional[PathLike] = None) -> TextSplits:
     No header; columns ``class (1..4), title, description``; text = title + " " + description with
     literal ``\\n`` sequences replaced by spaces. Classes: World, Sports, Business, Sci/Tech.
     """
-    base, files = _root("ag_news", root), ("train.csv", "test.csv")
+    base, files = data_root("ag_news", root), ("train.csv", "test.csv")
     folder = _find(base, "ag_news_csv", files)
     if folder is None:
         raise _missing("ag_news", base, "ag_news_csv", files,
@@ -176,7 +168,7 @@ def load_dbpedia(root: Optional[PathLike] = None) -> TextSplits:
     ``\\n`` sequences replaced by spaces. Class names come from ``classes.txt`` (one a line) if
     present, else the standard 14 names.
     """
-    base, files = _root("dbpedia", root), ("train.csv", "test.csv")
+    base, files = data_root("dbpedia", root), ("train.csv", "test.csv")
     folder = _find(base, "dbpedia_csv", files)
     if folder is None:
         raise _missing("dbpedia", base, "dbpedia_csv", files,
@@ -234,7 +226,7 @@ def load_imdb(root: Optional[PathLike] = None, csv_train_rows: int = 25_000) -> 
       ``positive``/``negative``; ``root`` may also be that file). It has no official split: the
       first ``csv_train_rows`` rows are the training set, the rest the test set.
     """
-    base = _root("imdb", root)
+    base = data_root("imdb", root)
     if base.is_file():
         return _read_imdb_csv(base, csv_train_rows)
     for folder in (base / "aclImdb", base):
@@ -273,7 +265,7 @@ def load_sst2(root: Optional[PathLike] = None) -> TextSplits:
     sentences are returned unchanged. GLUE's ``test.tsv`` has no labels, so the **dev** set is
     returned as the test split.
     """
-    base, files = _root("sst2", root), ("train.tsv", "dev.tsv")
+    base, files = data_root("sst2", root), ("train.tsv", "dev.tsv")
     folder = _find(base, "SST-2", files)
     if folder is None:
         raise _missing("sst2", base, "SST-2", files, SST2_URL)
