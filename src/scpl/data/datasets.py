@@ -14,7 +14,6 @@ across training seeds so that runs with different seeds select on the same data)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -24,8 +23,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from ..errors import ConfigError
 from . import images, text
-from .idx import read_idx
-from .vision import find_fashion_mnist, _idx_file
+from .vision import digits_split, fashion_mnist_split, idx_split
 
 
 @dataclass
@@ -80,50 +78,23 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
 
 # --------------------------------------------------------------------------- image sets
 
-def _idx_set(root: Optional[str], name: str, folder: Optional[Path], how: str) -> images.Split:
-    """The four IDX files of MNIST or Fashion-MNIST (``.gz`` or not) from ``folder``."""
-    if folder is None:
-        where = Path(root) if root else images.data_root(name)
-        raise FileNotFoundError(
-            f"{name} not found in {where}: put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-            f"t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz there ({how}), or pass --data-root.")
-
-    def part(stem: str) -> Tensor:
-        return torch.from_numpy(read_idx(_idx_file(folder, stem)).copy())
-
-    return (part("train-images-idx3-ubyte")[:, None], part("train-labels-idx1-ubyte").long(),
-            part("t10k-images-idx3-ubyte")[:, None], part("t10k-labels-idx1-ubyte").long())
-
-
-def _fashion_mnist(root: Optional[str]) -> images.Split:
-    return _idx_set(root, "fashion-mnist", find_fashion_mnist(root),
-                    "on Debian/Ubuntu `apt-get install dataset-fashion-mnist` installs them system-wide; or "
-                    "https://github.com/zalandoresearch/fashion-mnist")
-
-
 def _mnist(root: Optional[str]) -> images.Split:
     folder = images.data_root("mnist", root)
-    found = folder if (folder / "train-images-idx3-ubyte.gz").exists() or (folder / "train-images-idx3-ubyte").exists() else None
-    return _idx_set(root, "mnist", found, "from https://yann.lecun.com/exdb/mnist/ or a mirror")
+    return idx_split(folder, "mnist", folder, "from https://yann.lecun.com/exdb/mnist/ or a mirror")
 
 
 def _digits(root: Optional[str]) -> images.Split:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise ImportError("the digits data set needs scikit-learn: pip install 'scpl[data]'") from exc
-    bunch = load_digits()
-    x = torch.from_numpy(np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8))[:, None]
-    y = torch.from_numpy(bunch.target.astype(np.int64))
-    order = torch.from_numpy(np.random.default_rng(0).permutation(len(y)))
-    n_test = int(round(len(y) * 0.2))  # digits has no official test split: a fixed 20% one
-    test, train = order[:n_test], order[n_test:]
-    return x[train], y[train], x[test], y[test]
+    x_train, y_train, x_test, y_test = digits_split()  # values 0..16, a fixed 20% test split
+
+    def to_uint8(x: Tensor) -> Tensor:
+        return torch.round(x * (255.0 / 16.0)).to(torch.uint8)
+
+    return to_uint8(x_train), y_train, to_uint8(x_test), y_test
 
 
 IMAGE_SETS: dict[str, tuple[Callable[[Optional[str]], images.Split], int]] = {
     "digits": (_digits, 10),
-    "fashion-mnist": (_fashion_mnist, 10),
+    "fashion-mnist": (fashion_mnist_split, 10),
     "mnist": (_mnist, 10),
     "cifar10": (images.load_cifar10, 10),
     "cifar100": (images.load_cifar100, 100),

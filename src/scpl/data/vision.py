@@ -1,4 +1,9 @@
-"""Small image data sets available offline: scikit-learn's digits and Fashion-MNIST (IDX)."""
+"""Small image data sets available offline: scikit-learn's digits and MNIST/Fashion-MNIST (IDX).
+
+``digits_split`` and ``idx_split`` read the raw splits (the registry in :mod:`.datasets` builds
+on them); ``load_digits`` and ``load_fashion_mnist`` are standardised ``TensorDataset`` pairs
+for quick experiments (the demo's early-exit benchmark).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from .idx import read_idx
@@ -15,32 +21,38 @@ from .idx import read_idx
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 """Where Debian's ``dataset-fashion-mnist`` installs the files; ``$SCPL_DATA/fashion-mnist`` is searched first."""
 
-
-def _standardise(train: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
-    mean, std = float(train.mean()), float(train.std())
-    return [torch.from_numpy(((a - mean) / std).astype(np.float32)) for a in (train, *others)]
+IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+Split = tuple[Tensor, Tensor, Tensor, Tensor]
 
 
-def load_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
-    """scikit-learn's 1,797 8x8 digits as (train, test) datasets of (1, 8, 8) float images.
+def _standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
+    """Float32 images standardised with the training set's mean and std (computed in NumPy)."""
+    arrays = [t.numpy().astype(np.float32) for t in (train, *others)]
+    mean, std = float(arrays[0].mean()), float(arrays[0].std())
+    return [torch.from_numpy(((a - mean) / std).astype(np.float32)) for a in arrays]
 
-    The split is a seeded permutation; images are standardised with the training mean and std.
-    """
+
+def digits_split(test_fraction: float = 0.2, seed: int = 0) -> Split:
+    """scikit-learn's 1,797 8x8 digits as float (N, 1, 8, 8) images (values 0..16) and int64
+    labels, split by a seeded permutation (digits has no official test split)."""
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as exc:
         raise ImportError("the digits data set needs scikit-learn: pip install 'scpl[data]'") from exc
     bunch = sk_load_digits()
-    images = bunch.images.astype(np.float32)[:, None]
-    labels = bunch.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    n_test = int(round(len(labels) * test_fraction))
-    test_idx, train_idx = order[:n_test], order[n_test:]
-    x_train, x_test = _standardise(images[train_idx], images[test_idx])
-    return (
-        TensorDataset(x_train, torch.from_numpy(labels[train_idx])),
-        TensorDataset(x_test, torch.from_numpy(labels[test_idx])),
-    )
+    x = torch.from_numpy(bunch.images.astype(np.float32))[:, None]
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(y)))
+    n_test = int(round(len(y) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+def load_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
+    """:func:`digits_split` as (train, test) datasets, standardised with the training mean and std."""
+    x_train, y_train, x_test, y_test = digits_split(test_fraction, seed)
+    x_train, x_test = _standardise(x_train, x_test)
+    return TensorDataset(x_train, y_train), TensorDataset(x_test, y_test)
 
 
 def find_fashion_mnist(root: Optional[str | Path] = None) -> Optional[Path]:
@@ -49,10 +61,11 @@ def find_fashion_mnist(root: Optional[str | Path] = None) -> Optional[Path]:
     if os.environ.get("SCPL_DATA"):
         candidates.append(Path(os.environ["SCPL_DATA"]) / "fashion-mnist")
     candidates += [Path(d) for d in FASHION_MNIST_DIRS]
-    for folder in candidates:
-        if (folder / "train-images-idx3-ubyte.gz").exists() or (folder / "train-images-idx3-ubyte").exists():
-            return folder
-    return None
+    return next((folder for folder in candidates if _has_idx(folder)), None)
+
+
+def _has_idx(folder: Path) -> bool:
+    return (folder / f"{IDX_STEMS[0]}.gz").exists() or (folder / IDX_STEMS[0]).exists()
 
 
 def _idx_file(folder: Path, stem: str) -> Path:
@@ -62,25 +75,29 @@ def _idx_file(folder: Path, stem: str) -> Path:
     raise FileNotFoundError(f"{folder} has no {stem}[.gz]")
 
 
-def load_fashion_mnist(root: Optional[str | Path] = None, train_limit: Optional[int] = None) -> tuple[TensorDataset, TensorDataset]:
-    """Fashion-MNIST as (train, test) datasets of (1, 28, 28) standardised images.
-
-    ``root`` (or ``$SCPL_DATA/fashion-mnist``, or Debian's install folder) must hold the four
-    IDX files. ``train_limit`` keeps the first N training images.
-    """
-    folder = find_fashion_mnist(root)
-    if folder is None:
+def idx_split(folder: Optional[Path], name: str, where: Path, how: str) -> Split:
+    """MNIST-style IDX files (``.gz`` or not) in ``folder`` as uint8 (N, 1, 28, 28) images and
+    int64 labels; ``folder`` None raises FileNotFoundError saying what to put in ``where``."""
+    if folder is None or not _has_idx(folder):
         raise FileNotFoundError(
-            "Fashion-MNIST not found. On Debian/Ubuntu: `apt-get install dataset-fashion-mnist`; or put "
-            "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
-            "t10k-labels-idx1-ubyte.gz in $SCPL_DATA/fashion-mnist or pass root=."
-        )
-    x_train = read_idx(_idx_file(folder, "train-images-idx3-ubyte"))[:train_limit, None].astype(np.float32)
-    y_train = read_idx(_idx_file(folder, "train-labels-idx1-ubyte"))[:train_limit].astype(np.int64)
-    x_test = read_idx(_idx_file(folder, "t10k-images-idx3-ubyte"))[:, None].astype(np.float32)
-    y_test = read_idx(_idx_file(folder, "t10k-labels-idx1-ubyte")).astype(np.int64)
-    x_train_t, x_test_t = _standardise(x_train, x_test)
-    return (
-        TensorDataset(x_train_t, torch.from_numpy(y_train)),
-        TensorDataset(x_test_t, torch.from_numpy(y_test)),
-    )
+            f"{name} not found in {where}: put {', '.join(s + '.gz' for s in IDX_STEMS)} there ({how}), "
+            "or pass root= (--data-root on the command line).")
+    x_train, y_train, x_test, y_test = (torch.from_numpy(read_idx(_idx_file(folder, s)).copy()) for s in IDX_STEMS)
+    return x_train[:, None], y_train.long(), x_test[:, None], y_test.long()
+
+
+def fashion_mnist_split(root: Optional[str | Path] = None) -> Split:
+    """Fashion-MNIST from ``root``, ``$SCPL_DATA/fashion-mnist`` or Debian's install folder."""
+    where = Path(root) if root else Path(os.environ.get("SCPL_DATA", "$SCPL_DATA")) / "fashion-mnist"
+    return idx_split(find_fashion_mnist(root), "Fashion-MNIST", where,
+                     "on Debian/Ubuntu `apt-get install dataset-fashion-mnist` installs them system-wide; or "
+                     "https://github.com/zalandoresearch/fashion-mnist")
+
+
+def load_fashion_mnist(root: Optional[str | Path] = None, train_limit: Optional[int] = None) -> tuple[TensorDataset, TensorDataset]:
+    """Fashion-MNIST as (train, test) datasets of (1, 28, 28) images standardised with the
+    training mean and std; ``train_limit`` keeps the first N training images."""
+    x_train, y_train, x_test, y_test = fashion_mnist_split(root)
+    x_train, y_train = x_train[:train_limit], y_train[:train_limit]
+    x_train, x_test = _standardise(x_train, x_test)
+    return TensorDataset(x_train, y_train), TensorDataset(x_test, y_test)
