@@ -10,9 +10,8 @@ from typing import Optional
 import torch
 import yaml
 
-from .bench.early_exit import block_seconds
 from .errors import ConfigError
-from .inference import Confidence, PatienceCosine, early_exit
+from .inference import Confidence, PatienceCosine, block_seconds, early_exit
 from .train import TrainConfig, build
 
 

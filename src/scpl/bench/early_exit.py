@@ -8,14 +8,12 @@ forward time.
 
 from __future__ import annotations
 
-import statistics
 import time
 
-import torch
 from torch.utils.data import DataLoader
 
 from ..demo import load_demo_data
-from ..inference import Confidence, PatienceCosine, early_exit
+from ..inference import Confidence, PatienceCosine, block_seconds, early_exit
 from ..model import DecoupledModel
 from ..models import SmallCNN
 from ..seed import seed_everything
@@ -26,22 +24,6 @@ POLICIES = {
     "confidence0.9": Confidence(0.9),
     "confidence0.99": Confidence(0.99),
 }
-
-
-@torch.no_grad()
-def block_seconds(model: DecoupledModel, x: torch.Tensor, repeats: int = 5) -> list[float]:
-    """Median forward seconds of each block on ``x`` (eval mode), for weighting the compute saved."""
-    model.eval()
-    out, flow = [], x
-    for block in model.blocks:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            nxt = block(flow)
-            times.append(time.perf_counter() - start)
-        out.append(statistics.median(times))
-        flow = nxt
-    return out
 
 
 def run(dataset: str = "fashion-mnist", epochs: int = 3, train_limit: int = 20000, batch_size: int = 128, seed: int = 0) -> dict:
