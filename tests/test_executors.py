@@ -1,5 +1,7 @@
 """Every executor against the sequential oracle, and failures in every executor."""
 
+import os
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -127,6 +129,19 @@ def test_distributed_failure_stops_every_rank(fault, tmp_path):
     if fault.startswith("raise"):
         assert "injected failure at call 3" in outputs[1]
         assert "rank 1 failed: ValueError: injected failure" in outputs[2] or "lost the connection to rank 1" in outputs[2]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
+def test_destroy_process_group_ends_gloo_threads():
+    """A process group kept alive after destroy_process_group() keeps gloo's worker threads
+    running into interpreter shutdown, where releasing a tensor aborts the process (SIGABRT,
+    "terminate called without an active exception"). torch.distributed.nn.functional binds
+    group.WORLD as default arguments when first imported; scpl imports it before any group exists."""
+    codes, outputs, _ = run_ranks("dist_shutdown.py", 2)
+    assert codes == [0, 0], outputs
+    for out in outputs:
+        before, after = map(int, out.split()[-2:])
+        assert after == before, out
 
 
 def test_distributed_needs_a_process_group_of_matching_size():
