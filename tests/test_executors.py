@@ -131,6 +131,16 @@ def test_distributed_failure_stops_every_rank(fault, tmp_path):
         assert "rank 1 failed: ValueError: injected failure" in outputs[2] or "lost the connection to rank 1" in outputs[2]
 
 
+def test_distributed_unsendable_output_is_the_senders_error(tmp_path):
+    # a local error of the sending stage, not a "lost the connection" to its healthy neighbour
+    codes, outputs, _ = run_ranks("dist_train.py", 3, str(tmp_path / "out"), "cnn", "dtype:2", timeout=90)
+    assert all(c != 0 for c in codes), codes
+    assert "cannot send tensors of dtype torch.complex64" in outputs[1], outputs[1][-2000:]
+    assert "lost the connection" not in outputs[1], outputs[1][-2000:]
+    for rank in (0, 2):
+        assert "StageError: stage 1 failed" in outputs[rank], outputs[rank][-2000:]
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
 def test_destroy_process_group_ends_gloo_threads():
     """A process group kept alive after destroy_process_group() keeps gloo's worker threads

@@ -1,7 +1,7 @@
 """Run under torchrun by the tests: train a model with the distributed executor, save the result.
 
 Usage: torchrun --nproc-per-node=K dist_train.py OUT.pt CASE [FAULT]
-CASE picks the model (see build()); FAULT is "raise:STEP" or "kill:STEP" on rank 1.
+CASE picks the model (see build()); FAULT is "raise:STEP", "kill:STEP" or "dtype:STEP" (an unsendable output) on rank 1.
 """
 
 import os
@@ -37,7 +37,17 @@ def main() -> None:
                 raise ValueError(f"injected failure at call {calls[0]}")
             return inner(f, y)
 
-        model.blocks[1].objective = CallableObjective(faulty)
+        if kind == "dtype":  # rank 1 outputs a tensor no message can carry
+            step, steps = model.blocks[1].train_step, [0]
+
+            def complex_output(*args, **kwargs):
+                out, loss = step(*args, **kwargs)
+                steps[0] += 1
+                return (out.to(torch.complex64) if steps[0] == int(at) else out), loss
+
+            model.blocks[1].train_step = complex_output
+        else:
+            model.blocks[1].objective = CallableObjective(faulty)
     ex = DistributedExecutor(micro_batches=micro)
     history = model.fit(loader, epochs=epochs, executor=ex, **FIT_KWARGS.get(case, {}))
     metrics = model.evaluate(loader, executor=ex)

@@ -262,7 +262,9 @@ class DistributedExecutor:
                     is_tuple = not isinstance(out, Tensor)
                     tensors = list(out) if is_tuple else [out]
                     flag = (len(extras) << 1) | int(is_tuple)
-                    outbox.put(p2p.Message(p2p.DATA, step, micro, [*tensors, labels, *extras], flag=flag))
+                    msg = p2p.Message(p2p.DATA, step, micro, [*tensors, labels, *extras], flag=flag)
+                    msg.header = p2p.encode_header(msg)  # an unsendable output fails here, as this stage's error
+                    outbox.put(msg)
                 else:
                     sink(step, micro, out, labels, extras)
             if outbox is not None:

@@ -28,6 +28,7 @@ class Message:
     micro: int = 0
     tensors: list[Tensor] = field(default_factory=list)
     flag: int = 0  # free for the sender's use (the pipeline marks tuple flows with it)
+    header: Optional[Tensor] = None  # encode_header(self), if the sender encoded it already
 
 
 def encode_header(msg: Message) -> Tensor:
@@ -58,7 +59,8 @@ def decode_header(header: Tensor) -> tuple[Message, list[tuple[torch.dtype, tupl
 
 def send(msg: Message, dst: int, device: torch.device, group: Optional[dist.ProcessGroup] = None) -> None:
     """Send ``msg`` to rank ``dst`` (header first, then each tensor); returns when all are sent."""
-    works = [dist.isend(encode_header(msg).to(device), dst, group=group)]
+    header = msg.header if msg.header is not None else encode_header(msg)
+    works = [dist.isend(header.to(device), dst, group=group)]
     payload = [t.contiguous().to(device) for t in msg.tensors]
     works += [dist.isend(t, dst, group=group) for t in payload]
     for w in works:
