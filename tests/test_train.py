@@ -210,3 +210,10 @@ def test_missing_data_set_error_names_the_fix(tmp_path):
                            str(tmp_path / "none"), "--epochs", "1"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "cifar-10-python.tar.gz" in proc.stderr and "data_batch_1" in proc.stderr
+
+
+def test_the_progress_bar_is_drawn_by_the_rank_that_sees_every_step():
+    # under the distributed executor on_step (the bar's only feed) runs on the last rank alone
+    from types import SimpleNamespace
+    assert T.shows_progress(SimpleNamespace(rank=0, world=1))
+    assert [T.shows_progress(SimpleNamespace(rank=r, world=3)) for r in range(3)] == [False, False, True]

@@ -449,12 +449,18 @@ def _evaluate(run: Run, batches: Batches) -> tuple[float, list[Optional[float]]]
     return accuracy, exits
 
 
+def shows_progress(run: Run) -> bool:
+    """Whether this process draws the progress bar: the last rank, the one that sees each step
+    complete with every block's loss (under the distributed executor ``on_step`` runs there)."""
+    return run.rank == run.world - 1
+
+
 def _epoch(run: Run, epoch: int) -> tuple[list[float], float]:
     """Train one epoch with a progress bar; return (mean loss per block, seconds). Under the
     distributed executor each rank reports the losses it knows (its own block's)."""
     cfg, k = run.cfg, len(run.model.blocks)
     bar = tqdm(total=len(run.train_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-               disable=not cfg.progress or run.rank != 0 or not sys.stderr.isatty(), file=sys.stderr)
+               disable=not (cfg.progress and shows_progress(run) and sys.stderr.isatty()), file=sys.stderr)
     sums, count, start = [0.0] * k, 0, time.perf_counter()
 
     def on_step(step: int, losses: list[float]) -> None:
