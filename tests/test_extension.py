@@ -40,6 +40,20 @@ def test_extension_trains_only_new_blocks(executor, tmp_path):
     assert len(exits) == 5 and exits[2] == base.evaluate(loader)["accuracy"]  # the old output is an exit
 
 
+def test_extend_leaves_the_trained_model_unchanged(tmp_path):
+    base, loader = trained_base(tmp_path)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    preds = base.predict(loader)
+    base.train()
+    extend(base, [nn.Linear(4, 4)], example_input=torch.zeros(2, 1, 8, 8), side_inputs=0, method="greedy")
+    assert base.training and [b.mode for b in base.blocks] == ["train"] * 3
+    after = base.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
+    assert torch.equal(base.predict(loader), preds)
+    base.fit(loader, epochs=1)  # still trainable: its blocks are not frozen
+    assert not all(torch.equal(base.state_dict()[k], v) for k, v in before.items())
+
+
 class UsesSide(nn.Module):
     def __init__(self):
         super().__init__()

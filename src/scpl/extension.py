@@ -12,6 +12,7 @@ the old final output *and* the side inputs, e.g. further tokens or extra feature
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import torch
@@ -53,12 +54,13 @@ def extend(trained: DecoupledModel, new_layers: Sequence[nn.Module], *, example_
 
     ``options`` go to :class:`DecoupledModel` for the new blocks (``method``, ``optimizer``,
     ``exits``, ...); ``num_classes`` is the trained model's. The last new layer outputs logits.
+    The trained blocks are copied: ``trained`` itself is left unchanged and can still be used.
     """
     if not new_layers:
         raise ConfigError("extend() needs at least one new block")
     if side_inputs and (isinstance(example_input, torch.Tensor) or len(example_input) <= side_inputs):
         raise ConfigError(f"with side_inputs={side_inputs} the inputs must be a tuple (x, {side_inputs} side tensors)")
-    old = list(trained.blocks)
+    old = [copy.deepcopy(block) for block in trained.blocks]  # ``trained`` stays as it was
     last = old[-1]
     last.classifier = nn.Identity()  # its output is already the class logits: that is its exit
     for block in old:
@@ -67,9 +69,9 @@ def extend(trained: DecoupledModel, new_layers: Sequence[nn.Module], *, example_
             block.layers = Carry(block.layers, side_inputs)
             block.features = MainOnly(block.features, side_inputs)
     flow = example_input
-    trained.eval()
     with torch.no_grad():
         for block in old:
+            block.eval()
             flow = block(flow_to(flow, block.device))
     new = DecoupledModel(list(new_layers), num_classes=trained.num_classes, example_input=flow, **options)
     new.blocks = nn.ModuleList(old + list(new.blocks))
