@@ -172,10 +172,15 @@ def test_cli_json_keys_and_eval(tmp_path):
     for key in ("method", "dataset", "val_accuracy", "test_accuracy", "epochs", "train_seconds", "samples_per_s"):
         assert key in last
     assert last["method"] == "greedy" and last["dataset"] == "digits" and last["test_accuracy"] > 0.3
-    ev = subprocess.run([sys.executable, "-m", "scpl", "eval", str(out), "--json"], capture_output=True, text=True,
-                        timeout=120)
+    ev = subprocess.run([sys.executable, "-m", "scpl", "eval", str(out), "--per-class", "--json"], capture_output=True,
+                        text=True, timeout=120)
     assert ev.returncode == 0, ev.stderr
-    assert json.loads(ev.stdout.strip().splitlines()[-1])["accuracy"] == last["test_accuracy"]
+    result = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert result["accuracy"] == last["test_accuracy"]
+    rows = result["per_class"]
+    assert [r["class"] for r in rows] == list(range(10)) and len(ev.stdout.splitlines()) == 1 + 1 + 10 + 1
+    assert sum(r["share"] for r in rows) == pytest.approx(1) and sum(r["predicted_share"] for r in rows) == pytest.approx(1)
+    assert sum(r["share"] * r["recall"] for r in rows) == pytest.approx(result["accuracy"])
 
 
 def test_every_shipped_recipe_is_a_valid_config_and_bad_values_are_named():

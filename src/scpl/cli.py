@@ -67,8 +67,14 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
     r = evaluate_run(args.run, args.split, args.early_exit, args.patience, args.cosine, args.threshold,
-                     args.histogram)
+                     args.histogram, by_class=args.per_class)
     print(f"{r['method']} on {r['dataset']}, {r['split']} split: accuracy {r['accuracy']:.4f}")
+    if "per_class" in r:
+        width = max(len(row["name"]) for row in r["per_class"])
+        print(f"{'class':<{width}}  share  recall  predicted")
+        for row in r["per_class"]:
+            recall = f"{row['recall']:6.3f}" if row["recall"] is not None else "     -"
+            print(f"{row['name']:<{width}}  {row['share']:5.3f}  {recall}  {row['predicted_share']:9.3f}")
     if "exits" in r:
         print(f"early exit ({args.early_exit}): accuracy {r['exit_accuracy']:.4f}, exits per block {r['exits']}, "
               f"block compute saved {r['compute_saved']:.3f} (by calls), {r['compute_saved_by_time']:.3f} (by time)")
@@ -193,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cosine", type=float, default=0.8, help="patience rule: cosine similarity threshold")
     ev.add_argument("--threshold", type=float, default=0.9, help="confidence rule: max softmax threshold")
     ev.add_argument("--histogram", help="write the exit histogram to this PNG")
+    ev.add_argument("--per-class", action="store_true", help="print each class's share, recall and predicted share")
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ev.set_defaults(func=_eval)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import yaml
@@ -36,17 +36,39 @@ def load_run(folder: str | Path, **overrides):
     return run
 
 
+def per_class(predictions: torch.Tensor, labels: torch.Tensor, names: Sequence[str]) -> list[dict]:
+    """For each class: its share of the samples, its recall, and the share of predictions naming it.
+
+    The recalls weighted by the shares add up to the accuracy.
+    """
+    n = max(labels.numel(), 1)
+    rows = []
+    for c, name in enumerate(names):
+        members = labels == c
+        count = int(members.sum())
+        rows.append({"class": c, "name": name, "share": count / n,
+                     "recall": float((predictions[members] == c).float().mean()) if count else None,
+                     "predicted_share": int((predictions == c).sum()) / n})
+    return rows
+
+
 def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] = None, patience: int = 1,
-                 cosine: float = 0.8, threshold: float = 0.9, histogram: Optional[str | Path] = None) -> dict:
-    """Accuracy of the exported model on ``split``; with ``policy`` (``"patience"`` or
-    ``"confidence"``) also early exit's accuracy, exit histogram and block compute saved
-    (per block call, and weighted by each block's measured forward time)."""
+                 cosine: float = 0.8, threshold: float = 0.9, histogram: Optional[str | Path] = None,
+                 by_class: bool = False) -> dict:
+    """Accuracy of the exported model on ``split``; with ``by_class`` also :func:`per_class`;
+    with ``policy`` (``"patience"`` or ``"confidence"``) also early exit's accuracy, exit
+    histogram and block compute saved (per block call, and weighted by each block's measured
+    forward time)."""
     run = load_run(folder)
     batches = {"test": run.test_batches, "val": run.val_batches}.get(split)
     if batches is None:
         raise ConfigError(f"split must be 'test' or 'val' (with a validation split), got {split!r}")
     result = {"split": split, "accuracy": run.model.evaluate(batches)["accuracy"],
               "method": run.cfg.method, "dataset": run.cfg.dataset}
+    if by_class:
+        labels = torch.cat([y for _, y in batches])
+        names = run.bundle.class_names or [str(c) for c in range(run.bundle.num_classes)]
+        result["per_class"] = per_class(run.model.predict(batches), labels, names)
     if policy is None:
         return result
     if run.model.blocks[0].classifier is None:
