@@ -45,8 +45,10 @@ def test_extend_leaves_the_trained_model_unchanged(tmp_path):
     before = {k: v.clone() for k, v in base.state_dict().items()}
     preds = base.predict(loader)
     base.train()
-    extend(base, [nn.Linear(4, 4)], example_input=torch.zeros(2, 1, 8, 8), side_inputs=0, method="greedy")
+    model = extend(base, [nn.Linear(4, 4)], example_input=torch.zeros(2, 1, 8, 8), side_inputs=0, method="greedy")
     assert base.training and [b.mode for b in base.blocks] == ["train"] * 3
+    assert all(b.optimizer is not None for b in base.blocks)
+    assert [b.optimizer is None for b in model.blocks] == [True] * 3 + [False]  # frozen copies carry no optimizer
     after = base.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
     assert torch.equal(base.predict(loader), preds)

@@ -141,8 +141,6 @@ class Block(nn.Module):
         (parameters and optimizer state stay fp32); with ``clip_grad_norm`` the block's gradient
         norm is clipped before the step. The returned output is whatever dtype autocast produced.
         """
-        if self.optimizer is None:
-            raise ConfigError(f"block {self.index} has no optimizer; call configure_optimizer first")
         device = self.device
         inputs = detach_flow(flow_to(inputs, device, non_blocking=True))
         if self.mode == "inactive":
@@ -151,6 +149,8 @@ class Block(nn.Module):
             self.eval()
             with torch.no_grad():
                 return self(inputs), 0.0
+        if self.optimizer is None:
+            raise ConfigError(f"block {self.index} has no optimizer; call configure_optimizer first")
         labels = labels.to(device, non_blocking=True)
         self.train()
         with self._rng(micro), self._autocast(device):

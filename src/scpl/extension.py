@@ -54,13 +54,21 @@ def extend(trained: DecoupledModel, new_layers: Sequence[nn.Module], *, example_
 
     ``options`` go to :class:`DecoupledModel` for the new blocks (``method``, ``optimizer``,
     ``exits``, ...); ``num_classes`` is the trained model's. The last new layer outputs logits.
-    The trained blocks are copied: ``trained`` itself is left unchanged and can still be used.
+    The trained blocks are copied (without their optimizers: frozen blocks never step), so
+    ``trained`` itself is left unchanged and can still be used; the copies cost their weights'
+    memory once more.
     """
     if not new_layers:
         raise ConfigError("extend() needs at least one new block")
     if side_inputs and (isinstance(example_input, torch.Tensor) or len(example_input) <= side_inputs):
         raise ConfigError(f"with side_inputs={side_inputs} the inputs must be a tuple (x, {side_inputs} side tensors)")
-    old = [copy.deepcopy(block) for block in trained.blocks]  # ``trained`` stays as it was
+    # ``trained`` stays as it was. One deepcopy keeps modules shared between blocks shared; the
+    # frozen copies never step, so their optimizers and schedulers are not copied (memo -> None).
+    memo: dict = {id(obj): None for b in trained.blocks for obj in (b.optimizer, b.scheduler) if obj is not None}
+    old = list(copy.deepcopy(trained.blocks, memo))
+    for module in (m for block in old for m in block.modules()):
+        if isinstance(module, nn.RNNBase):
+            module.flatten_parameters()  # cuDNN wants a copied RNN's weights in one chunk again
     last = old[-1]
     last.classifier = nn.Identity()  # its output is already the class logits: that is its exit
     for block in old:
