@@ -180,7 +180,9 @@ def test_cli_json_keys_and_eval(tmp_path):
     rows = result["per_class"]
     assert [r["class"] for r in rows] == list(range(10)) and len(ev.stdout.splitlines()) == 1 + 1 + 10 + 1
     assert sum(r["share"] for r in rows) == pytest.approx(1) and sum(r["predicted_share"] for r in rows) == pytest.approx(1)
-    assert sum(r["share"] * r["recall"] for r in rows) == pytest.approx(result["accuracy"])
+    assert sum(r["share"] * (r["recall"] or 0) for r in rows) == pytest.approx(result["accuracy"])
+    assert ev.stdout.splitlines()[1].startswith("class  share")  # header and rows line up
+    assert all(line.startswith(f"{c:<5}  ") for c, line in zip(range(10), ev.stdout.splitlines()[2:12]))
 
 
 def test_every_shipped_recipe_is_a_valid_config_and_bad_values_are_named():
@@ -222,3 +224,12 @@ def test_the_progress_bar_is_drawn_by_the_rank_that_sees_every_step():
     from types import SimpleNamespace
     assert T.shows_progress(SimpleNamespace(rank=0, world=1))
     assert [T.shows_progress(SimpleNamespace(rank=r, world=3)) for r in range(3)] == [False, False, True]
+
+
+def test_per_class_recall_share_and_a_class_without_samples():
+    from scpl.evaluate import per_class
+    labels, preds = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1, 0, 1, 2])
+    rows = per_class(preds, labels, ["a", "b", "c"])
+    assert [r["share"] for r in rows] == [0.6, 0.4, 0.0]
+    assert [r["recall"] for r in rows] == [pytest.approx(2 / 3), 0.5, None]
+    assert [r["predicted_share"] for r in rows] == [0.4, 0.4, 0.2]

@@ -70,7 +70,7 @@ def _eval(args: argparse.Namespace) -> int:
                      args.histogram, by_class=args.per_class)
     print(f"{r['method']} on {r['dataset']}, {r['split']} split: accuracy {r['accuracy']:.4f}")
     if "per_class" in r:
-        width = max(len(row["name"]) for row in r["per_class"])
+        width = max(len("class"), *(len(row["name"]) for row in r["per_class"]))
         print(f"{'class':<{width}}  share  recall  predicted")
         for row in r["per_class"]:
             recall = f"{row['recall']:6.3f}" if row["recall"] is not None else "     -"

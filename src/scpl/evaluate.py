@@ -37,9 +37,10 @@ def load_run(folder: str | Path, **overrides):
 
 
 def per_class(predictions: torch.Tensor, labels: torch.Tensor, names: Sequence[str]) -> list[dict]:
-    """For each class: its share of the samples, its recall, and the share of predictions naming it.
+    """For each class: its share of the samples, its recall (None for a class with no samples),
+    and the share of predictions naming it.
 
-    The recalls weighted by the shares add up to the accuracy.
+    The recalls weighted by the shares add up to the accuracy (a None recall has weight 0).
     """
     n = max(labels.numel(), 1)
     rows = []
@@ -66,7 +67,7 @@ def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] 
     result = {"split": split, "accuracy": run.model.evaluate(batches)["accuracy"],
               "method": run.cfg.method, "dataset": run.cfg.dataset}
     if by_class:
-        labels = torch.cat([y for _, y in batches])
+        labels = torch.cat([y.cpu() for _, y in batches])
         names = run.bundle.class_names or [str(c) for c in range(run.bundle.num_classes)]
         result["per_class"] = per_class(run.model.predict(batches), labels, names)
     if policy is None:
