@@ -456,8 +456,8 @@ def shows_progress(run: Run) -> bool:
 
 
 def _epoch(run: Run, epoch: int) -> tuple[list[float], float]:
-    """Train one epoch with a progress bar; return (mean loss per block, seconds). Under the
-    distributed executor each rank reports the losses it knows (its own block's)."""
+    """Train one epoch with a progress bar; return (mean loss per block, seconds). Every rank
+    returns every block's losses (the distributed executor broadcasts them from the last rank)."""
     cfg, k = run.cfg, len(run.model.blocks)
     bar = tqdm(total=len(run.train_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                disable=not (cfg.progress and shows_progress(run) and sys.stderr.isatty()), file=sys.stderr)
@@ -528,7 +528,7 @@ def train(run: Run) -> dict:
         progress.epoch, progress.rows = epoch + 1, metrics.rows
         if out:
             _save(run, progress, out)
-        if run.rank == 0:
+        if shows_progress(run):  # the bar's process also logs, so the two never interleave
             log.info("epoch %d/%d  losses %s  val %s  %.1f s", epoch + 1, cfg.epochs,
                      " ".join(f"{v:.3f}" for v in losses), "-" if val_acc is None else f"{val_acc:.4f}", seconds)
     metrics.close()

@@ -18,11 +18,13 @@ that dies closes its sockets, so its neighbours' receives fail and they raise in
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import threading
 import traceback
 import time
+import warnings
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
@@ -50,6 +52,15 @@ if dist.is_available():
 ABORT_KEY = "scpl/abort"
 _WATCH_S = 0.2
 _JOIN_S = 5.0
+
+
+def _warn_if_group_kept_alive() -> None:
+    """Warn when torch.distributed.nn.functional was imported after the group (see above)."""
+    default = inspect.signature(torch.distributed.nn.functional.broadcast).parameters["group"].default
+    if default is not None:
+        warnings.warn("torch.distributed.nn.functional was first imported after init_process_group, so the "
+                      "process group outlives destroy_process_group() and a rank may abort at exit (SIGABRT). "
+                      "Import scpl before calling init_process_group.", RuntimeWarning, stacklevel=3)
 
 
 class RemoteStageFailure(RuntimeError):
@@ -108,6 +119,7 @@ class DistributedExecutor:
                 "the distributed executor needs torch.distributed: launch with `torchrun --nproc-per-node=K ...` "
                 "and call scpl.executors.distributed.init_from_env() first"
             )
+        _warn_if_group_kept_alive()
         rank, world = dist.get_rank(), dist.get_world_size()
         if world != len(blocks):
             raise ConfigError(f"{len(blocks)} blocks need {len(blocks)} ranks, but the world size is {world}")

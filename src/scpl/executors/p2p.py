@@ -28,7 +28,7 @@ class Message:
     micro: int = 0
     tensors: list[Tensor] = field(default_factory=list)
     flag: int = 0  # free for the sender's use (the pipeline marks tuple flows with it)
-    header: Optional[Tensor] = None  # encode_header(self), if the sender encoded it already
+    header: Optional[Tensor] = field(default=None, compare=False, repr=False)  # encode_header(self), if done already
 
 
 def encode_header(msg: Message) -> Tensor:
