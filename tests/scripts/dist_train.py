@@ -49,8 +49,8 @@ def main() -> None:
         else:
             model.blocks[1].objective = CallableObjective(faulty)
     ex = DistributedExecutor(micro_batches=micro)
-    steps = []  # on_step calls seen by this rank
-    history = model.fit(loader, epochs=epochs, executor=ex, on_step=lambda s, losses: steps.append((s, losses)),
+    seen = []  # on_step calls on this rank
+    history = model.fit(loader, epochs=epochs, executor=ex, on_step=lambda s, losses: seen.append((s, losses)),
                         **FIT_KWARGS.get(case, {}))
     metrics = model.evaluate(loader, executor=ex)
     preds = model.predict(loader, executor=ex)
@@ -59,7 +59,7 @@ def main() -> None:
         report = early_exit(model, loader, PatienceCosine(threshold=0.5), executor=ex)
         exits = {**report.as_dict(), "predictions": report.predictions, "exit_block": report.exit_block}
     state = {k: v for k, v in model.blocks[rank].state_dict().items()}
-    torch.save({"rank": rank, "block": state, "history": history, "steps": steps, "metrics": metrics, "preds": preds,
+    torch.save({"rank": rank, "block": state, "history": history, "steps": seen, "metrics": metrics, "preds": preds,
                 "exits": exits}, f"{out}.{rank}")
     dist.barrier()
     dist.destroy_process_group()
