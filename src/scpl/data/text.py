@@ -82,6 +82,20 @@ def _rows(f: IO[str], **fmt: object) -> Iterator[tuple[int, list[str]]]:
         start = reader.line_num + 1
 
 
+def _rows_under_header(f: IO[str], path: PathLike, header: list[str], **fmt: object) -> Iterator[tuple[int, list[str]]]:
+    """:func:`_rows` after a required header line, each row checked to have the header's columns."""
+    tab = fmt.get("delimiter") == "\t"
+    rows = _rows(f, **fmt)
+    first = next(rows, None)
+    if first is None or first[1] != header:
+        raise _bad(path, 1, f"expected the header {('<TAB>' if tab else ',').join(header)}")
+    for line, row in rows:
+        if len(row) != len(header):
+            raise _bad(path, line, f"expected {len(header)} {'tab-separated ' if tab else ''}columns "
+                                   f"({', '.join(header)}), found {len(row)}")
+        yield line, row
+
+
 def _label(value: str, n_classes: int, path: PathLike, line: int, first: int = 1) -> int:
     """``value`` (a class index counted from ``first``) as a label in ``0..n_classes-1``."""
     try:
@@ -200,13 +214,7 @@ def _read_imdb_csv(path: Path, train_rows: int) -> TextSplits:
     labels: list[int] = []
     ids = {"negative": 0, "positive": 1}
     with open(path, newline="", encoding="utf-8") as f:
-        rows = _rows(f)
-        first = next(rows, None)
-        if first is None or first[1] != ["review", "sentiment"]:
-            raise _bad(path, 1, "expected the header review,sentiment")
-        for line, row in rows:
-            if len(row) != 2:
-                raise _bad(path, line, f"expected 2 columns (review, sentiment), found {len(row)}")
+        for line, row in _rows_under_header(f, path, ["review", "sentiment"]):
             if row[1] not in ids:
                 raise _bad(path, line, f"sentiment {row[1]!r} is neither 'positive' nor 'negative'")
             texts.append(_BR.sub(" ", row[0]))
@@ -246,13 +254,7 @@ def _read_sst2_tsv(path: Path) -> tuple[list[str], list[int]]:
     texts: list[str] = []
     labels: list[int] = []
     with open(path, newline="", encoding="utf-8") as f:
-        rows = _rows(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        first = next(rows, None)
-        if first is None or first[1] != ["sentence", "label"]:
-            raise _bad(path, 1, "expected the header sentence<TAB>label")
-        for line, row in rows:
-            if len(row) != 2:
-                raise _bad(path, line, f"expected 2 tab-separated columns (sentence, label), found {len(row)}")
+        for line, row in _rows_under_header(f, path, ["sentence", "label"], delimiter="\t", quoting=csv.QUOTE_NONE):
             labels.append(_label(row[1], len(SST2_CLASSES), path, line, first=0))
             texts.append(row[0])
     return texts, labels
