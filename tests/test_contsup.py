@@ -119,7 +119,7 @@ def test_infopro_reconstruction_term():
     spec = ContextSpec("E", infopro=(1.0, 0.5))
     model = DecoupledModel(net(), num_classes=3, example_input=X[:2], contsup=spec)
     block = model.blocks[1]
-    assert block.reconstruction is not None and model.blocks[-1].reconstruction is None
+    assert block.extra_loss is not None and model.blocks[-1].extra_loss is None
     outs = flows(model, X)
     block.train()
     with torch.no_grad():
@@ -127,10 +127,10 @@ def test_infopro_reconstruction_term():
         h, x = outs[1][0], outs[1][1]
         task = block.objective(block.projector(block.features(outs[1])), torch.tensor([0, 0, 1, 1]))
         target = (x - x.amin((1, 2, 3), keepdim=True)) / (x.amax((1, 2, 3), keepdim=True) - x.amin((1, 2, 3), keepdim=True))
-        recon = nn.functional.binary_cross_entropy_with_logits(block.reconstruction(h), target)
+        recon = nn.functional.binary_cross_entropy_with_logits(block.extra_loss.decoder(h), target)
     assert got.item() == pytest.approx(0.5 * task.item() + 1.0 * recon.item(), rel=1e-5)
-    before = block.reconstruction[1].weight.clone()
+    before = block.extra_loss.decoder[1].weight.clone()
     model.fit([(X, torch.tensor([0, 0, 1, 1]))])
-    assert not torch.equal(before, block.reconstruction[1].weight)  # the decoder trains with its block
+    assert not torch.equal(before, block.extra_loss.decoder[1].weight)  # the decoder trains with its block
     with pytest.raises(ConfigError, match="mode 'E' or 'R1E'"):
         ContextSpec("R1", infopro=(1.0, 1.0))

@@ -12,7 +12,7 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .flow import Flow, call_with_flow, detach_flow, map_flow
 from .memory import count_saved_bytes, parameters_of
 
-HeadFactory = Callable[[Flow], nn.Module]
+HeadLossFactory = Callable[[Flow], nn.Module]
 """Given a layer's output, a module ``(output, labels) -> loss`` like a block's local head."""
 
 
@@ -62,7 +62,7 @@ def _float_tensors(flow: Flow) -> list[Tensor]:
     return [t for t in items if isinstance(t, Tensor) and t.is_floating_point()]
 
 
-def profile(layers: Sequence[nn.Module], sample: Flow, labels: Tensor, head: Optional[HeadFactory] = None,
+def profile(layers: Sequence[nn.Module], sample: Flow, labels: Tensor, head: Optional[HeadLossFactory] = None,
             repeats: int = 3) -> tuple[list[float], list[float], list[int]]:
     """(layer seconds, head seconds after each layer, layer saved bytes), measured on copies."""
     layers = [copy.deepcopy(layer).train() for layer in layers]  # BatchNorm statistics stay untouched
@@ -130,7 +130,7 @@ def best_cut(layer_cost: Sequence[float], k: int, head_cost: Optional[Sequence[f
 
 
 def balance(layers: Sequence[nn.Module], k: int, sample: Flow, labels: Tensor,
-            head: Optional[HeadFactory] = None, repeats: int = 3) -> Balance:
+            head: Optional[HeadLossFactory] = None, repeats: int = 3) -> Balance:
     """Profile ``layers`` on ``sample`` and return the cut into ``k`` blocks with its predicted costs."""
     with torch.random.fork_rng(devices=[]):
         layer_s, head_s, saved = profile(layers, sample, labels, head, repeats)
@@ -205,3 +205,71 @@ def _sum_by_block(values: Sequence, counts: Sequence[int]) -> list:
 
 def _requires_grad(flow: Flow) -> Flow:
     return map_flow(lambda t: t.detach().requires_grad_(t.is_floating_point()), flow)
+
+
+class HeadLoss(nn.Module):
+    """A block's local head as ``(output, labels) -> loss``, for profiling."""
+
+    def __init__(self, feat: nn.Module, proj: nn.Module, obj: nn.Module):
+        super().__init__()
+        self.feat, self.proj, self.obj = feat, proj, obj
+
+    def forward(self, output: Flow, labels: Tensor) -> Tensor:
+        return self.obj(self.proj(self.feat(output)), labels)
+
+
+def auto_cut(model: nn.Sequential, num_blocks: Optional[int], example_input: Flow, *, num_classes: int,
+             method: str = "scpl", rounds: int = 3, **options: Any) -> Balance:
+    """The cut of ``model``'s children into ``num_blocks`` blocks that minimises the slowest
+    block's time, for ``DecoupledModel(model, blocks=<this>, ...)``.
+
+    Every layer and the local head after it are profiled on ``example_input`` (give a batch of
+    the training size), a min-max dynamic programme cuts, then ``rounds`` of real block steps
+    (of a trial :class:`~scpl.DecoupledModel` built with ``method`` and ``options``, on a copy
+    of ``model``) correct the profile (:func:`refine`). Under torch.distributed, rank 0 chooses
+    and broadcasts, so every rank gets the same cut. The global RNG is left as it was.
+    """
+    from .heads import HeadFactory
+    from .model import DecoupledModel, get_method
+
+    if num_blocks is None:
+        raise ConfigError('blocks="auto" needs num_blocks=K')
+    if not isinstance(model, nn.Sequential):
+        raise ConfigError('blocks="auto" needs an nn.Sequential (it cuts between its children)')
+    spec = get_method(method)
+    labels = sample_labels(example_input, num_classes)
+    head_options = {k: options.get(k) for k in ("objective", "projector", "features", "projector_dim",
+                                                   "objective_kwargs", "exits")}
+    factory = HeadFactory.for_method(spec, num_classes, max(num_blocks - 1, 1), projector_hidden=options.get(
+        "projector_hidden", 512), **head_options)
+
+    def head(output: Flow) -> nn.Module:
+        built = factory(0, output)
+        return HeadLoss(built.features, built.projector, built.objective).train()
+
+    def choose() -> Balance:
+        found = balance(list(model.children()), num_blocks, example_input, labels, head if spec.objective else None)
+        if spec.objective is None or num_blocks == 1:
+            return found
+
+        def measure(counts: list[int]) -> list[float]:
+            trial = DecoupledModel(copy.deepcopy(model), counts, method=method, num_classes=num_classes,
+                                   example_input=example_input, **options)
+            return time_blocks(trial.blocks, example_input, labels)
+
+        with torch.random.fork_rng(devices=[]):
+            return refine(found, measure, rounds)
+
+    return _agreed(choose)
+
+
+def _agreed(choose: Callable[[], Balance]) -> Balance:
+    """Under torch.distributed, rank 0 chooses and every rank receives its choice (timings
+    differ between processes, so independent choices could disagree); else choose here."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return choose()
+    box = [choose() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

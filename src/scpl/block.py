@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from .errors import BlockInputError, ConfigError, NonFiniteLossError
 from .flow import Flow, call_with_flow, detach_flow, flow_shape, flow_to
+from .seed import seeded_rng
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], object]
+
+
+class LossTerm(Protocol):
+    """An extra local loss term (a module): ``(loss, outputs) -> loss``, e.g. InfoPro's
+    reconstruction of the input from the block's output (:class:`scpl.context.InfoProTerm`)."""
+
+    def __call__(self, loss: Tensor, outputs: Flow) -> Tensor: ...
 
 
 def run_layers(layers: nn.Module, inputs: Flow, index: int) -> Flow:
@@ -71,8 +78,7 @@ class Block(nn.Module):
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.scheduler: Optional[object] = None
         self.steps = 0
-        self.reconstruction: Optional[nn.Module] = None  # InfoPro decoder h_k -> x (see set_reconstruction)
-        self.recon_weight, self.task_weight = 0.0, 1.0
+        self.extra_loss: Optional[nn.Module] = None  # a LossTerm, e.g. InfoPro's reconstruction
         self.rng_seed: Optional[int] = None
         self.mode = "train"  # "train", "frozen" (forward only, eval mode) or "inactive" (not run)
         self.autocast_dtype: Optional[torch.dtype] = None  # e.g. torch.bfloat16: forward and loss under autocast
@@ -83,6 +89,12 @@ class Block(nn.Module):
         """Build this block's optimizer (and LR scheduler) from factories over its parameters."""
         self.optimizer = optimizer(list(self.parameters()))
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
+
+    def configure(self, optimizer: OptimizerFactory, scheduler: Optional[SchedulerFactory] = None,
+                  autocast_dtype: Optional[torch.dtype] = None, clip_grad_norm: Optional[float] = None) -> None:
+        """Optimizer, LR schedule, autocast dtype and gradient clipping of this block's steps."""
+        self.configure_optimizer(optimizer, scheduler)
+        self.autocast_dtype, self.clip_grad_norm = autocast_dtype, clip_grad_norm
 
     @property
     def device(self) -> torch.device:
@@ -97,25 +109,13 @@ class Block(nn.Module):
         """The backbone part only: ``h_k = f_k(h_{k-1})`` (no head, no loss)."""
         return run_layers(self.layers, inputs, self.index)
 
-    def set_reconstruction(self, decoder: nn.Module, recon_weight: float, task_weight: float = 1.0) -> None:
-        """InfoPro: add ``recon_weight * BCE(decoder(h_k), x) `` to ``task_weight *`` the local loss.
-
-        The block's output must carry the raw input x as its second tensor (ContSup E or R1E);
-        x is min-max scaled to [0, 1] per sample as the BCE target.
-        """
-        self.reconstruction, self.recon_weight, self.task_weight = decoder, recon_weight, task_weight
-
     def local_loss(self, outputs: Flow, labels: Tensor) -> Tensor:
-        """Local objective on ``outputs`` plus the exit classifier's loss, if any."""
+        """Local objective on ``outputs`` (with the ``extra_loss`` term, if any) plus the exit
+        classifier's loss, if any."""
         feats = self.features(outputs)
         loss = self.objective(self.projector(feats), labels)
-        if self.reconstruction is not None:
-            h, x = outputs[0], outputs[1]
-            flat = x.flatten(1)
-            lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
-            target = ((flat - lo) / (hi - lo).clamp(min=1e-12)).view_as(x)
-            recon = nn.functional.binary_cross_entropy_with_logits(self.reconstruction(h), target)
-            loss = self.task_weight * loss + self.recon_weight * recon
+        if self.extra_loss is not None:
+            loss = self.extra_loss(loss, outputs)
         if self.classifier is not None:
             logits = self.classifier(feats.detach())
             loss = loss + self.classifier_weight * nn.functional.cross_entropy(logits, labels)
@@ -178,32 +178,3 @@ class Block(nn.Module):
         if self.rng_seed is None:
             return contextlib.nullcontext()
         return seeded_rng(self.device, (self.rng_seed, self.index, self.steps, micro))
-
-
-_RNG_LOCKS: dict[str, threading.Lock] = {}
-_RNG_LOCKS_GUARD = threading.Lock()
-
-
-@contextlib.contextmanager
-def seeded_rng(device: torch.device, key: tuple[int, ...]) -> Iterator[None]:
-    """Run the body with ``device``'s default generator seeded from ``key``, then restore it.
-
-    The generator is process-wide, so the body holds a lock per generator: blocks that share
-    one (several blocks on the CPU, or on one GPU) run their seeded parts one at a time, which
-    keeps their random numbers independent of the executor.
-    """
-    seed = hash(key) & 0x7FFF_FFFF_FFFF_FFFF
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        gen, name = torch.cuda.default_generators[index], f"cuda:{index}"
-    else:
-        gen, name = torch.random.default_generator, "cpu"
-    with _RNG_LOCKS_GUARD:
-        lock = _RNG_LOCKS.setdefault(name, threading.Lock())
-    with lock:
-        state = gen.get_state()
-        gen.manual_seed(seed)
-        try:
-            yield
-        finally:
-            gen.set_state(state)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .flow import flow_to
 
 
 @dataclass(frozen=True)
@@ -117,15 +118,63 @@ class ContextBlock(nn.Module):
         return (out, *carried)
 
 
-class First(nn.Module):
-    """Applies ``inner`` to the main tensor of a context flow."""
+def wrap(layers: nn.Module, spec: ContextSpec, flow, first: bool, last: bool) -> ContextBlock:
+    """``layers`` as a :class:`ContextBlock`, its projections sized from the incoming (example) ``flow``."""
+    tensors = (flow,) if isinstance(flow, Tensor) else tuple(flow)
+    if any(t.dim() != 4 for t in tensors):
+        raise ConfigError("ContSup needs conv blocks whose outputs are 4-D feature maps (B, C, H, W)")
+    if first:
+        return ContextBlock(layers, spec, first=True, last=last)
+    main = tensors[0].shape
+    x_shape = tensors[1].shape if spec.uses_x else None
+    history = tuple(t.shape for t in tensors[2 if spec.uses_x else 1:])
+    return ContextBlock(layers, spec, first=False, last=last, main_shape=main, x_shape=x_shape, history_shapes=history)
 
-    def __init__(self, inner: nn.Module):
+
+class InfoProTerm(nn.Module):
+    """InfoPro's local loss on a context flow ``(h_k, x, ...)``:
+    ``lambda_y * L + lambda_x * BCE(decoder(h_k), x01)``, x01 being x min-max scaled to [0, 1]
+    per sample (scpl's inputs are standardised). A :class:`scpl.block.LossTerm`."""
+
+    def __init__(self, decoder: nn.Module, lambda_x: float, lambda_y: float = 1.0):
         super().__init__()
-        self.inner = inner
+        self.decoder, self.lambda_x, self.lambda_y = decoder, lambda_x, lambda_y
 
-    def forward(self, flow):
-        return self.inner(flow[0] if isinstance(flow, tuple) else flow)
+    def forward(self, loss: Tensor, outputs) -> Tensor:
+        h, x = outputs[0], outputs[1]
+        flat = x.flatten(1)
+        lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+        target = ((flat - lo) / (hi - lo).clamp(min=1e-12)).view_as(x)
+        recon = nn.functional.binary_cross_entropy_with_logits(self.decoder(h), target)
+        return self.lambda_y * loss + self.lambda_x * recon
+
+
+def context_cost(blocks, example_input) -> dict[str, float]:
+    """Parameters and multiply-accumulates per sample of the ContSup context branches of a
+    model's ``blocks`` (run on ``example_input``), absolute and as a fraction of the whole
+    backbone (heads excluded)."""
+    branches = [m for b in blocks if isinstance(b.layers, ContextBlock)
+                for m in ([b.layers.encoder] if b.layers.encoder is not None else []) + list(b.layers.projections)]
+    params = sum(p.numel() for m in branches for p in m.parameters())
+    total_params = sum(p.numel() for b in blocks for p in b.layers.parameters())
+    first = example_input if isinstance(example_input, Tensor) else example_input[0]
+    chain = _Forward(blocks).eval()
+    macs_all = count_macs(chain, example_input) / first.shape[0]
+    macs_ctx = sum(count_macs(chain, example_input, only=m) for m in branches) / first.shape[0]
+    return {"params": params, "params_fraction": params / total_params,
+            "macs_per_sample": macs_ctx, "macs_fraction": macs_ctx / macs_all if macs_all else 0.0}
+
+
+class _Forward(nn.Module):
+    def __init__(self, blocks):
+        super().__init__()
+        self.blocks = blocks
+
+    def forward(self, inputs):
+        flow = inputs
+        for block in self.blocks:
+            flow = block(flow_to(flow, block.device))
+        return flow
 
 
 def decoder(c_in: int, x_shape: torch.Size) -> nn.Module:

@@ -20,6 +20,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .flow import Flow, call_with_flow, flow_to
+from .heads import Leading
 from .model import DecoupledModel
 
 
@@ -34,18 +35,6 @@ class Carry(nn.Module):
         main, side = flow[: -self.n], flow[-self.n :]
         out = call_with_flow(self.inner, main[0] if len(main) == 1 else tuple(main))
         return (*(out if isinstance(out, tuple) else (out,)), *side)
-
-
-class MainOnly(nn.Module):
-    """Applies ``inner`` to a flow without its last ``n`` (side) tensors."""
-
-    def __init__(self, inner: nn.Module, n: int):
-        super().__init__()
-        self.inner, self.n = inner, n
-
-    def forward(self, flow: Flow):
-        main = flow[: -self.n]
-        return self.inner(main[0] if len(main) == 1 else tuple(main))
 
 
 def extend(trained: DecoupledModel, new_layers: Sequence[nn.Module], *, example_input: Flow, side_inputs: int = 0,
@@ -75,7 +64,7 @@ def extend(trained: DecoupledModel, new_layers: Sequence[nn.Module], *, example_
         block.mode = "frozen"
         if side_inputs:
             block.layers = Carry(block.layers, side_inputs)
-            block.features = MainOnly(block.features, side_inputs)
+            block.features = Leading(block.features, -side_inputs)
     flow = example_input
     with torch.no_grad():
         for block in old:

@@ -8,56 +8,37 @@
 
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
+from .balance import Balance, auto_cut
 from .block import Block, OptimizerFactory, SchedulerFactory, run_layers
+from .context import ContextSpec, InfoProTerm, context_cost, decoder as context_decoder, wrap as context_wrap
 from .errors import ConfigError, LabelError
 from .executors import get_executor
 from .flow import Flow, call_with_flow, flow_to
-from .balance import Balance, balance as balance_layers, refine, sample_labels, time_blocks
-from .heads import PooledFeatures, ProjectorSpec, build_projector
-from .objectives import CrossEntropyLoss, ObjectiveSpec, build_objective
+from .heads import HeadFactory, Leading, ProjectorSpec, final_linear, per_block
+from .methods import METHODS, Method
+from .objectives import CrossEntropyLoss, ObjectiveSpec
 from .partition import BlockSpec, split_model
 from .schedule import BlockSchedule
-from .context import ContextBlock, ContextSpec, First, count_macs, decoder as context_decoder
-
-
-@dataclass(frozen=True)
-class Method:
-    """Defaults of a training method for the blocks before the last one."""
-
-    objective: Optional[str]
-    projector: str
-    out_dim: Optional[int]  # None: num_classes (a classifier head)
-
-
-METHODS: dict[str, Method] = {
-    "bp": Method(objective=None, projector="identity", out_dim=None),
-    "scpl": Method(objective="supcon", projector="mlp", out_dim=128),
-    "deinforeg": Method(objective="deinforeg", projector="deinforeg", out_dim=None),
-    "greedy": Method(objective="ce", projector="mlp", out_dim=None),
-}
-
 
 PRECISIONS: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16}
+LAST_BLOCKS = ("ce", "contrastive")
 
 
 def _adam(params):
     return torch.optim.Adam(params, lr=1e-3)
 
 
-def _per_block(value: Any, k: int, what: str) -> list:
-    if isinstance(value, (list, tuple)):
-        if len(value) != k:
-            raise ConfigError(f"{what} has {len(value)} entries for {k} blocks; give one per block or a single value")
-        return list(value)
-    return [value] * k
+def get_method(name: str) -> Method:
+    """The :class:`~scpl.methods.Method` called ``name``, or ConfigError listing the names."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]
 
 
 class Chain(nn.Module):
@@ -83,21 +64,23 @@ class DecoupledModel(nn.Module):
     Args:
         model: an ``nn.Sequential``, a list of modules (one block each) or any ``nn.Module``
             together with split points (see :func:`scpl.partition.split_model`). The last block
-            must output class logits ``(B, num_classes)``.
-        blocks: layer counts, split-point names, an int (even split), None, or ``"auto"``:
-            profile every layer (and the local head after it) on ``example_input`` and cut an
-            ``nn.Sequential`` into ``num_blocks`` blocks that minimise the slowest block's time.
-            The chosen cut and its predicted costs are in ``model.balance``. Give a batch of
-            the training size as ``example_input`` for a meaningful profile.
-        method: ``"scpl"``, ``"deinforeg"``, ``"greedy"`` (cross-entropy) or ``"bp"``.
+            must output class logits ``(B, num_classes)``. The blocks share the given modules'
+            parameters: give each DecoupledModel its own model (e.g. a fresh one per method).
+        blocks: layer counts, split-point names, an int (even split), None, a
+            :class:`~scpl.balance.Balance` (from :func:`scpl.balance.auto_cut`), or ``"auto"``:
+            ``auto_cut`` with ``num_blocks`` here (the cut is in ``model.balance``). Give a batch
+            of the training size as ``example_input`` for a meaningful profile.
+        method: a name of :data:`scpl.methods.METHODS`: ``"scpl"``, ``"deinforeg"``, ``"greedy"``
+            (cross-entropy), ``"contsup"``, ``"dascpl"`` or ``"bp"``.
         num_classes: number of classes; labels must lie in ``[0, num_classes)``.
         example_input: one batch (tensor or tuple) used once to infer the heads' sizes.
-        objective / projector: override the method's local objective / projector for the
-            blocks before the last (a name, module, callable, or a list with one per block).
+        objective / projector / features: override the method's local objective, projector
+            (``scpl.heads.PROJECTORS``) or feature extractor (``scpl.heads.FEATURES``) of the
+            blocks before the last: a name, module or callable, a mapping from the kind of block
+            output (``"conv"``, ``"sequence"``, ``"flat"``) to one, or a list with one per block.
         projector_dim / projector_hidden: projector output and hidden widths.
-        features: block output -> (B, D) module (default: pool conv maps to a 2x2 grid,
-            masked mean over sequences), or a list with one per block.
-        exits: add an exit classifier (trained on detached features) to every block but the last.
+        exits: exit classifiers (trained on detached features) on every block but the last
+            (default: the method's; on for ``"dascpl"``).
         optimizer / scheduler: factories ``params -> Optimizer`` and ``Optimizer -> LRScheduler``,
             or lists with one per block (per-block learning-rate schedules). Default Adam 1e-3.
         devices: a device, or one per block.
@@ -108,12 +91,15 @@ class DecoupledModel(nn.Module):
         precision: ``"fp32"`` or ``"bf16"`` (each block's forward and loss under
             ``torch.autocast`` with bfloat16; weights, gradients and optimizer state stay fp32).
         clip_grad_norm: clip each block's gradient norm to this value before its step.
+        last_block: ``"ce"`` (cross-entropy on the last block's logits) or ``"contrastive"``
+            (SCPL's original: the local objective on the input of the last block's final
+            ``nn.Linear``, which learns with cross-entropy on that input, detached).
     """
 
     def __init__(
         self,
         model: Union[nn.Module, Sequence[nn.Module]],
-        blocks: BlockSpec = None,
+        blocks: Union[BlockSpec, str, Balance] = None,
         *,
         method: str = "scpl",
         num_classes: int,
@@ -122,8 +108,8 @@ class DecoupledModel(nn.Module):
         projector: Union[ProjectorSpec, Sequence[ProjectorSpec], None] = None,
         projector_dim: Optional[int] = None,
         projector_hidden: int = 512,
-        features: Union[nn.Module, Sequence[nn.Module], None] = None,
-        exits: bool = False,
+        features: Union[str, nn.Module, Sequence[Any], None] = None,
+        exits: Optional[bool] = None,
         optimizer: Union[OptimizerFactory, Sequence[OptimizerFactory], None] = None,
         scheduler: Union[SchedulerFactory, Sequence[Optional[SchedulerFactory]], None] = None,
         devices: Union[str, torch.device, Sequence[Union[str, torch.device]], None] = None,
@@ -132,128 +118,41 @@ class DecoupledModel(nn.Module):
         contsup: Union[str, ContextSpec, None] = None,
         precision: str = "fp32",
         clip_grad_norm: Optional[float] = None,
+        last_block: str = "ce",
     ):
         super().__init__()
-        if method not in METHODS:
-            raise ConfigError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
-        if clip_grad_norm is not None and not clip_grad_norm > 0:
-            raise ConfigError(f"clip_grad_norm must be a positive number, got {clip_grad_norm}")
-        if num_classes < 1:
-            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
-        self.method = method
-        self.num_classes = num_classes
-        self.balance: Optional[Balance] = None
-        spec = METHODS[method]
-        objective_kwargs = objective_kwargs or {}
-        context = ContextSpec(contsup) if isinstance(contsup, str) else contsup
-        if context is not None and method == "bp":
-            raise ConfigError("ContSup adds context between decoupled blocks; it does not apply to method='bp'")
-
-        heads: dict[str, list] = {}
-
-        def plan_heads(n: int) -> None:
-            """Per-block objective, projector and feature specs for the n blocks before the last."""
-            n = max(n, 1)
-            heads.update(objective=_per_block(objective or spec.objective, n, "objective"),
-                         projector=_per_block(projector or spec.projector, n, "projector"),
-                         features=_per_block(features, n, "features"))
-
-        def make_head(i: int, output: Flow) -> tuple[nn.Module, nn.Module, nn.Module, Optional[nn.Module]]:
-            """(features, projector, objective, exit classifier) for block i whose layers give ``output``."""
-            feat = heads["features"][i] if heads["features"][i] is not None else PooledFeatures()
-            if context is not None:
-                feat = First(feat)
-            with torch.no_grad():
-                feat_dim = feat(output).shape[1]
-            proj = heads["projector"][i]
-            dim = projector_dim or spec.out_dim or (projector_hidden if proj == "deinforeg" else num_classes)
-            return (
-                feat,
-                build_projector(proj, feat_dim, dim, projector_hidden),
-                build_objective(heads["objective"][i], num_classes, **objective_kwargs),
-                nn.Linear(feat_dim, num_classes) if exits else None,
-            )
-
+        spec = get_method(method)
+        _check_options(precision, clip_grad_norm, num_classes, last_block, method)
+        context = _context(contsup if contsup is not None else spec.contsup, method)
+        self.method, self.num_classes, self.progressive = method, num_classes, spec.progressive
+        heads = dict(objective=objective, projector=projector, features=features, projector_dim=projector_dim,
+                     projector_hidden=projector_hidden, objective_kwargs=objective_kwargs, exits=exits)
         if blocks == "auto":
-            if num_blocks is None:
-                raise ConfigError('blocks="auto" needs num_blocks=K')
-            if not isinstance(model, nn.Sequential):
-                raise ConfigError('blocks="auto" needs an nn.Sequential (it cuts between its children)')
-            plan_heads(num_blocks - 1)
-
-            def choose() -> Balance:
-                found = _auto_balance(model, num_blocks, example_input, num_classes, make_head if method != "bp" else None)
-                if method == "bp" or num_blocks == 1:
-                    return found
-
-                def measure(counts: list[int]) -> list[float]:
-                    trial = DecoupledModel(copy.deepcopy(model), counts, **rebuild)
-                    return time_blocks(trial.blocks, example_input, sample_labels(example_input, num_classes))
-
-                rebuild = dict(method=method, num_classes=num_classes, example_input=example_input, objective=objective,
-                               projector=projector, projector_dim=projector_dim, projector_hidden=projector_hidden,
-                               features=features, exits=exits, optimizer=optimizer, scheduler=scheduler,
-                               devices=devices, objective_kwargs=objective_kwargs)
-                with torch.random.fork_rng(devices=[]):
-                    return refine(found, measure)
-
-            self.balance = _agreed(choose)
-            blocks = self.balance.counts
-        parts = split_model(model, blocks)
-        k = 1 if method == "bp" else len(parts)
-        device_list = [torch.device(d) for d in _per_block(devices or "cpu", len(parts), "devices")]
-        for part, dev in zip(parts, device_list):
-            part.to(dev)
-
-        if method == "bp":
-            built = [self._last_block(Chain(parts), 0)]
-        else:
-            plan_heads(k - 1)
-            built = []
-            flow = flow_to(example_input, device_list[0])
-            for i in range(k - 1):
-                if context is not None:
-                    parts[i] = _with_context(parts[i], context, flow, first=i == 0, last=False).to(device_list[i])
-                with torch.no_grad():
-                    parts[i].eval()
-                    flow = run_layers(parts[i], flow_to(flow, device_list[i]), i)
-                feat, proj, obj, classifier = make_head(i, flow)
-                block = Block(parts[i], obj, feat, proj, classifier, index=i)
-                if context is not None and context.infopro is not None:
-                    lambda_x, lambda_y = context.infopro
-                    block.set_reconstruction(context_decoder(flow[0].shape[1], flow[1].shape), lambda_x, lambda_y)
-                built.append(block.to(device_list[i]))
-            if context is not None:
-                parts[-1] = _with_context(parts[-1], context, flow, first=False, last=True).to(device_list[-1])
-            built.append(self._last_block(parts[-1], k - 1).to(device_list[-1]))
+            blocks = auto_cut(model, num_blocks, example_input, method=method, num_classes=num_classes,
+                              contsup=context, last_block=last_block, optimizer=optimizer, scheduler=scheduler,
+                              devices=devices, **heads)
+        self.balance = blocks if isinstance(blocks, Balance) else None
+        parts = split_model(model, blocks.counts if isinstance(blocks, Balance) else blocks)
+        places = [torch.device(d) for d in per_block(devices or "cpu", len(parts), "devices")]
+        factory = HeadFactory.for_method(spec, num_classes, max(len(parts) - 1, 1), **heads,
+                                         wrap=Leading if context is not None else None)
+        built = _assemble(parts, places, factory, example_input, context, last_block) if spec.objective else \
+            [_ce_block(Chain([p.to(d) for p, d in zip(parts, places)]), 0)]
         self.blocks = nn.ModuleList(built)
         self._check_output(example_input)
+        k = len(self.blocks)
+        for block, opt, sched in zip(self.blocks, per_block(optimizer or _adam, k, "optimizer"),
+                                     per_block(scheduler, k, "scheduler")):
+            block.configure(opt, sched, PRECISIONS[precision], clip_grad_norm)
 
-        optimizers = _per_block(optimizer or _adam, k, "optimizer")
-        schedulers = _per_block(scheduler, k, "scheduler")
-        for block, opt, sched in zip(self.blocks, optimizers, schedulers):
-            block.configure_optimizer(opt, sched)
-            block.autocast_dtype, block.clip_grad_norm = PRECISIONS[precision], clip_grad_norm
+    def default_schedule(self, epochs: int) -> Optional[BlockSchedule]:
+        """The method's block schedule for ``epochs`` (DASCPL: progressive), else None."""
+        return BlockSchedule.progressive(len(self.blocks), epochs) if self.progressive else None
 
     def context_cost(self, example_input: Flow) -> dict[str, float]:
         """Parameters and multiply-accumulates per sample of the ContSup context branches,
-        absolute and as a fraction of the whole backbone (heads excluded)."""
-        branches = [m for b in self.blocks if isinstance(b.layers, ContextBlock)
-                    for m in ([b.layers.encoder] if b.layers.encoder is not None else []) + list(b.layers.projections)]
-        params = sum(p.numel() for m in branches for p in m.parameters())
-        total_params = sum(p.numel() for b in self.blocks for p in b.layers.parameters())
-        first = example_input if isinstance(example_input, Tensor) else example_input[0]
-        self.eval()
-        macs_all = count_macs(self, example_input) / first.shape[0]
-        macs_ctx = sum(count_macs(self, example_input, only=m) for m in branches) / first.shape[0]
-        return {"params": params, "params_fraction": params / total_params,
-                "macs_per_sample": macs_ctx, "macs_fraction": macs_ctx / macs_all if macs_all else 0.0}
-
-    @staticmethod
-    def _last_block(layers: nn.Module, index: int) -> Block:
-        return Block(layers, CrossEntropyLoss(), nn.Flatten(), nn.Identity(), index=index)
+        absolute and as a fraction of the whole backbone (see :func:`scpl.context.context_cost`)."""
+        return context_cost(self.blocks, example_input)
 
     def _check_output(self, example_input: Flow) -> None:
         was_training = self.training
@@ -357,6 +256,7 @@ class DecoupledModel(nn.Module):
         process: a distributed rank steps its own block's).
         """
         runner = get_executor(executor)
+        schedule = schedule if schedule is not None else self.default_schedule(start_epoch + epochs)
         if schedule is not None:
             schedule.validate(len(self.blocks))
         history = []
@@ -381,50 +281,60 @@ class DecoupledModel(nn.Module):
         return history
 
 
-class _HeadLoss(nn.Module):
-    """A block's local head as ``(output, labels) -> loss``, for profiling."""
-
-    def __init__(self, feat: nn.Module, proj: nn.Module, obj: nn.Module):
-        super().__init__()
-        self.feat, self.proj, self.obj = feat, proj, obj
-
-    def forward(self, output: Flow, labels: Tensor) -> Tensor:
-        return self.obj(self.proj(self.feat(output)), labels)
-
-
-def _auto_balance(model: nn.Sequential, k: int, example_input: Flow, num_classes: int, make_head) -> Balance:
-    labels = sample_labels(example_input, num_classes)
-
-    def head(output: Flow) -> nn.Module:
-        feat, proj, obj, _ = make_head(0, output)
-        return _HeadLoss(feat, proj, obj).train()
-
-    return balance_layers(list(model.children()), k, example_input, labels, head if make_head is not None else None)
+def _check_options(precision: str, clip_grad_norm: Optional[float], num_classes: int, last_block: str,
+                   method: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
+    if clip_grad_norm is not None and not clip_grad_norm > 0:
+        raise ConfigError(f"clip_grad_norm must be a positive number, got {clip_grad_norm}")
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+    if last_block not in LAST_BLOCKS:
+        raise ConfigError(f"unknown last_block {last_block!r}; choose one of {list(LAST_BLOCKS)}")
+    if last_block != "ce" and method == "bp":
+        raise ConfigError("last_block='contrastive' trains the last block with a local objective; BP has none")
 
 
-def _with_context(layers: nn.Module, spec: ContextSpec, flow: Flow, first: bool, last: bool) -> ContextBlock:
-    """Wrap ``layers`` for ContSup, sizing its projections from the incoming (example) ``flow``."""
-    tensors = (flow,) if isinstance(flow, Tensor) else tuple(flow)
-    if any(t.dim() != 4 for t in tensors):
-        raise ConfigError("ContSup needs conv blocks whose outputs are 4-D feature maps (B, C, H, W)")
-    if first:
-        return ContextBlock(layers, spec, first=True, last=last)
-    main = tensors[0].shape
-    x_shape = tensors[1].shape if spec.uses_x else None
-    history = tuple(t.shape for t in tensors[2 if spec.uses_x else 1:])
-    return ContextBlock(layers, spec, first=False, last=last, main_shape=main, x_shape=x_shape, history_shapes=history)
+def _context(contsup: Union[str, ContextSpec, None], method: str) -> Optional[ContextSpec]:
+    context = ContextSpec(contsup) if isinstance(contsup, str) else contsup
+    if context is not None and method == "bp":
+        raise ConfigError("ContSup adds context between decoupled blocks; it does not apply to method='bp'")
+    return context
 
 
-def _agreed(choose: Callable[[], Balance]) -> Balance:
-    """Under torch.distributed, rank 0 chooses and every rank receives its choice (timings
-    differ between processes, so independent choices could disagree); else choose here."""
-    import torch.distributed as dist
+def _ce_block(layers: nn.Module, index: int) -> Block:
+    """A block trained with cross-entropy on its output logits (the last block; BP's only one)."""
+    return Block(layers, CrossEntropyLoss(), nn.Flatten(), nn.Identity(), index=index)
 
-    if not (dist.is_available() and dist.is_initialized()):
-        return choose()
-    box = [choose() if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+
+def _assemble(parts: list[nn.Module], devices: list[torch.device], heads: HeadFactory, example_input: Flow,
+              context: Optional[ContextSpec], last_block: str) -> list[Block]:
+    """Decoupled blocks from the model's parts: each part's head is sized on the example
+    flow it produces; ContSup wraps the parts that receive context."""
+    for part, dev in zip(parts, devices):
+        part.to(dev)
+    k, built = len(parts), []
+    flow = flow_to(example_input, devices[0])
+    for i in range(k - 1):
+        if context is not None:
+            parts[i] = context_wrap(parts[i], context, flow, first=i == 0, last=False).to(devices[i])
+        with torch.no_grad():
+            parts[i].eval()
+            flow = run_layers(parts[i], flow_to(flow, devices[i]), i)
+        head = heads(i, flow)
+        block = Block(parts[i], head.objective, head.features, head.projector, head.classifier, index=i)
+        if context is not None and context.infopro is not None:
+            block.extra_loss = InfoProTerm(context_decoder(flow[0].shape[1], flow[1].shape), *context.infopro)
+        built.append(block.to(devices[i]))
+    if context is not None:
+        parts[-1] = context_wrap(parts[-1], context, flow, first=False, last=True).to(devices[-1])
+    if last_block == "contrastive":
+        head = heads.contrastive_last(final_linear(parts[-1], heads.num_classes))
+        last = Block(parts[-1], head.objective, head.features, head.projector, head.classifier, index=k - 1)
+    else:
+        last = _ce_block(parts[-1], k - 1)
+    built.append(last.to(devices[-1]))
+    return built
 
 
 def check_labels(labels: Tensor, num_classes: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -23,6 +24,18 @@ class BlockSchedule:
 
     activate: Optional[Sequence[int]] = None
     freeze: Optional[Sequence[Optional[int]]] = None
+
+    @classmethod
+    def progressive(cls, num_blocks: int, epochs: int, span: float = 1.0) -> "BlockSchedule":
+        """DASCPL's dynamic accumulation: block k starts at epoch ``floor(k * span * epochs / K)``.
+
+        ``span=1`` is the paper's spacing (0, 50, 100, 150 of 200 epochs for K=4): the last
+        block trains for the last 1/K of the epochs. A smaller span switches every block on
+        within the first ``span`` fraction of the epochs.
+        """
+        if not 0.0 <= span <= 1.0:
+            raise ConfigError(f"the progressive span is a fraction of the epochs in [0, 1], got {span}")
+        return cls(activate=[math.floor(k * span * epochs / num_blocks + 1e-9) for k in range(num_blocks)])
 
     def validate(self, num_blocks: int) -> None:
         for name, values in (("activate", self.activate), ("freeze", self.freeze)):

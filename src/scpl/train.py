@@ -58,14 +58,6 @@ from .seed import seed_everything
 
 log = logging.getLogger("scpl")
 
-METHOD_ALIASES: dict[str, dict[str, Any]] = {
-    "contsup": {"method": "greedy", "contsup": "R1E"},
-    "dascpl": {"method": "scpl", "exits": True, "activate": "progressive"},
-}
-"""Named variants: ContSup is greedy local learning with context supply; DASCPL is SCPL with
-exits on detached features and blocks switched on progressively."""
-
-
 @dataclass
 class TrainConfig:
     """Every setting of a run; YAML recipes and command-line flags fill it (flags win)."""
@@ -88,12 +80,16 @@ class TrainConfig:
     method: str = "scpl"  # bp | scpl | deinforeg | greedy | contsup | dascpl
     blocks: Optional[Any] = None  # None (the model's own), "auto", [counts], [split names], or "2,2"
     num_blocks: Optional[int] = None
-    contsup: Optional[str] = None
-    exits: bool = False
-    activate: Optional[Any] = None  # DASCPL: epoch at which each block starts, or "progressive"
+    contsup: Optional[str] = None  # default: the method's (contsup: R1E)
+    exits: Optional[bool] = None  # default: the method's (dascpl: on)
+    activate: Optional[Any] = None  # epoch at which each block starts, or "progressive" (dascpl's default)
+    progressive_span: float = 1.0  # "progressive": every block is on within this fraction of the epochs
     objective_args: dict = field(default_factory=dict)
-    projector: Optional[str] = None
+    projector: Optional[Any] = None  # a name, or {conv: ..., sequence: ..., flat: ...}
     projector_dim: Optional[int] = None
+    projector_hidden: int = 512
+    features: Optional[Any] = None  # pool1 | pool2 | pool4 | conv, or per kind of block output
+    last_block: str = "ce"  # ce | contrastive (SCPL's original)
     # execution
     executor: str = "sequential"
     devices: Optional[Any] = None
@@ -106,6 +102,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    block_lr: Optional[list] = None  # per-block multipliers of lr (decoupled methods), e.g. [1, 1, 2, 2]
     momentum: float = 0.9
     nesterov: bool = False
     schedule: str = "cosine"
@@ -148,7 +145,7 @@ class TrainConfig:
              "two_views with micro_batches > 1 would put the two views of an image in different micro-batches; "
              "use micro_batches: 1"),
         ]
-        names = [("model", self.model, MODELS), ("method", self.method, [*METHODS, *METHOD_ALIASES]),
+        names = [("model", self.model, MODELS), ("method", self.method, METHODS),
                  ("dataset", self.dataset, DATASETS), ("optimizer", self.optimizer, OPTIMIZERS),
                  ("schedule", self.schedule, SCHEDULES), ("executor", self.executor, EXECUTORS),
                  ("precision", self.precision, PRECISIONS), ("augment", self.augment, PRESETS)]
@@ -176,6 +173,8 @@ def _coerce(key: str, value: Any, kind: str) -> Any:
         if base == "bool" and isinstance(value, bool):
             return value
         if base == "str" and isinstance(value, str):
+            return value
+        if base == "list" and isinstance(value, list):
             return value
         if base in ("Any", "dict") and (base == "Any" or isinstance(value, dict)):
             return value
@@ -223,21 +222,25 @@ class Batches:
             yield x, y
 
 
-def _resolve_method(cfg: TrainConfig) -> dict[str, Any]:
-    """DecoupledModel arguments for cfg.method (expanding the aliases)."""
-    settings = {"method": cfg.method, "contsup": cfg.contsup, "exits": cfg.exits, "activate": cfg.activate}
-    for key, value in METHOD_ALIASES.get(cfg.method, {}).items():
-        if key == "method" or settings[key] in (None, False):
-            settings[key] = value
-    return settings
-
-
-def _schedule(activate: Any, num_blocks: int, epochs: int) -> Optional[BlockSchedule]:
+def _schedule(cfg: TrainConfig, model: DecoupledModel) -> Optional[BlockSchedule]:
+    activate = cfg.activate if cfg.activate is not None else ("progressive" if model.progressive else None)
     if activate is None:
         return None
-    if activate == "progressive":  # block k starts at epoch k * E / K, as DASCPL's 0/50/100/150 of 200
-        activate = [k * epochs // num_blocks for k in range(num_blocks)]
+    if activate == "progressive":  # block k starts at epoch k * span * E / K, as DASCPL's 0/50/100/150 of 200
+        return BlockSchedule.progressive(len(model.blocks), cfg.epochs, cfg.progressive_span)
     return BlockSchedule(activate=list(activate))
+
+
+def _optimizers(cfg: TrainConfig) -> Any:
+    """One optimizer factory, or one per block when ``block_lr`` scales the rate per block
+    (DecoupledModel checks that there is one per block)."""
+    def factory(scale: float):
+        return lambda params: build_optimizer(cfg.optimizer, params, cfg.lr * scale, cfg.weight_decay, cfg.momentum,
+                                              cfg.nesterov)
+
+    if cfg.block_lr is None or cfg.method == "bp":
+        return factory(1.0)
+    return [factory(float(scale)) for scale in cfg.block_lr]
 
 
 def _blocks_spec(spec: Any) -> Any:
@@ -327,7 +330,6 @@ def build(cfg: TrainConfig) -> Run:
     if cfg.label_noise:
         train_set = NoisyLabels(train_set, cfg.label_noise, bundle.num_classes, seed=cfg.seed)
     train_aug, eval_aug = _transforms(cfg, bundle)
-    method = _resolve_method(cfg)
     devices = cfg.devices.split(",") if isinstance(cfg.devices, str) else cfg.devices
     first_device = torch.device(devices[0] if isinstance(devices, list) else (devices or "cpu"))
 
@@ -350,17 +352,18 @@ def build(cfg: TrainConfig) -> Run:
     if isinstance(blocks, int) and hasattr(net, "block_counts"):  # the model's own cut (CIFAR ResNets)
         blocks = net.block_counts(blocks)
     model = DecoupledModel(
-        net, blocks, num_blocks=num_blocks, method=method["method"], num_classes=bundle.num_classes,
-        example_input=example, contsup=method["contsup"], exits=method["exits"], devices=devices,
+        net, blocks, num_blocks=num_blocks, method=cfg.method, num_classes=bundle.num_classes,
+        example_input=example, contsup=cfg.contsup, exits=cfg.exits, devices=devices,
         objective_kwargs=cfg.objective_args, projector=cfg.projector, projector_dim=cfg.projector_dim,
-        optimizer=lambda params: build_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov),
+        projector_hidden=cfg.projector_hidden, features=cfg.features, last_block=cfg.last_block,
+        optimizer=_optimizers(cfg),
         scheduler=lambda opt: build_scheduler(cfg.schedule, opt, cfg.epochs, cfg.warmup_epochs, cfg.min_lr),
         precision=cfg.precision, clip_grad_norm=cfg.clip_grad_norm,
     )
     if cfg.executor == "distributed" and len(model.blocks) != world:
         raise ConfigError(f"the model has {len(model.blocks)} blocks but torchrun started {world} ranks; "
                           "start one rank per block (--nproc-per-node) or set blocks/num_blocks")
-    schedule = _schedule(method["activate"], len(model.blocks), cfg.epochs)
+    schedule = _schedule(cfg, model)
     for k, block in enumerate(model.blocks):
         block.rng_seed = cfg.seed  # dropout draws independent of the executor (threads, ranks) and resumable
         if schedule is not None and schedule.activate is not None and block.optimizer is not None:
