@@ -5,7 +5,7 @@ from torch import nn
 
 from scpl import DecoupledModel, seed_everything
 from scpl.heads import masked_mean
-from scpl.schedule import BlockSchedule
+from scpl.progressive import BlockSchedule
 
 from conftest import synthetic_loader, tiny_cnn
 
@@ -99,4 +99,4 @@ def extension_case():
 CASES = {"extension": extension_case, "cnn": cnn_case, "dropout": dropout_case, "text": text_case, "contsup": contsup_case, "dascpl": cnn_case}
 
 # Extra arguments of fit() per case: DASCPL switches block 2 on in epoch 1 and freezes block 0 then.
-FIT_KWARGS = {"dascpl": dict(schedule=BlockSchedule(activate=[0, 0, 1], freeze=[1, None, None]))}
+FIT_KWARGS = {"dascpl": dict(block_schedule=BlockSchedule(activate=[0, 0, 1], freeze=[1, None, None]))}

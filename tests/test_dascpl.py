@@ -5,7 +5,7 @@ import torch
 
 from scpl import ConfigError
 from scpl.executors import SequentialExecutor, ThreadedExecutor
-from scpl.schedule import BlockSchedule
+from scpl.progressive import BlockSchedule
 
 from cases import CASES
 
@@ -24,7 +24,7 @@ def test_progressive_activation_runs_exactly_the_scheduled_blocks():
     seen = []
     for epoch in range(3):
         before = snapshot(model)
-        model.fit(loader, epochs=1, schedule=schedule, start_epoch=epoch)
+        model.fit(loader, epochs=1, block_schedule=schedule, start_epoch=epoch)
         seen.append(changed(before, snapshot(model)))
     assert seen == [[True, False, False], [True, True, False], [True, True, True]]
 
@@ -35,7 +35,7 @@ def test_reverse_variant_freezes_blocks():
     seen = []
     for epoch in range(3):
         before = snapshot(model)
-        hist = model.fit(loader, epochs=1, schedule=schedule, start_epoch=epoch)
+        hist = model.fit(loader, epochs=1, block_schedule=schedule, start_epoch=epoch)
         seen.append(changed(before, snapshot(model)))
     assert seen == [[True, True, True], [False, True, True], [False, False, True]]  # BN statistics frozen too
     assert hist[-1]["losses"][:2] == [0.0, 0.0]
@@ -45,7 +45,7 @@ def test_scheduled_training_is_the_same_under_threads():
     runs = []
     for executor in (SequentialExecutor(2), ThreadedExecutor(2)):
         model, loader, _, _ = CASES["cnn"]()
-        model.fit(loader, epochs=3, schedule=BlockSchedule(activate=[0, 1, 1], freeze=[2, None, None]), executor=executor)
+        model.fit(loader, epochs=3, block_schedule=BlockSchedule(activate=[0, 1, 1], freeze=[2, None, None]), executor=executor)
         runs.append(model.state_dict())
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
@@ -53,9 +53,9 @@ def test_scheduled_training_is_the_same_under_threads():
 def test_schedule_is_validated():
     model, loader, _, _ = CASES["cnn"]()
     with pytest.raises(ConfigError, match="start at 0 and never decrease"):
-        model.fit(loader, schedule=BlockSchedule(activate=[0, 2, 1]))
+        model.fit(loader, block_schedule=BlockSchedule(activate=[0, 2, 1]))
     with pytest.raises(ConfigError, match="2 entries for 3 blocks"):
-        model.fit(loader, schedule=BlockSchedule(freeze=[1, 2]))
+        model.fit(loader, block_schedule=BlockSchedule(freeze=[1, 2]))
 
 
 def test_accuracy_at_every_exit():

@@ -7,7 +7,7 @@ from torch import nn
 from scpl import ConfigError, DecoupledModel, seed_everything
 from scpl.heads import ConvFeatures, HeadFactory, PooledFeatures, build_features, output_kind
 from scpl.methods import METHODS
-from scpl.schedule import BlockSchedule
+from scpl.progressive import BlockSchedule
 
 from conftest import synthetic_loader, tiny_cnn
 
@@ -88,7 +88,7 @@ def test_dascpl_by_name_has_exits_and_a_progressive_schedule():
     seed_everything(0)
     model = DecoupledModel(tiny_cnn(), [3, 3, 2], method="dascpl", num_classes=4, example_input=EXAMPLE)
     assert all(b.classifier is not None for b in model.blocks[:-1])
-    assert model.default_schedule(6).activate == [0, 2, 4]
+    assert model.default_block_schedule(6).activate == [0, 2, 4]
     steps = [b.steps for b in model.blocks]
     model.fit(synthetic_loader(), epochs=3)  # block 2 starts at epoch 2: it trains one epoch of 4 steps
     assert [b.steps - s for b, s in zip(model.blocks, steps)] == [12, 8, 4]

@@ -15,8 +15,23 @@ from scpl.evaluate import evaluate_run, load_run
 FAST = dict(dataset="digits", epochs=3, batch_size=64, progress=False, plots=False, threads=1)
 
 
-def _run(tmp_path, name, **kw):
-    return T.run(T.TrainConfig(**{**FAST, **kw, "out": str(tmp_path / name)}))
+def _run(tmp_path, name, hooks=(), **kw):
+    return T.run(T.TrainConfig(**{**FAST, **kw, "out": str(tmp_path / name)}), hooks)
+
+
+class AtEpochStart(T.Hook):
+    """Calls ``action()`` when epoch ``epoch`` (0-based) is about to train."""
+
+    def __init__(self, epoch, action):
+        self.epoch, self.action = epoch, action
+
+    def epoch_start(self, loop, epoch):
+        if epoch == self.epoch:
+            self.action()
+
+
+def interrupt():
+    raise KeyboardInterrupt
 
 
 def _same_model(a, b):
@@ -28,18 +43,9 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatc
     # augmentation, two views, label noise and shuffling all draw random numbers; dropout-free CNN
     kw = dict(method="scpl", augment="mnist", two_views=True, label_noise=0.2)
     full = _run(tmp_path, "full", **kw)
-    real_epoch = T._epoch
-
-    def crash_in_third_epoch(run, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt  # as if the process died during epoch 3: only 2 epochs were saved
-        return real_epoch(run, epoch)
-
-    monkeypatch.setattr(T, "_epoch", crash_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path, "cut", **kw)
+    with pytest.raises(KeyboardInterrupt):  # as if the process died during epoch 3: only 2 epochs were saved
+        _run(tmp_path, "cut", hooks=[AtEpochStart(2, interrupt)], **kw)
     assert not (tmp_path / "cut" / "model.pt").exists()
-    monkeypatch.setattr(T, "_epoch", real_epoch)
     resumed = _run(tmp_path, "cut", resume=True, **kw)
     assert _same_model(tmp_path / "full", tmp_path / "cut")
     assert resumed["test_accuracy"] == full["test_accuracy"] and resumed["val_accuracy"] == full["val_accuracy"]
@@ -59,7 +65,7 @@ def test_resume_refuses_a_changed_config_and_fresh_runs_refuse_a_used_folder(tmp
 
 
 def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_set_in_charge(tmp_path, monkeypatch):
-    from scpl import runstate
+    from scpl.runner import state as runstate
 
     full = _run(tmp_path, "full", epochs=3)
     real_commit = runstate.commit
@@ -94,18 +100,14 @@ def test_nan_keeps_the_last_good_checkpoint_and_the_run_resumes(tmp_path, monkey
     from scpl.errors import TrainingDiverged
 
     full = _run(tmp_path, "full", epochs=3)
-    real_epoch, real_loss = T._epoch, Block.local_loss
+    real_loss = Block.local_loss
 
-    def nan_in_second_epoch(run, epoch):
-        if epoch == 1:
-            monkeypatch.setattr(Block, "local_loss", lambda self, out, y: real_loss(self, out, y) * float("nan"))
-        return real_epoch(run, epoch)
+    def nan_from_now_on():
+        monkeypatch.setattr(Block, "local_loss", lambda self, out, y: real_loss(self, out, y) * float("nan"))
 
-    monkeypatch.setattr(T, "_epoch", nan_in_second_epoch)
     with pytest.raises(TrainingDiverged, match=r"epoch 2: block 0's local loss became nan.*epoch 1\) is in .*epochs/1"):
-        _run(tmp_path, "cut", epochs=3)
+        _run(tmp_path, "cut", hooks=[AtEpochStart(1, nan_from_now_on)], epochs=3)
     monkeypatch.setattr(Block, "local_loss", real_loss)
-    monkeypatch.setattr(T, "_epoch", real_epoch)
     resumed = _run(tmp_path, "cut", epochs=3, resume=True)  # the kept set is intact and continues exactly
     assert _same_model(tmp_path / "full", tmp_path / "cut") and resumed["test_accuracy"] == full["test_accuracy"]
 
@@ -119,22 +121,17 @@ def test_threads_executor_run_equals_sequential_and_plots_timeline(tmp_path):
         assert (tmp_path / "thr" / png).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_model_of_the_best_validation_epoch_is_tested_and_exported(tmp_path, monkeypatch):
-    real_evaluate, calls = T._evaluate, []
+def test_the_model_of_the_best_validation_epoch_is_tested_and_exported(tmp_path):
+    from scpl.runner import state
 
-    def falling_on_validation(run, batches):
-        accuracy, exits = real_evaluate(run, batches)
-        if batches is run.val_batches:
-            calls.append(1)
-            return 0.9 - 0.1 * len(calls), exits  # epoch 1 is the best on validation
-        return accuracy, exits
+    class FallingOnValidation(T.Hook):  # runs before the run's own hooks: they see its numbers
+        def epoch_end(self, loop, record):
+            record.val_accuracy = 0.9 - 0.1 * record.epoch  # epoch 1 is the best on validation
 
-    monkeypatch.setattr(T, "_evaluate", falling_on_validation)
-    summary = _run(tmp_path, "sel", epochs=3)
+    summary = _run(tmp_path, "sel", hooks=[FallingOnValidation()], epochs=3)
     assert summary["best_epoch"] == 1 and summary["val_accuracy"] == pytest.approx(0.8)
-    monkeypatch.undo()
     run = load_run(tmp_path / "sel")
-    epoch1 = T.runstate.epoch_dir(tmp_path / "sel", 1)
+    epoch1 = state.epoch_dir(tmp_path / "sel", 1)
     exported = torch.load(tmp_path / "sel" / "model.pt")
     for k, block in enumerate(run.model.blocks):
         saved = torch.load(epoch1 / f"block-{k}.pt")["state"]
@@ -222,8 +219,10 @@ def test_missing_data_set_error_names_the_fix(tmp_path):
 def test_the_progress_bar_is_drawn_by_the_rank_that_sees_every_step():
     # under the distributed executor on_step (the bar's only feed) runs on the last rank alone
     from types import SimpleNamespace
-    assert T.shows_progress(SimpleNamespace(rank=0, world=1))
-    assert [T.shows_progress(SimpleNamespace(rank=r, world=3)) for r in range(3)] == [False, False, True]
+    from scpl.runner.loop import shows_progress
+
+    assert shows_progress(SimpleNamespace(rank=0, world=1))
+    assert [shows_progress(SimpleNamespace(rank=r, world=3)) for r in range(3)] == [False, False, True]
 
 
 def test_per_class_recall_share_and_a_class_without_samples():

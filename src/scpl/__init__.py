@@ -1,34 +1,45 @@
-"""scpl: decoupled, pipeline-parallel training for PyTorch models."""
+"""scpl: decoupled, pipeline-parallel training for PyTorch models.
 
-from . import checkpoint, context, executors, extension, inference, models, objectives, schedule
-from .block import Block
-from .errors import BlockInputError, ConfigError, LabelError, NonFiniteLossError, ScplError
-from .heads import PooledFeatures, build_projector
-from .model import METHODS, DecoupledModel
-from .partition import split_model
-from .seed import seed_everything
+The names below are loaded on first use, so that ``import scpl`` (and the command line's
+help) does not pay for importing torch until something needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (BlockInputError, ConfigError, LabelError, NonFiniteLossError, ScplError, StageError,
+                     TrainingDiverged)
+from .methods import METHODS
 
 __version__ = "0.1.0"
 
+_ATTRIBUTES = {
+    "DecoupledModel": "model", "Block": "block", "split_model": "partition", "auto_cut": "balance",
+    "Balance": "balance", "PooledFeatures": "heads", "build_projector": "heads", "seed_everything": "seed",
+}
+_SUBMODULES = ("checkpoint", "context", "executors", "extension", "inference", "models", "objectives",
+               "progressive", "runner", "data")
+
 __all__ = [
-    "DecoupledModel",
-    "Block",
-    "METHODS",
-    "split_model",
-    "objectives",
-    "models",
-    "schedule",
-    "context",
-    "extension",
-    "executors",
-    "checkpoint",
-    "inference",
-    "PooledFeatures",
-    "build_projector",
-    "seed_everything",
-    "ScplError",
-    "ConfigError",
-    "LabelError",
-    "BlockInputError",
-    "NonFiniteLossError",
+    "DecoupledModel", "Block", "METHODS", "split_model", "auto_cut", "Balance", "PooledFeatures",
+    "build_projector", "seed_everything", *_SUBMODULES,
+    "ScplError", "ConfigError", "LabelError", "BlockInputError", "NonFiniteLossError", "StageError",
+    "TrainingDiverged",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ATTRIBUTES:
+        value = getattr(importlib.import_module(f".{_ATTRIBUTES[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'scpl' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

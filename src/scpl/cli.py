@@ -10,8 +10,10 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
-from . import recipes
+from . import names, recipes
 from .errors import ConfigError, ScplError
+from .methods import METHODS
+from .names import choices
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -37,7 +39,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import yaml
 
-    from .train import TrainConfig, load_recipe, run
+    from .runner import TrainConfig, load_recipe, run
 
     values: dict = {}
     for recipe in getattr(args, "config", None) or []:
@@ -144,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train a small CNN with BP and each decoupled method; print a table")
     demo.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "auto"],
                       help="digits (bundled with scikit-learn, default), fashion-mnist, or auto (Fashion-MNIST if installed)")
-    demo.add_argument("--methods", nargs="+", choices=["bp", "scpl", "deinforeg", "greedy"])
+    demo.add_argument("--methods", nargs="+", choices=names.METHODS, metavar="METHOD",
+                      help=f"any of {choices(names.METHODS)} (default: bp scpl deinforeg greedy)")
     demo.add_argument("--epochs", type=int, help="default 12 on digits, 3 on Fashion-MNIST")
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--train-limit", type=int, default=10000, help="Fashion-MNIST: first N training images")
@@ -159,26 +162,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "then --set KEY=VALUE. Shipped recipes: " + ", ".join(recipes.names()))
     train.add_argument("--config", action="append", help="a YAML recipe file or the name of a shipped recipe")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any TrainConfig key, value in YAML")
-    train.add_argument("--model", help="small_cnn, vgg8, resnet18, resnet32, resnet110, text_lstm, text_transformer")
-    train.add_argument("--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn, stl10, tiny-imagenet, "
-                                         "debian, ag-news, dbpedia, imdb, sst2")
+    train.add_argument("--model", choices=names.MODELS, metavar="NAME", help=choices(names.MODELS))
+    train.add_argument("--dataset", choices=names.DATASETS, metavar="NAME", help=choices(names.DATASETS))
     train.add_argument("--data-root", dest="data_root", help="folder of the data set (default $SCPL_DATA/<name>)")
-    train.add_argument("--method", choices=["bp", "scpl", "deinforeg", "greedy", "contsup", "dascpl"])
+    train.add_argument("--method", choices=names.METHODS, help="; ".join(
+        f"{name}: {m.about}" for name, m in METHODS.items()))
     train.add_argument("--blocks", help="'auto', layer counts '2,2', or split points 'layer2,layer3' (default: the model's own)")
     train.add_argument("--num-blocks", dest="num_blocks", type=int, help="K for --blocks auto (under torchrun: the world size)")
     train.add_argument("--devices", help="a device, or one per block: 'cuda:0,cuda:1'")
-    train.add_argument("--executor", choices=["sequential", "threads", "distributed"])
+    train.add_argument("--executor", choices=names.EXECUTORS)
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", dest="batch_size", type=int)
     train.add_argument("--micro-batches", dest="micro_batches", type=int)
-    train.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "lars"])
+    train.add_argument("--optimizer", choices=names.OPTIMIZERS)
     train.add_argument("--lr", type=float)
     train.add_argument("--weight-decay", dest="weight_decay", type=float)
-    train.add_argument("--schedule", choices=["constant", "cosine"])
+    train.add_argument("--schedule", choices=names.LR_SCHEDULES, help="learning-rate schedule")
     train.add_argument("--warmup-epochs", dest="warmup_epochs", type=int)
-    train.add_argument("--precision", choices=["fp32", "bf16"])
+    train.add_argument("--precision", choices=names.PRECISIONS)
     train.add_argument("--clip-grad-norm", dest="clip_grad_norm", type=float)
-    train.add_argument("--augment", choices=["none", "mnist", "cifar", "scpl"])
+    train.add_argument("--augment", choices=names.AUGMENTATIONS)
     train.add_argument("--label-noise", dest="label_noise", type=float, help="symmetric noise rate, a fraction in [0, 1)")
     train.add_argument("--val-fraction", dest="val_fraction", type=float)
     train.add_argument("--seed", type=int)

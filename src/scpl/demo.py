@@ -7,7 +7,7 @@ from typing import Optional
 
 from .errors import ConfigError
 from .data import find_fashion_mnist, load_digits, load_fashion_mnist
-from .train import TrainConfig, run
+from .runner import TrainConfig, run
 
 DEMO_METHODS = ("bp", "scpl", "deinforeg", "greedy")
 

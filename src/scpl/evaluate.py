@@ -12,7 +12,7 @@ import yaml
 
 from .errors import ConfigError
 from .inference import Confidence, PatienceCosine, block_seconds, early_exit
-from .train import TrainConfig, build
+from .runner import TrainConfig, build
 
 
 def load_run(folder: str | Path, **overrides):

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from . import names
 from .errors import ConfigError
 from .flow import Flow
 from .methods import Method, resolve
@@ -104,7 +105,7 @@ class Leading(nn.Module):
         return f"stop={self.stop}"
 
 
-FEATURES = ("pool1", "pool2", "pool4", "conv")
+FEATURES = names.FEATURES
 """Feature extractors by name: average pooling of conv maps to a 1x1, 2x2 or 4x4 grid, or a
 3x3 conv (+BN+ReLU) then 2x2 pooling. Sequences are mean-pooled and flat outputs kept by all."""
 
@@ -140,7 +141,7 @@ def mlp(dims: Sequence[int], batch_norm: bool = False) -> nn.Sequential:
 
 ProjectorSpec = Union[str, nn.Module, Callable[[int], nn.Module], None]
 
-PROJECTORS = ("identity", "linear", "mlp", "mlp_bn", "deinforeg")
+PROJECTORS = names.PROJECTORS
 
 
 def build_projector(spec: ProjectorSpec, in_dim: int, out_dim: int, hidden: int = 512) -> nn.Module:

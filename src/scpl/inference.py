@@ -23,6 +23,7 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from .executors import Executor, get_executor
 from .flow import Flow, flow_to, map_flow
 
 
@@ -116,7 +117,7 @@ def exit_batch(blocks: Sequence[nn.Module], inputs: Flow, policy: Policy) -> tup
 
 
 def early_exit(model, loader: Iterable, policy: Policy = PatienceCosine(),
-               block_costs: Optional[Sequence[float]] = None, executor=None) -> ExitReport:
+               block_costs: Optional[Sequence[float]] = None, executor: Union[str, Executor, None] = None) -> ExitReport:
     """Run ``model`` (a DecoupledModel with exit classifiers) with per-sample early exit.
 
     ``block_costs`` weights the compute saved (e.g. measured seconds or FLOPs per sample of each
@@ -126,16 +127,8 @@ def early_exit(model, loader: Iterable, policy: Policy = PatienceCosine(),
     model.eval()
     blocks = list(model.blocks)
     costs = list(block_costs) if block_costs is not None else [1.0] * len(blocks)
-    if executor is not None and hasattr(executor, "exit_batches"):
-        preds, labels, exit_block, calls = executor.exit_batches(blocks, model._checked(loader), policy)
-    else:
-        all_preds, all_exits, all_labels = [], [], []
-        calls = [0] * len(blocks)
-        for inputs, labels in model._checked(loader):
-            preds, exit_block, batch_calls = exit_batch(blocks, inputs, policy)
-            all_preds.append(preds), all_exits.append(exit_block), all_labels.append(labels.cpu())
-            calls = [a + b for a, b in zip(calls, batch_calls)]
-        preds, exit_block, labels = torch.cat(all_preds), torch.cat(all_exits), torch.cat(all_labels)
+    preds, labels, exit_block, calls = get_executor(executor or "sequential").exit_batches(
+        blocks, model._checked(loader), policy)
     n = labels.numel()
     full = n * sum(costs)
     return ExitReport(

@@ -14,20 +14,21 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from . import names
 from .balance import Balance, auto_cut
 from .block import Block, OptimizerFactory, SchedulerFactory, run_layers
 from .context import ContextSpec, InfoProTerm, context_cost, decoder as context_decoder, wrap as context_wrap
 from .errors import ConfigError, LabelError
-from .executors import get_executor
+from .executors import Executor, get_executor
 from .flow import Flow, call_with_flow, flow_to
 from .heads import HeadFactory, Leading, ProjectorSpec, final_linear, per_block
 from .methods import METHODS, Method
 from .objectives import CrossEntropyLoss, ObjectiveSpec
 from .partition import BlockSpec, split_model
-from .schedule import BlockSchedule
+from .progressive import BlockSchedule
 
 PRECISIONS: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16}
-LAST_BLOCKS = ("ce", "contrastive")
+LAST_BLOCKS = names.LAST_BLOCKS
 
 
 def _adam(params):
@@ -145,7 +146,7 @@ class DecoupledModel(nn.Module):
                                      per_block(scheduler, k, "scheduler")):
             block.configure(opt, sched, PRECISIONS[precision], clip_grad_norm)
 
-    def default_schedule(self, epochs: int) -> Optional[BlockSchedule]:
+    def default_block_schedule(self, epochs: int) -> Optional[BlockSchedule]:
         """The method's block schedule for ``epochs`` (DASCPL: progressive), else None."""
         return BlockSchedule.progressive(len(self.blocks), epochs) if self.progressive else None
 
@@ -175,18 +176,13 @@ class DecoupledModel(nn.Module):
             flow = block(flow_to(flow, block.device))
         return flow
 
-    def _outputs(self, loader: Iterable, executor: Any) -> Iterator[tuple[Tensor, Tensor]]:
-        """(logits, labels) pairs for a loader: through a pipeline executor if it offers one."""
+    def _outputs(self, loader: Iterable, executor: Union[str, Executor, None]) -> Iterator[tuple[Tensor, Tensor]]:
+        """(logits, labels) pairs for a loader, through ``executor``'s inference (default: in order)."""
         self.eval()
-        runner = get_executor(executor) if executor is not None else None
-        if runner is not None and hasattr(runner, "forward_batches"):
-            yield runner.forward_batches(list(self.blocks), self._checked(loader))
-            return
-        for inputs, labels in self._checked(loader):
-            yield self(inputs), labels
+        yield from get_executor(executor or "sequential").forward_batches(list(self.blocks), self._checked(loader))
 
     @torch.no_grad()
-    def predict(self, data: Union[Tensor, Iterable], executor: Any = None) -> Tensor:
+    def predict(self, data: Union[Tensor, Iterable], executor: Union[str, Executor, None] = None) -> Tensor:
         """Predicted classes for a tensor batch, or for every batch of a loader (concatenated)."""
         self.eval()
         if isinstance(data, (Tensor, tuple)):
@@ -195,7 +191,7 @@ class DecoupledModel(nn.Module):
         return torch.cat([logits.argmax(dim=1).cpu() for logits, _ in self._outputs(data, executor)])
 
     @torch.no_grad()
-    def evaluate(self, loader: Iterable, executor: Any = None) -> dict[str, float]:
+    def evaluate(self, loader: Iterable, executor: Union[str, Executor, None] = None) -> dict[str, float]:
         """Accuracy and mean cross-entropy of the full network over a loader of ``(x, y)``.
 
         With a pipeline ``executor`` (e.g. distributed) the batches run through its stages.
@@ -242,21 +238,21 @@ class DecoupledModel(nn.Module):
         epochs: int = 1,
         *,
         val_loader: Optional[Iterable] = None,
-        executor: Any = "sequential",
+        executor: Union[str, Executor] = "sequential",
         on_step: Optional[Callable[[int, list[float]], None]] = None,
-        schedule: Optional[BlockSchedule] = None,
+        block_schedule: Optional[BlockSchedule] = None,
         start_epoch: int = 0,
     ) -> list[dict]:
         """Train for ``epochs`` over ``loader``; return one record per epoch.
 
         Each record holds ``epoch``, ``losses`` (mean local loss per block), ``seconds`` and,
-        with ``val_loader``, ``val_accuracy``. Schedulers step once per epoch. ``schedule``
+        with ``val_loader``, ``val_accuracy``. LR schedulers step once per epoch. ``block_schedule``
         (DASCPL) switches blocks on or freezes them by epoch (counted from ``start_epoch``).
         A block's scheduler steps only after epochs in which its optimizer stepped (in this
         process: a distributed rank steps its own block's).
         """
-        runner = get_executor(executor)
-        schedule = schedule if schedule is not None else self.default_schedule(start_epoch + epochs)
+        executor = get_executor(executor)
+        schedule = block_schedule if block_schedule is not None else self.default_block_schedule(start_epoch + epochs)
         if schedule is not None:
             schedule.validate(len(self.blocks))
         history = []
@@ -266,7 +262,7 @@ class DecoupledModel(nn.Module):
                     block.mode = schedule.mode(k, epoch)
             start = time.perf_counter()
             steps_before = [block.steps for block in self.blocks]
-            steps = runner.train_epoch(list(self.blocks), self._checked(loader), on_step)
+            steps = executor.train_epoch(list(self.blocks), self._checked(loader), on_step)
             for block, before in zip(self.blocks, steps_before):
                 if block.scheduler is not None and block.steps > before:  # trained here, this epoch
                     block.scheduler.step()
@@ -276,7 +272,7 @@ class DecoupledModel(nn.Module):
                 "seconds": time.perf_counter() - start,
             }
             if val_loader is not None:
-                record["val_accuracy"] = self.evaluate(val_loader, runner)["accuracy"]
+                record["val_accuracy"] = self.evaluate(val_loader, executor)["accuracy"]
             history.append(record)
         return history
 

@@ -14,10 +14,11 @@ from typing import Iterable, Optional
 import torch
 from torch import Tensor, nn
 
+from . import names
 from .errors import ConfigError
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
-SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = names.OPTIMIZERS
+SCHEDULES = names.LR_SCHEDULES
 
 
 class LARS(torch.optim.Optimizer):

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..names import AUGMENTATIONS
 
 Transform = Callable[[Tensor, torch.Generator], Tensor]
 """What every transform here is: ``(x, generator) -> x'``."""
@@ -39,7 +40,7 @@ Transform = Callable[[Tensor, torch.Generator], Tensor]
 LUMA = (0.299, 0.587, 0.114)
 """ITU-R BT.601 luminance weights of R, G and B."""
 
-PRESETS = ("none", "mnist", "cifar", "scpl")
+PRESETS = AUGMENTATIONS
 
 
 # --------------------------------------------------------------------------- helpers

@@ -12,18 +12,17 @@ rank) and block k's parameters equal the sequential engine's (bitwise on CPU).
 
 Failure: a rank that raises writes the error to the process group's store; every other rank
 polls the store and raises :class:`~scpl.errors.StageError` naming the failed stage. A rank
-that dies closes its sockets, so its neighbours' receives fail and they raise in turn; under
-``torchrun`` the agent also stops the remaining workers. No rank waits forever.
+that dies closes its sockets, so its neighbours' receives fail and they raise in turn, and its
+heartbeat stops, which every rank notices within ``peer_timeout`` seconds even where no socket
+breaks (see :mod:`scpl.executors.watch`); under ``torchrun`` the agent also stops the remaining
+workers. No rank waits forever.
 """
 
 from __future__ import annotations
 
 import inspect
-import itertools
 import os
 import threading
-import traceback
-import time
 import warnings
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
@@ -32,11 +31,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..block import Block
-from ..errors import ConfigError, StageError
-from ..flow import Flow, flow_to, micro_batches
+from ..errors import ConfigError
+from ..flow import Flow, flow_to
 from . import p2p
-from .sequential import StepCallback, StepLosses
-from .threads import _Pipe, _Stop
+from .base import Batches, Failures, Pipe, StepCallback, StepLosses, Stop, check_sizes, pieces
+from .watch import DEFAULT_TIMEOUT_S, RemoteStageFailure, Watch, announce
 
 if dist.is_available():
     import torch.distributed.nn.functional  # noqa: F401  (before any process group exists: see below)
@@ -49,8 +48,6 @@ if dist.is_available():
 # "terminate called without an active exception"; about 1 in 8 runs of our six-case distributed
 # test). Imported with scpl, before any group exists, the defaults are None. Scripts that call
 # init_process_group themselves should import scpl first.
-ABORT_KEY = "scpl/abort"
-_WATCH_S = 0.2
 _JOIN_S = 5.0
 
 
@@ -61,10 +58,6 @@ def _warn_if_group_kept_alive() -> None:
         warnings.warn("torch.distributed.nn.functional was first imported after init_process_group, so the "
                       "process group outlives destroy_process_group() and a rank may abort at exit (SIGABRT). "
                       "Import scpl before calling init_process_group.", RuntimeWarning, stacklevel=3)
-
-
-class RemoteStageFailure(RuntimeError):
-    """Stands in, on a healthy rank, for the exception raised on another rank."""
 
 
 def _move_optimizer_state(block: nn.Module, device: torch.device) -> None:
@@ -101,16 +94,21 @@ class DistributedExecutor:
         micro_batches: cut each batch into this many pieces (one optimizer step per batch).
         device: where this rank's block runs; default ``cuda:LOCAL_RANK`` under NCCL, else CPU.
         queue_size: messages buffered between the compute thread and each communication thread.
+        peer_timeout: seconds without a heartbeat after which a peer rank is taken for dead
+            (killed or hung) and every rank stops (see :mod:`scpl.executors.watch`).
     """
 
     name = "distributed"
 
-    def __init__(self, micro_batches: int = 1, device: Optional[str] = None, queue_size: int = 2):
-        if micro_batches < 1 or queue_size < 1:
-            raise ConfigError(f"micro_batches and queue_size must be >= 1, got {micro_batches} and {queue_size}")
+    def __init__(self, micro_batches: int = 1, device: Optional[str] = None, queue_size: int = 2,
+                 peer_timeout: float = DEFAULT_TIMEOUT_S):
+        check_sizes(micro_batches, queue_size)
+        if not peer_timeout > 0:
+            raise ConfigError(f"peer_timeout must be a positive number of seconds, got {peer_timeout}")
         self.micro_batches = micro_batches
         self.device = torch.device(device) if device else None
         self.queue_size = queue_size
+        self.peer_timeout = peer_timeout
 
     # -- set-up ---------------------------------------------------------------------------
     def _setup(self, blocks: Sequence[nn.Module]) -> tuple[int, int, torch.device, torch.device]:
@@ -132,7 +130,7 @@ class DistributedExecutor:
 
     # -- the public operations ------------------------------------------------------------
     def train_epoch(
-        self, blocks: Sequence[Block], batches: Iterable[tuple[Flow, Tensor]], on_step: Optional[StepCallback] = None
+        self, blocks: Sequence[Block], batches: Batches, on_step: Optional[StepCallback] = None
     ) -> list[list[float]]:
         """Train this rank's block on every batch; return the per-step losses of all blocks.
 
@@ -152,15 +150,17 @@ class DistributedExecutor:
         def sink(step: int, micro: int, out: Flow, labels: Tensor, extras: list[Tensor]) -> None:
             record.add(step, micro, extras[0].tolist())
 
-        self._run(rank, world, device, comm, compute, sink, self._pieces(batches, rank, m))
-        table = _finish(rank, world, lambda: torch.tensor(record.history, dtype=torch.float64).reshape(-1, world))
+        watch = self._run(rank, world, comm, compute, sink, batches, m)
+        table = watch.meet(lambda: torch.tensor(record.history, dtype=torch.float64).reshape(-1, world),
+                           rank == world - 1)
         return _broadcast_tensor(table, world - 1, comm).tolist()
 
     @torch.no_grad()
-    def forward_batches(self, blocks: Sequence[nn.Module], batches: Iterable[tuple[Flow, Tensor]]) -> tuple[Tensor, Tensor]:
+    def forward_batches(self, blocks: Sequence[nn.Module], batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
         """Logits and labels of every batch, run through the pipeline in eval mode.
 
-        Returns the concatenated (logits, labels) on every rank (gathered from the last rank).
+        Yields one pair: the concatenated (logits, labels), on every rank (broadcast from the
+        last rank).
         """
         rank, world, device, comm = self._setup(blocks)
         block = blocks[rank]
@@ -175,21 +175,22 @@ class DistributedExecutor:
             logits.append(out.float().cpu())
             labels_out.append(labels.cpu())
 
-        self._run(rank, world, device, comm, compute, sink, self._pieces(batches, rank, 1))
+        watch = self._run(rank, world, comm, compute, sink, batches, 1)
 
         def gather() -> tuple[Tensor, Tensor]:
             if not logits:
                 raise ConfigError("evaluate()/predict() got an empty loader")
             return torch.cat(logits), torch.cat(labels_out)
 
-        result = _finish(rank, world, gather)
+        result = watch.meet(gather, rank == world - 1)
         last = world - 1
         all_logits = _broadcast_tensor(result[0] if result else None, last, comm)
         all_labels = _broadcast_tensor(result[1] if result else None, last, comm)
-        return all_logits, all_labels
+        yield all_logits, all_labels
 
     @torch.no_grad()
-    def exit_batches(self, blocks: Sequence[nn.Module], batches: Iterable[tuple[Flow, Tensor]], policy):
+    def exit_batches(self, blocks: Sequence[nn.Module], batches: Batches,
+                     policy) -> tuple[Tensor, Tensor, Tensor, list[int]]:
         """Early exit on the pipeline: samples that exit at stage k are not sent to k+1.
 
         Returns (predictions, labels, exit block per sample, samples processed per block), the
@@ -227,8 +228,7 @@ class DistributedExecutor:
             state = state.keep(stay)
             return select(out, stay), labels[stay.to(labels.device)], [state.ids, state.counter, state.previous]
 
-        self._run(rank, world, device, comm, compute, lambda *args: None, self._pieces(batches, rank, 1))
-        _finish(rank, world, lambda: None)
+        self._run(rank, world, comm, compute, lambda *args: None, batches, 1).meet(lambda: None, False)
         mine = {"ids": torch.cat([e[0] for e in exited]) if exited else torch.empty(0, dtype=torch.long),
                 "preds": torch.cat([e[1] for e in exited]) if exited else torch.empty(0, dtype=torch.long),
                 "labels": torch.cat([e[2] for e in exited]) if exited else torch.empty(0, dtype=torch.long),
@@ -242,30 +242,27 @@ class DistributedExecutor:
         return preds, labels, exit_block, [g["processed"] for g in gathered]
 
     # -- machinery ------------------------------------------------------------------------
-    @staticmethod
-    def _pieces(batches, rank: int, m: int) -> Iterator[tuple[int, int, Flow, Tensor]]:
-        if rank != 0:
-            return iter(())
-        return ((s, j, f, y) for s, (x, lab) in enumerate(batches) for j, (f, y) in enumerate(micro_batches(x, lab, m)))
-
-    def _run(self, rank, world, device, comm, compute, sink, pieces) -> None:
-        """The stage loop of this rank: receive (or read), compute, send (or sink)."""
+    def _run(self, rank: int, world: int, comm: torch.device, compute, sink, batches: Batches, m: int) -> Watch:
+        """The stage loop of this rank: receive (or read), compute, send (or sink). Returns the
+        call's :class:`Watch` for the closing meeting; a failure anywhere raises StageError."""
         abort = threading.Event()
-        failures: list[tuple[int, BaseException, str]] = []
-        store = dist.distributed_c10d._get_default_store()
-        inbox = _Pipe(abort, self.queue_size) if rank > 0 else None
-        outbox = _Pipe(abort, self.queue_size) if rank < world - 1 else None
-        threads = [threading.Thread(target=_watch, args=(store, abort, failures), daemon=True)]
+        failures = Failures(abort)
+        watch = Watch(rank, world, self.peer_timeout)
+        inbox = Pipe(abort, self.queue_size) if rank > 0 else None
+        outbox = Pipe(abort, self.queue_size) if rank < world - 1 else None
+        threads = [threading.Thread(target=watch.run, args=(abort, lambda r, e: failures.add(r, e, "")), daemon=True)]
         if inbox is not None:
-            threads.append(threading.Thread(target=_receive, args=(rank, comm, inbox, abort, failures), daemon=True))
+            threads.append(threading.Thread(target=_pump, args=(rank - 1, _receiver(rank, comm, inbox), failures),
+                                            daemon=True))
         sender = None
         if outbox is not None:
-            sender = threading.Thread(target=_send, args=(rank, comm, outbox, abort, failures), daemon=True)
+            sender = threading.Thread(target=_pump, args=(rank + 1, _sender(rank, comm, outbox), failures), daemon=True)
             threads.append(sender)
         for t in threads:
             t.start()
+        source = pieces(batches, m) if rank == 0 else iter(())
         try:
-            for step, micro, flow, labels, extras in _incoming(pieces, inbox):
+            for step, micro, flow, labels, extras in _incoming(source, inbox):
                 result = compute(step, micro, flow, labels, extras)
                 if result is None:  # nothing left to send on (e.g. every sample exited)
                     continue
@@ -282,59 +279,30 @@ class DistributedExecutor:
             if outbox is not None:
                 outbox.put(p2p.Message(p2p.END))
                 while sender.is_alive() and not abort.is_set():  # the sender drains the outbox first
-                    sender.join(_WATCH_S)
+                    sender.join(0.2)
                 if abort.is_set():
-                    raise _Stop
-        except _Stop:
+                    raise Stop
+        except Stop:
             pass
         except BaseException as exc:
-            failures.insert(0, (rank, exc, traceback.format_exc()))
-            _announce(store, rank, exc)
-            abort.set()
+            failures.add(rank, exc, first=True)
+            announce(watch.store, rank, exc)
         finally:
             abort.set()  # stops the watchdog (and the comm threads, on failure)
         if failures:
-            stage, exc, text = failures[0]
             dist.destroy_process_group()  # fails the comm threads' pending operations ...
             for t in threads:  # ... so they end before the interpreter does
                 t.join(_JOIN_S)
-            raise StageError(stage, exc, text) from exc
+            raise failures.error()
         for t in threads:  # no thread may outlive the call (one inside a store or gloo call at
             t.join()       # interpreter exit aborts the process)
+        return watch
 
 
-_ROUNDS = itertools.count()
-
-
-def _finish(rank: int, world: int, result: Callable[[], object]) -> object:
-    """Compute the last rank's result, then meet every rank before the closing collectives.
-
-    The meeting goes through the store and watches for a failure announced by any rank, so a
-    rank whose pipeline ended cleanly never waits in a collective for a rank that failed.
-    """
-    store = dist.distributed_c10d._get_default_store()
-    value = None
-    if rank == world - 1:
-        try:
-            value = result()
-        except BaseException as exc:
-            _announce(store, rank, exc)
-            raise
-    tag = next(_ROUNDS)
-    store.set(f"scpl/done/{tag}/{rank}", "1")
-    keys = [f"scpl/done/{tag}/{r}" for r in range(world)]
-    while not store.check(keys):
-        if store.check([ABORT_KEY]):
-            failed, message = store.get(ABORT_KEY).decode().split("\n", 1)
-            raise StageError(int(failed), RemoteStageFailure(f"rank {failed} failed: {message}"), "")
-        time.sleep(_WATCH_S / 4)
-    return value
-
-
-def _incoming(pieces, inbox: Optional[_Pipe]) -> Iterator[tuple[int, int, Flow, Tensor, list[Tensor]]]:
+def _incoming(source: Iterator, inbox: Optional[Pipe]) -> Iterator[tuple[int, int, Flow, Tensor, list[Tensor]]]:
     """(step, micro, flow, labels, extra tensors) read from the data (rank 0) or received."""
     if inbox is None:
-        for step, micro, flow, labels in pieces:
+        for step, micro, flow, labels in source:
             yield step, micro, flow, labels, []
         return
     while True:
@@ -347,57 +315,35 @@ def _incoming(pieces, inbox: Optional[_Pipe]) -> Iterator[tuple[int, int, Flow, 
         yield msg.step, msg.micro, (tuple(flow) if is_tuple else flow[0]), labels, list(extras)
 
 
-def _pump(peer: int, move: Callable[[], p2p.Message], abort: threading.Event, failures: list) -> None:
+def _pump(peer: int, move: Callable[[], p2p.Message], failures: Failures) -> None:
     """Move messages (receive from or send to ``peer``) until END; a broken link is a failure."""
     try:
-        while not abort.is_set():
+        while not failures.abort.is_set():
             if move().kind == p2p.END:
                 return
-    except _Stop:
+    except Stop:
         pass
     except BaseException as exc:
-        if not abort.is_set():
-            failures.append((peer, RemoteStageFailure(f"lost the connection to rank {peer}: {exc}"), traceback.format_exc()))
-            abort.set()
+        if not failures.abort.is_set():
+            failures.add(peer, RemoteStageFailure(f"lost the connection to rank {peer}: {exc}"))
 
 
-def _receive(rank: int, comm: torch.device, inbox: _Pipe, abort: threading.Event, failures: list) -> None:
+def _receiver(rank: int, comm: torch.device, inbox: Pipe) -> Callable[[], p2p.Message]:
     def move() -> p2p.Message:
         msg = p2p.recv(rank - 1, comm)
         inbox.put(msg)
         return msg
 
-    _pump(rank - 1, move, abort, failures)
+    return move
 
 
-def _send(rank: int, comm: torch.device, outbox: _Pipe, abort: threading.Event, failures: list) -> None:
+def _sender(rank: int, comm: torch.device, outbox: Pipe) -> Callable[[], p2p.Message]:
     def move() -> p2p.Message:
         msg = outbox.get()
         p2p.send(msg, rank + 1, comm)
         return msg
 
-    _pump(rank + 1, move, abort, failures)
-
-
-def _announce(store, rank: int, exc: BaseException) -> None:
-    try:
-        store.set(ABORT_KEY, f"{rank}\n{type(exc).__name__}: {exc}")
-    except Exception:  # the store itself may be gone; neighbours still see closed sockets
-        pass
-
-
-def _watch(store, abort: threading.Event, failures: list) -> None:
-    while not abort.wait(_WATCH_S):
-        try:
-            if store.check([ABORT_KEY]):
-                rank_text, message = store.get(ABORT_KEY).decode().split("\n", 1)
-                failures.append((int(rank_text), RemoteStageFailure(f"rank {rank_text} failed: {message}"), ""))
-                abort.set()
-                return
-        except Exception as exc:  # store unreachable: the rank hosting it died
-            failures.append((-1, RemoteStageFailure(f"lost the process group's store: {exc}"), traceback.format_exc()))
-            abort.set()
-            return
+    return move
 
 
 def _broadcast_tensor(t: Optional[Tensor], src: int, device: torch.device) -> Tensor:

@@ -16,23 +16,21 @@ and the original traceback; nothing hangs.
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..block import Block
-from ..errors import StageError
-from ..flow import Flow, flow_to, map_flow, micro_batches
-from .sequential import StepCallback, StepLosses
+from ..flow import Flow, flow_to, map_flow
+from .base import (Batches, Failures, InProcessInference, Pipe, StepCallback, StepLosses, Stop, check_sizes,
+                   pieces)
 
-_POLL_S = 0.05
+_JOIN_S = 1.0
 
 
 @dataclass
@@ -59,39 +57,10 @@ class TraceEvent:
     end: float
 
 
-class _Stop(Exception):
-    """Raised inside a worker when another stage failed."""
-
-
-class _Pipe:
-    """Bounded queue whose get/put give up when the pipeline is aborted."""
-
-    def __init__(self, abort: threading.Event, size: int):
-        self.q: queue.Queue = queue.Queue(maxsize=size)
-        self.abort = abort
-
-    def put(self, item: Any) -> None:
-        while not self.abort.is_set():
-            try:
-                self.q.put(item, timeout=_POLL_S)
-                return
-            except queue.Full:
-                continue
-        raise _Stop
-
-    def get(self) -> Any:
-        while not self.abort.is_set():
-            try:
-                return self.q.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
-        raise _Stop
-
-
 _END = object()
 
 
-class ThreadedExecutor:
+class ThreadedExecutor(InProcessInference):
     """Run each block in its own thread; see the module docstring for the contract.
 
     Args:
@@ -111,101 +80,74 @@ class ThreadedExecutor:
     def __init__(
         self, micro_batches: int = 1, queue_size: int = 2, threads_per_stage: Optional[int] = 1, trace: bool = False
     ):
-        if micro_batches < 1 or queue_size < 1:
-            raise ValueError("micro_batches and queue_size must be >= 1")
+        check_sizes(micro_batches, queue_size)
         self.micro_batches = micro_batches
         self.queue_size = queue_size
         self.threads_per_stage = threads_per_stage
         self.trace = trace
         self.events: list[TraceEvent] = []
 
-    def train_epoch(
-        self,
-        blocks: Sequence[Block],
-        batches: Iterable[tuple[Flow, Tensor]],
-        on_step: Optional[StepCallback] = None,
-    ) -> list[list[float]]:
+    def train_epoch(self, blocks: Sequence[Block], batches: Batches,
+                    on_step: Optional[StepCallback] = None) -> list[list[float]]:
         """Stream every batch through the blocks; return per-step, per-block mean losses."""
         _warn_if_random(blocks)
         self.events = []
         clock = (self.events, time.perf_counter()) if self.trace else None
         abort = threading.Event()
-        pipes = [_Pipe(abort, self.queue_size) for _ in range(len(blocks) + 1)]
-        failures: list[tuple[int, BaseException, str]] = []
-        streams = [_stream_for(b.device) for b in blocks]
+        failures = Failures(abort)
+        pipes = [Pipe(abort, self.queue_size) for _ in range(len(blocks) + 1)]
         next_devices = [b.device for b in blocks[1:]] + [None]
-        workers = [
-            threading.Thread(
-                target=self._work,
-                args=(k, block, streams[k], next_devices[k], pipes[k], pipes[k + 1], abort, failures, clock),
-                name=f"scpl-stage-{k}", daemon=True,
-            )
-            for k, block in enumerate(blocks)
-        ]
+        workers = [threading.Thread(target=failures.guard, name=f"scpl-stage-{k}", daemon=True, args=(
+            k, lambda k=k, block=block: self._work(k, block, next_devices[k], pipes[k], pipes[k + 1], clock)))
+            for k, block in enumerate(blocks)]
+        feeder = threading.Thread(target=failures.guard, name="scpl-feeder", daemon=True,
+                                  args=(-1, lambda: self._feed(batches, pipes[0], blocks[0].device)))
         old_threads = torch.get_num_threads()
         if self.threads_per_stage:
             torch.set_num_threads(self.threads_per_stage)
         collector = StepLosses(len(blocks), self.micro_batches, on_step)
-        feeder = threading.Thread(target=self._feed, args=(batches, pipes[0], abort, failures, blocks[0].device), daemon=True)
         try:
-            for w in workers:
-                w.start()
-            feeder.start()
-            while True:
-                try:
-                    item = pipes[-1].get()
-                except _Stop:
-                    break
-                if item is _END:
-                    break
+            for t in (*workers, feeder):
+                t.start()
+            while (item := pipes[-1].get()) is not _END:
                 collector.add(item.step, item.micro, item.losses)
+        except Stop:
+            pass
         except BaseException:
             abort.set()
             raise
         finally:
-            if failures:
-                abort.set()
-            feeder.join()
             for w in workers:
                 w.join()
+            # The feeder may be stuck inside the user's data loader: a failure does not wait for it
+            # (it is a daemon thread and stops at its next put); a clean end does.
+            feeder.join(_JOIN_S if failures else None)
             torch.set_num_threads(old_threads)
             self.events.sort(key=lambda e: e.start)
         if failures:
-            stage, exc, text = failures[0]
-            raise StageError(stage, exc, text) from exc
+            raise failures.error()
         return collector.history
 
-    def _feed(self, batches, out: _Pipe, abort, failures, device: torch.device) -> None:
+    def _feed(self, batches: Batches, out: Pipe, device: torch.device) -> None:
         pin = device.type == "cuda"
-        try:
-            for step, (inputs, labels) in enumerate(batches):
-                for j, (flow, piece_labels) in enumerate(micro_batches(inputs, labels, self.micro_batches)):
-                    if pin:
-                        flow, piece_labels = map_flow(Tensor.pin_memory, flow), piece_labels.pin_memory()
-                    out.put(_Item(step, j, flow, piece_labels))
-            out.put(_END)
-        except _Stop:
-            pass
-        except BaseException as exc:  # the data loader failed: stage -1 is the input
-            failures.append((-1, exc, traceback.format_exc()))
-            abort.set()
+        for step, micro, flow, labels in pieces(batches, self.micro_batches):
+            if pin:
+                flow, labels = map_flow(Tensor.pin_memory, flow), labels.pin_memory()
+            out.put(_Item(step, micro, flow, labels))
+        out.put(_END)
 
-    def _work(self, k: int, block: Block, stream, next_device, inp: _Pipe, out: _Pipe, abort, failures, clock) -> None:
+    def _work(self, k: int, block: Block, next_device, inp: Pipe, out: Pipe, clock) -> None:
+        stream = _stream_for(block.device)
         if stream is not None:  # see parameter writes queued before the run (load_state_dict, ...)
             stream.wait_stream(torch.cuda.current_stream(stream.device))
         try:
             with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-                while True:
-                    item = inp.get()
-                    if item is _END:
-                        out.put(_END)
-                        return
+                while (item := inp.get()) is not _END:
                     if item.event is not None:
                         stream.wait_event(item.event)
                         _record_stream(item.flow, stream)
                         _record_stream(item.labels, stream)
-                    if clock is not None:
-                        start = time.perf_counter()
+                    start = time.perf_counter()
                     flow, loss = block.train_step(item.flow, item.labels, item.micro, self.micro_batches)
                     if clock is not None:
                         events, t0 = clock
@@ -216,11 +158,7 @@ class ThreadedExecutor:
                         item.labels = item.labels.to(next_device, non_blocking=True)
                         item.event = _record(next_device)
                     out.put(item)
-        except _Stop:
-            pass
-        except BaseException as exc:
-            failures.append((k, exc, traceback.format_exc()))
-            abort.set()
+                out.put(_END)
         finally:
             if stream is not None:  # later work on the default stream sees this stage's last step
                 torch.cuda.current_stream(stream.device).wait_stream(stream)

@@ -1,0 +1,212 @@
+"""Assembling a run: data, transforms, model, blocks, executor and block schedule from a config.
+
+:func:`build` is what ``scpl train`` runs first and what ``scpl eval`` rebuilds a finished run
+with; it trains nothing (see :mod:`scpl.runner.loop`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..data.augment import Augment, TwoViews, preset
+from ..data.datasets import DataBundle, load_dataset
+from ..data.noise import NoisyLabels
+from ..errors import ConfigError
+from ..executors import EXECUTORS, Executor
+from ..executors.distributed import init_from_env
+from ..model import DecoupledModel
+from ..models import create_model
+from ..optim import build_optimizer, build_scheduler
+from ..progressive import BlockSchedule
+from ..seed import seed_everything
+from .config import TrainConfig
+
+log = logging.getLogger("scpl")
+
+
+class Batches:
+    """A loader whose batches pass through ``transform(x, y) -> (x, y)`` (augmentation,
+    normalisation) on the first block's device."""
+
+    def __init__(self, loader: DataLoader, transform: Optional[Callable], device: torch.device):
+        self.loader, self.transform, self.device = loader, transform, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        for x, y in self.loader:
+            if self.transform is not None:
+                x, y = self.transform(x.to(self.device, non_blocking=True), y)
+            yield x, y
+
+
+def _optimizers(cfg: TrainConfig) -> Any:
+    """One optimizer factory, or one per block when ``block_lr`` scales the rate per block
+    (DecoupledModel checks that there is one per block)."""
+    def factory(scale: float):
+        return lambda params: build_optimizer(cfg.optimizer, params, cfg.lr * scale, cfg.weight_decay, cfg.momentum,
+                                              cfg.nesterov)
+
+    if cfg.block_lr is None or cfg.method == "bp":
+        return factory(1.0)
+    return [factory(float(scale)) for scale in cfg.block_lr]
+
+
+def _blocks_spec(spec: Any) -> Any:
+    """``"auto"``; ``"4"``: 4 blocks of near-equal layer counts; ``"2,3"``: layer counts; names: split points."""
+    if isinstance(spec, str) and spec != "auto":
+        parts = [p.strip() for p in spec.split(",")]
+        if not all(p.isdigit() for p in parts):
+            return parts
+        return int(parts[0]) if len(parts) == 1 else [int(p) for p in parts]
+    return spec
+
+
+def _model(cfg: TrainConfig, bundle: DataBundle) -> torch.nn.Module:
+    kwargs = dict(cfg.model_args)
+    if bundle.kind == "text":
+        kwargs.update(vocab_size=len(bundle.vocab), num_classes=bundle.num_classes)
+        if cfg.embeddings:
+            from ..data import glove
+
+            vectors, found = (glove.load_glove_package(bundle.vocab, seed=cfg.seed) if cfg.embeddings == "glove"
+                              else glove.read_glove_text(cfg.embeddings, bundle.vocab, seed=cfg.seed))
+            log.info("pre-trained vectors for %d of %d vocabulary words", found, len(bundle.vocab))
+            kwargs.update(vectors=vectors, dim=vectors.shape[1])
+        kwargs.setdefault("max_len", cfg.max_len)
+    else:
+        kwargs.update(in_channels=bundle.shape[0], num_classes=bundle.num_classes)
+        if cfg.model == "vgg8":
+            kwargs.setdefault("image_size", bundle.shape[-1])
+    return create_model(cfg.model, **kwargs)
+
+
+def _transforms(cfg: TrainConfig, bundle: DataBundle) -> tuple[Optional[Callable], Optional[Callable]]:
+    """(training transform, evaluation transform) for image sets; (None, None) for text."""
+    if bundle.kind != "image":
+        if cfg.augment != "none" or cfg.two_views:
+            raise ConfigError(f"augment/two_views apply to image data sets, not {bundle.name!r}")
+        return None, None
+    size = bundle.shape[-1]
+
+    def make(name: str):
+        return preset(name, size, bundle.mean, bundle.std)
+
+    if cfg.two_views and cfg.augment == "scpl":  # SCPL's pair: a weak view (crop + flip) and a strong one
+        train = Augment(TwoViews(make("cifar"), make("scpl")), seed=cfg.seed)
+    else:
+        train = Augment(make(cfg.augment), seed=cfg.seed, two_views=cfg.two_views)
+    return train, Augment(make("none"), seed=0)
+
+
+@dataclass
+class Run:
+    """What :func:`build` assembles; :func:`scpl.runner.loop.train` drives it."""
+
+    cfg: TrainConfig
+    bundle: DataBundle
+    model: DecoupledModel
+    executor: Executor
+    train_batches: Batches
+    val_batches: Optional[Batches]
+    test_batches: Batches
+    generator: torch.Generator
+    augment: Optional[Augment]
+    schedule: Optional[BlockSchedule]
+    rank: int = 0
+    world: int = 1
+
+
+def build(cfg: TrainConfig) -> Run:
+    """Data, model, blocks and executor of a run (under torchrun: this rank's view of them)."""
+    rank, world = _process(cfg)
+    executor = (EXECUTORS["threads"](micro_batches=cfg.micro_batches, trace=bool(cfg.out and cfg.plots))
+                if cfg.executor == "threads" else EXECUTORS[cfg.executor](micro_batches=cfg.micro_batches))
+    generator = seed_everything(cfg.seed)
+    bundle = load_dataset(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, train_limit=cfg.train_limit,
+                          max_len=cfg.max_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab)
+    train_set = bundle.train
+    if cfg.label_noise:
+        train_set = NoisyLabels(train_set, cfg.label_noise, bundle.num_classes, seed=cfg.seed)
+    if len(train_set) < cfg.batch_size:
+        raise ConfigError(f"the training split has {len(train_set)} samples, fewer than one batch of {cfg.batch_size}")
+    train_aug, eval_aug = _transforms(cfg, bundle)
+    devices = cfg.devices.split(",") if isinstance(cfg.devices, str) else cfg.devices
+    first_device = torch.device(devices[0] if isinstance(devices, list) else (devices or "cpu"))
+
+    def batches(dataset, size: int, shuffle: bool, transform) -> Batches:
+        loader = DataLoader(dataset, batch_size=size, shuffle=shuffle, drop_last=shuffle, collate_fn=bundle.collate,
+                            generator=generator if shuffle else None, pin_memory=first_device.type == "cuda")
+        return Batches(loader, transform, first_device)
+
+    example = next(iter(batches(bundle.train, cfg.batch_size, False, eval_aug)))[0]
+    model = _decoupled(cfg, bundle, example, devices, world)
+    schedule = _block_schedule(cfg, model)
+    return Run(cfg, bundle, model, executor, batches(train_set, cfg.batch_size, True, train_aug),
+               batches(bundle.val, cfg.eval_batch_size, False, eval_aug) if bundle.val is not None else None,
+               batches(bundle.test, cfg.eval_batch_size, False, eval_aug), generator, train_aug, schedule, rank, world)
+
+
+def _process(cfg: TrainConfig) -> tuple[int, int]:
+    """(rank, world size): joins torchrun's process group for the distributed executor; sets threads."""
+    if cfg.executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {cfg.executor!r}; choose one of {sorted(EXECUTORS)}")
+    if cfg.executor != "distributed":
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        return 0, 1
+    if "RANK" not in os.environ:
+        raise ConfigError("executor distributed runs one process per block: launch with "
+                          "`torchrun --nproc-per-node=K -m scpl train ...`")
+    rank, world = init_from_env()
+    torch.set_num_threads(cfg.threads or 1)
+    return rank, world
+
+
+def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any, world: int) -> DecoupledModel:
+    """The reference model cut into blocks with the method's local objectives."""
+    blocks = _blocks_spec(cfg.blocks)
+    num_blocks = cfg.num_blocks or (world if cfg.executor == "distributed" and blocks == "auto" else None)
+    if blocks == "auto" and num_blocks is None:
+        raise ConfigError("blocks: auto needs num_blocks K (or the distributed executor, where K is the world size)")
+    net = _model(cfg, bundle)
+    if isinstance(blocks, int) and hasattr(net, "block_counts"):  # the model's own cut (CIFAR ResNets)
+        blocks = net.block_counts(blocks)
+    model = DecoupledModel(
+        net, blocks, num_blocks=num_blocks, method=cfg.method, num_classes=bundle.num_classes,
+        example_input=example, contsup=cfg.contsup, exits=cfg.exits, devices=devices,
+        objective_kwargs=cfg.objective_args, projector=cfg.projector, projector_dim=cfg.projector_dim,
+        projector_hidden=cfg.projector_hidden, features=cfg.features, last_block=cfg.last_block,
+        optimizer=_optimizers(cfg),
+        scheduler=lambda opt: build_scheduler(cfg.schedule, opt, cfg.epochs, cfg.warmup_epochs, cfg.min_lr),
+        precision=cfg.precision, clip_grad_norm=cfg.clip_grad_norm,
+    )
+    if cfg.executor == "distributed" and len(model.blocks) != world:
+        raise ConfigError(f"the model has {len(model.blocks)} blocks but torchrun started {world} ranks; "
+                          "start one rank per block (--nproc-per-node) or set blocks/num_blocks")
+    for block in model.blocks:
+        block.rng_seed = cfg.seed  # dropout draws independent of the executor (threads, ranks) and resumable
+    return model
+
+
+def _block_schedule(cfg: TrainConfig, model: DecoupledModel) -> Optional[BlockSchedule]:
+    """DASCPL's block schedule (``activate``), if any; a block switched on at epoch a anneals its
+    learning rate over its own epochs - a, not over epochs it never trains."""
+    activate = cfg.activate if cfg.activate is not None else ("progressive" if model.progressive else None)
+    if activate is None:
+        return None
+    schedule = (BlockSchedule.progressive(len(model.blocks), cfg.epochs, cfg.progressive_span)
+                if activate == "progressive" else BlockSchedule(activate=list(activate)))
+    schedule.validate(len(model.blocks))
+    for k, block in enumerate(model.blocks):
+        if block.optimizer is not None:
+            block.scheduler = build_scheduler(cfg.schedule, block.optimizer, cfg.epochs - schedule.activate[k],
+                                              cfg.warmup_epochs, cfg.min_lr)
+    return schedule

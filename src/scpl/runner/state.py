@@ -1,0 +1,142 @@
+"""A run's saved state: complete checkpoint sets, random streams, the best epoch, resume.
+
+``OUT/epochs/{e}/`` holds epoch e's block files (``block-{k}.pt``, see :mod:`scpl.checkpoint`)
+and every rank's trainer state (``trainer-{rank}.pt``: progress, metrics, random streams).
+Only after all of them are on disk (all ranks past a barrier) does rank 0 replace
+``OUT/latest.json`` (atomically) to name epoch e; so a crash at any moment leaves the previous
+complete set in charge, never a mix of epochs. Sets other than the latest and the best
+(validation) epoch's are then deleted. Resuming restores the blocks, their optimizers and
+schedulers, and every random stream (torch, NumPy, Python, the loader's shuffling,
+augmentation), so the run continues bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..checkpoint import atomic_save, atomic_write_text, load_blocks, save_blocks
+from ..errors import ConfigError
+from .assemble import Run
+
+LATEST = "latest.json"
+
+RESUMABLE_CHANGES = ("resume", "progress", "out", "tensorboard", "plots", "threads")
+"""Settings that may differ on resume (they do not change what is computed)."""
+
+
+@dataclass
+class Progress:
+    """Per-run bookkeeping saved with every checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    rows: list = field(default_factory=list)  # metrics rows {epoch, block, name, value}
+    best_val: float = -1.0
+    best_epoch: int = 0
+    train_seconds: float = 0.0
+    samples: int = 0
+
+
+# --------------------------------------------------------------------------- checkpoint sets
+
+def epoch_dir(out: Path, epoch: int) -> Path:
+    return out / "epochs" / str(epoch)
+
+
+def write(model, out: Path, epoch: int, rank: int, blocks: Optional[Iterable[int]], trainer: dict[str, Any]) -> None:
+    """This rank's part of epoch ``epoch``'s set: its blocks and its trainer state."""
+    folder = epoch_dir(out, epoch)
+    save_blocks(model, folder, blocks)
+    atomic_save(trainer, folder / f"trainer-{rank}.pt")
+
+
+def commit(out: Path, epoch: int, keep: Iterable[int]) -> None:
+    """Name ``epoch`` the latest complete set (call once, after every rank wrote); drop sets not in ``keep``."""
+    atomic_write_text(json.dumps({"epoch": epoch}), out / LATEST)
+    keep = {str(e) for e in (*keep, epoch)}
+    for folder in (out / "epochs").iterdir():
+        if folder.name not in keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def latest(out: Path) -> Optional[int]:
+    """The epoch of the latest complete set, or None if there is none."""
+    path = out / LATEST
+    return json.loads(path.read_text())["epoch"] if path.exists() else None
+
+
+def read_trainer(out: Path, epoch: int, rank: int) -> dict[str, Any]:
+    return torch.load(epoch_dir(out, epoch) / f"trainer-{rank}.pt", map_location="cpu", weights_only=False)
+
+
+# --------------------------------------------------------------------------- a run's state
+
+def own_blocks(run: Run) -> Optional[list[int]]:
+    """The blocks this process saves and loads: its own under the distributed executor, else all."""
+    return [run.rank] if run.cfg.executor == "distributed" else None
+
+
+def rng_state(run: Run) -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "loader": run.generator.get_state(), "augment": run.augment.state_dict() if run.augment else None,
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(run: Run, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    run.generator.set_state(state["loader"])
+    if run.augment is not None and state["augment"] is not None:
+        run.augment.load_state_dict(state["augment"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(run: Run, progress: Progress, out: Path) -> None:
+    """Write this epoch's complete checkpoint set (all ranks), then name it the latest."""
+    write(run.model, out, progress.epoch, run.rank, own_blocks(run),
+          {"progress": asdict(progress), "rng": rng_state(run), "config": asdict(run.cfg)})
+    if run.cfg.executor == "distributed":
+        dist.barrier()  # every rank's files are on disk before the set is named
+    if run.rank == 0:
+        commit(out, progress.epoch, keep=[progress.best_epoch])
+
+
+def restore(run: Run, out: Path) -> Progress:
+    """Load the latest complete set into ``run`` and return its progress (refuses changed settings)."""
+    epoch = latest(out)
+    if epoch is None:
+        raise ConfigError(f"resume: {out / LATEST} not found; there is nothing to resume in {out} "
+                          "(drop --resume to start a new run)")
+    state = read_trainer(out, epoch, run.rank)
+    saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
+    now = asdict(run.cfg)
+    changed = sorted(k for k in saved if saved[k] != now.get(k))
+    if changed:
+        raise ConfigError(f"resume: the config differs from the checkpoint's in {changed}; resume with the same "
+                          "settings (a changed epochs count would change the schedules, so the run would not "
+                          "continue as it started)")
+    load_blocks(run.model, epoch_dir(out, epoch), own_blocks(run))
+    set_rng_state(run, state["rng"])
+    return Progress(**state["progress"])
+
+
+def best_weights(run: Run, out: Optional[Path], progress: Progress) -> Optional[dict]:
+    """On resume, the best epoch's weights (from its kept set); else None until an epoch is done."""
+    if not (out and progress.epoch):
+        return None
+    current = copy.deepcopy(run.model.state_dict())
+    load_blocks(run.model, epoch_dir(out, progress.best_epoch), own_blocks(run), weights_only=True)
+    best = copy.deepcopy(run.model.state_dict())
+    run.model.load_state_dict(current)
+    return best
