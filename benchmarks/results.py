@@ -1,12 +1,29 @@
-"""Run the grid behind docs/results.md and write its tables.
+"""Run the experiments behind docs/results.md and write its tables.
 
-Every cell is one ``scpl train`` command (printed in the page); results are cached in
-``OUT/runs.jsonl`` so an interrupted grid continues where it stopped. Usage::
+Every run is one ``scpl train`` (or ``scpl eval``) command, printed on the page beside its
+number. Results are cached in ``OUT/runs.jsonl`` (one JSON line per finished run), so an
+interrupted grid continues where it stopped; a failed run is reported and the others go on.
 
-    python benchmarks/results.py --jobs 2 --out results      # run (or finish) the grid
-    python benchmarks/results.py --out results --render docs/results.md   # rewrite the tables
+Tiers::
 
-Each run uses one intra-op thread; ``--jobs`` runs that many at once.
+    ablations  one factor at a time on validation accuracy (seed 0): Fashion-MNIST at a short
+               budget, the Debian Transformer and LSTM
+    parity     converged budgets, seeds 0-2, BP and every decoupled method on the same backbone,
+               budget, augmentation and optimizer
+    noise      20 % and 40 % symmetric label noise, long enough for BP to fit the noisy labels,
+               with accuracy on the noisy and the true training labels every epoch
+    exits      the early-exit trade-off (threshold against accuracy and compute saved) of the
+               converged models with exit classifiers (``scpl eval --tradeoff``)
+
+Usage::
+
+    python benchmarks/results.py --tier parity --jobs 2 --out results    # run (or finish) a tier
+    python benchmarks/results.py --out results --render docs/results.md  # rewrite the page's tables
+    python benchmarks/results.py --tier parity --list                    # the commands, without running
+
+Each run uses one intra-op thread (the recipes set ``threads: 1``); ``--jobs`` runs that many
+at once. Run a long tier from its own checkout of a fixed commit (``PYTHONPATH=CHECKOUT/src``)
+so that work on the code does not change what is measured halfway.
 """
 
 from __future__ import annotations
@@ -18,155 +35,257 @@ import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 SEEDS = (0, 1, 2)
-VISION = ("bp", "scpl", "deinforeg", "greedy", "contsup", "dascpl")
-TEXT = ("bp", "scpl", "deinforeg", "greedy", "dascpl")  # ContSup's context needs conv feature maps
-NOISY = ("bp", "scpl", "deinforeg", "greedy")
+DECOUPLED = ("scpl", "deinforeg", "greedy", "contsup", "dascpl")
+TEXT_METHODS = ("bp", "scpl", "deinforeg", "greedy", "dascpl")  # ContSup's context needs conv feature maps
+PARITY = {"fmnist-cnn-parity": ("bp", *DECOUPLED), "debian-transformer-parity": TEXT_METHODS,
+          "debian-lstm-parity": TEXT_METHODS}
+NOISE = {"rates": (0.2, 0.4), "methods": ("bp", "scpl", "deinforeg", "greedy")}
 
 
-def grid() -> list[dict]:
-    """Every run: a name and the ``scpl train`` arguments."""
+@dataclass(frozen=True)
+class Spec:
+    """One run: its cache name, where its number goes (tier, table, row) and its arguments."""
+
+    name: str
+    tier: str
+    table: str
+    row: str
+    args: tuple[str, ...]
+    seed: int = 0
+    note: str = ""
+    eval_of: Optional[str] = None  # ``scpl eval`` of this run's folder instead of a training run
+
+    def command(self, out: Path) -> list[str]:
+        if self.eval_of is not None:
+            return ["scpl", "eval", str(out / self.eval_of), *self.args, "--json"]
+        return ["scpl", "train", *self.args, "--out", str(out / self.name), "--json", "--no-progress"]
+
+
+# --------------------------------------------------------------------------- the tiers
+
+def _set(**values: str) -> list[str]:
+    return [a for key, value in values.items() for a in ("--set", f"{key}={value}")]
+
+
+ABLATION_BASES = {
+    "fmnist": ["--config", "fmnist-cnn-fast", "--epochs", "8"],
+    "transformer": ["--config", "debian-transformer-fast", "--epochs", "10"],
+    "lstm": ["--config", "debian-lstm-fast", "--epochs", "8"],
+}
+"""Short budgets: Fashion-MNIST 18,000 images x 8 epochs, the text models 10 and 8 epochs."""
+
+ABLATIONS: list[tuple[str, str, str, list[str]]] = []
+"""(workload, method, setting, extra arguments): filled in below, one factor at a time."""
+
+
+def ablation_runs() -> list[Spec]:
     runs = []
-    for recipe, methods in (("fmnist-cnn-fast", VISION), ("debian-lstm-fast", TEXT), ("debian-transformer-fast", TEXT)):
-        for method in methods:
-            for seed in SEEDS:
-                runs.append({"name": f"{recipe}-{method}-s{seed}", "table": recipe, "method": method, "seed": seed,
-                             "noise": 0.0, "args": ["--config", recipe, "--method", method, "--seed", str(seed)]})
-    for method in VISION:  # the longer budget, one seed
-        runs.append({"name": f"fmnist-cnn-full-{method}-s0", "table": "fmnist-cnn-full", "method": method, "seed": 0,
-                     "noise": 0.0, "args": ["--config", "fmnist-cnn-full", "--method", method, "--seed", "0"]})
-    for noise in (0.2, 0.4):
-        for method in NOISY:
-            runs.append({"name": f"fmnist-noise{noise}-{method}-s0", "table": "noise", "method": method, "seed": 0,
-                         "noise": noise, "args": ["--config", "fmnist-cnn-fast", "--method", method, "--seed", "0",
-                                                  "--label-noise", str(noise)]})
+    for workload, method, setting, extra in ABLATIONS:
+        name = f"ablation-{workload}-{method}-{setting}".replace(" ", "_").replace("=", "-").replace("/", "-")
+        runs.append(Spec(name, "ablations", workload, f"{method}|{setting}",
+                         (*ABLATION_BASES[workload], "--method", method, *extra)))
     return runs
 
 
-def command(run: dict, out: Path) -> list[str]:
-    return ["scpl", "train", *run["args"], "--out", str(out / run["name"]), "--json", "--no-progress"]
+def parity_runs() -> list[Spec]:
+    return [Spec(f"{recipe}-{method}-s{seed}", "parity", recipe, method,
+                 ("--config", recipe, "--method", method, "--seed", str(seed)), seed)
+            for recipe, methods in PARITY.items() for method in methods for seed in SEEDS]
 
 
-def execute(run: dict, out: Path) -> dict:
-    cmd = command(run, out)
+NOISE_RECIPE = "fmnist-cnn-noise"
+
+
+def noise_runs() -> list[Spec]:
+    return [Spec(f"noise{rate}-{method}-s0", "noise", "noise", method,
+                 ("--config", NOISE_RECIPE, "--method", method, "--label-noise", str(rate)))
+            for rate in (0.0, *NOISE["rates"]) for method in NOISE["methods"]]
+
+
+TRADEOFF_RUNS = [f"fmnist-cnn-parity-dascpl-s{s}" for s in SEEDS]
+
+
+def exit_runs() -> list[Spec]:
+    return [Spec(f"tradeoff-{run}", "exits", "exits", run, ("--tradeoff",), eval_of=run) for run in TRADEOFF_RUNS]
+
+
+TIERS: dict[str, Callable[[], list[Spec]]] = {"ablations": ablation_runs, "parity": parity_runs,
+                                              "noise": noise_runs, "exits": exit_runs}
+
+
+# --------------------------------------------------------------------------- running
+
+def execute(spec: Spec, out: Path) -> dict:
+    cmd = spec.command(out)
     proc = subprocess.run([sys.executable, "-m", "scpl", *cmd[1:]], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return {**run, "command": shlex.join(cmd), "summary": json.loads(proc.stdout.strip().splitlines()[-1])}
-
-
-def early_exit(out: Path) -> list[dict]:
-    """``scpl eval`` with each exit rule on the DASCPL Fashion-MNIST runs (both budgets)."""
-    rows = []
-    for recipe, seed in [*(("fmnist-cnn-fast", s) for s in SEEDS), ("fmnist-cnn-full", 0)]:
-        folder = out / f"{recipe}-dascpl-s{seed}"
-        for rule in ("patience", "confidence"):
-            cmd = ["scpl", "eval", str(folder), "--early-exit", rule, "--json"]
-            if recipe == "fmnist-cnn-full":
-                cmd += ["--histogram", str(out / f"exit-histogram-{rule}.png")]
-            proc = subprocess.run([sys.executable, "-m", "scpl", *cmd[1:]], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-            rows.append({"recipe": recipe, "seed": seed, "rule": rule, "command": shlex.join(cmd),
-                         "result": json.loads(proc.stdout.strip().splitlines()[-1])})
-    return rows
+    return {"name": spec.name, "tier": spec.tier, "table": spec.table, "row": spec.row, "seed": spec.seed,
+            "command": shlex.join(cmd), "summary": json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
 def load(out: Path) -> dict[str, dict]:
     path = out / "runs.jsonl"
-    if not path.exists():
-        return {}
-    runs = {}
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by an interruption: that run is redone
-            continue
-        runs[record["name"]] = record
+    runs: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by an interruption: that run is redone
+                continue
+            runs[record["name"]] = record
     return runs
 
 
-def run_grid(out: Path, jobs: int) -> None:
+def run_tier(tier: str, out: Path, jobs: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     done = load(out)
-    todo = [r for r in grid() if r["name"] not in done]
-    print(f"{len(done)} runs cached, {len(todo)} to go", file=sys.stderr)
+    todo = [s for s in TIERS[tier]() if s.name not in done]
+    print(f"{tier}: {len(done)} runs cached in {out}, {len(todo)} to go", file=sys.stderr)
     failed = []
     with ThreadPoolExecutor(jobs) as pool, open(out / "runs.jsonl", "a") as log:
-        futures = [pool.submit(execute, r, out) for r in todo]
+        futures = [pool.submit(execute, s, out) for s in todo]
         for future in as_completed(futures):
             try:
                 result = future.result()
             except RuntimeError as exc:  # keep the other runs going; report at the end
                 failed.append(str(exc))
+                print(str(exc)[:2000], file=sys.stderr)
                 continue
             log.write(json.dumps(result) + "\n")
             log.flush()
             s = result["summary"]
-            print(f"{result['name']}: test {s['test_accuracy']:.4f} val {s['val_accuracy']} "
-                  f"{s['train_seconds']:.0f} s", file=sys.stderr)
+            print(f"{result['name']}: {json.dumps({k: s.get(k) for k in ('val_accuracy', 'test_accuracy')})}",
+                  file=sys.stderr)
     if failed:
-        raise SystemExit("failed runs:\n" + "\n".join(failed))
-    (out / "early_exit.json").write_text(json.dumps(early_exit(out), indent=1))
+        raise SystemExit(f"{len(failed)} runs failed (see above)")
 
 
-def _mean_spread(values: list[float]) -> str:
+# --------------------------------------------------------------------------- tables
+
+def _pct(values: list[float]) -> str:
     mean = statistics.mean(values)
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * mean:.2f} ± {100 * spread:.2f}"
+    return f"{100 * mean:.2f} ± {100 * spread:.2f}" if len(values) > 1 else f"{100 * mean:.2f}"
+
+
+def _code(text: str) -> str:
+    return "`" + text.replace("|", "\\|") + "`"
+
+
+def ablation_tables(runs: dict[str, dict]) -> list[str]:
+    lines: list[str] = []
+    for workload in ABLATION_BASES:
+        specs = [s for s in ablation_runs() if s.table == workload and s.name in runs]
+        if not specs:
+            continue
+        lines += [f"#### {workload} (`{' '.join(ABLATION_BASES[workload])}`, seed 0)", "",
+                  "| method | setting | val accuracy % | Δ to the method's first row | best epoch | command |",
+                  "| --- | --- | ---: | ---: | ---: | --- |"]
+        first: dict[str, float] = {}
+        for spec in specs:
+            s = runs[spec.name]["summary"]
+            method, setting = spec.row.split("|", 1)
+            base = first.setdefault(method, s["val_accuracy"])
+            delta = "" if s["val_accuracy"] == base and method not in first else f"{100 * (s['val_accuracy'] - base):+.2f}"
+            lines.append(f"| {method} | {setting} | {100 * s['val_accuracy']:.2f} | {delta} | {s['best_epoch']}/"
+                         f"{s['epochs']} | {_code(runs[spec.name]['command'])} |")
+        lines.append("")
+    return lines
+
+
+def _curve_gain(record: dict, out: Path) -> Optional[float]:
+    """Validation accuracy gained over the last quarter of the epochs (convergence evidence)."""
+    path = out / record["name"] / "metrics.csv"
+    if not path.exists():
+        return None
+    import csv
+
+    val = {int(r["epoch"]): float(r["value"]) for r in csv.DictReader(open(path))
+           if r["name"] == "val_accuracy" and r["block"] == ""}
+    if not val:
+        return None
+    last = max(val)
+    start = last - max(last // 4, 1)
+    return max(val.values()) - max(v for e, v in val.items() if e <= start)
+
+
+def parity_tables(runs: dict[str, dict], out: Path) -> list[str]:
+    lines: list[str] = []
+    for recipe, methods in PARITY.items():
+        rows = {m: [runs[f"{recipe}-{m}-s{s}"] for s in SEEDS if f"{recipe}-{m}-s{s}" in runs] for m in methods}
+        if not any(rows.values()):
+            continue
+        bp = [r["summary"]["test_accuracy"] for r in rows.get("bp", [])]
+        lines += [f"### `{recipe}`", "",
+                  "| method | test accuracy % (mean ± sd) | gap to BP | val accuracy % | best epochs | "
+                  "val gain in the last quarter | train s | samples/s | command (seed 0) |",
+                  "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
+        for method, rs in rows.items():
+            if not rs:
+                continue
+            ss = [r["summary"] for r in rs]
+            tests = [s["test_accuracy"] for s in ss]
+            gap = f"{100 * (statistics.mean(tests) - statistics.mean(bp)):+.2f}" if bp and method != "bp" else ""
+            gains = [g for g in (_curve_gain(r, out) for r in rs) if g is not None]
+            gain = f"{100 * max(gains):.2f}" if gains else "-"
+            seeds = "" if len(rs) == len(SEEDS) else f" ({len(rs)} seeds)"
+            lines.append(
+                f"| {method}{seeds} | {_pct(tests)} | {gap} | {_pct([s['val_accuracy'] for s in ss])} | "
+                f"{', '.join(str(s['best_epoch']) for s in ss)} / {ss[0]['epochs']} | {gain} | "
+                f"{statistics.mean(s['train_seconds'] for s in ss):.0f} | "
+                f"{statistics.mean(s['samples_per_s'] for s in ss):.0f} | {_code(rs[0]['command'])} |")
+        lines.append("")
+    return lines
+
+
+def noise_table(runs: dict[str, dict]) -> list[str]:
+    specs = [s for s in noise_runs() if s.name in runs]
+    if not specs:
+        return []
+    lines = [f"### Label noise (`{NOISE_RECIPE}`, seed 0; noise on the training labels only)", "",
+             "| method | noise | test accuracy % (selected epoch) | best epoch | train accuracy on its labels, last epoch | "
+             "on the true labels | command |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for spec in sorted(specs, key=lambda s: (NOISE["methods"].index(s.row), s.name)):
+        r = runs[spec.name]
+        s = r["summary"]
+        lines.append(f"| {spec.row} | {100 * s['label_noise']:.0f}% | {100 * s['test_accuracy']:.2f} | "
+                     f"{s['best_epoch']}/{s['epochs']} | {_fmt(s.get('final_train_accuracy'))} | "
+                     f"{_fmt(s.get('final_train_clean_accuracy'))} | {_code(r['command'])} |")
+    return lines + [""]
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def exit_tables(runs: dict[str, dict]) -> list[str]:
+    lines: list[str] = []
+    for spec in exit_runs():
+        if spec.name not in runs:
+            continue
+        r = runs[spec.name]["summary"]
+        lines += [f"#### `{spec.row}` (full path {100 * r['accuracy']:.2f} %)", "",
+                  "| rule | threshold | accuracy % | Δ | block calls saved | exits per block |",
+                  "| --- | ---: | ---: | ---: | ---: | --- |"]
+        for p in r["tradeoff"]:
+            lines.append(f"| {p['rule']} | {p['threshold']} | {100 * p['accuracy']:.2f} | "
+                         f"{100 * (p['accuracy'] - r['accuracy']):+.2f} | {100 * p['compute_saved']:.1f}% | {p['exits']} |")
+        lines += ["", f"Command: {_code(runs[spec.name]['command'])}", ""]
+    return lines
 
 
 def tables(out: Path) -> str:
     runs = load(out)
-    lines = []
-    for recipe, methods in (("fmnist-cnn-fast", VISION), ("debian-lstm-fast", TEXT), ("debian-transformer-fast", TEXT)):
-        lines += [f"### `{recipe}`", "",
-                  "| method | test accuracy % (mean ± sd, 3 seeds) | val accuracy % | best epoch | train s | samples/s | command (seed 0) |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-        for method in methods:
-            rs = [runs[f"{recipe}-{method}-s{s}"] for s in SEEDS if f"{recipe}-{method}-s{s}" in runs]
-            if not rs:
-                continue
-            ss = [r["summary"] for r in rs]
-            lines.append(
-                f"| {method} | {_mean_spread([s['test_accuracy'] for s in ss])} | "
-                f"{_mean_spread([s['val_accuracy'] for s in ss])} | {', '.join(str(s['best_epoch']) for s in ss)} | "
-                f"{statistics.mean(s['train_seconds'] for s in ss):.0f} | "
-                f"{statistics.mean(s['samples_per_s'] for s in ss):.0f} | `{rs[0]['command']}` |")
-        lines.append("")
-    full = [(m, runs.get(f"fmnist-cnn-full-{m}-s0")) for m in VISION]
-    if any(r for _, r in full):
-        lines += ["### `fmnist-cnn-full` (all 54,000 training images, 6 epochs, seed 0)", "",
-                  "| method | test accuracy % | val accuracy % | best epoch | train s | samples/s | command |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-        for m, r in full:
-            if r:
-                s = r["summary"]
-                lines.append(f"| {m} | {100 * s['test_accuracy']:.2f} | {100 * s['val_accuracy']:.2f} | {s['best_epoch']} | "
-                             f"{s['train_seconds']:.0f} | {s['samples_per_s']:.0f} | `{r['command']}` |")
-        lines.append("")
-    lines += ["### Label noise (`fmnist-cnn-fast`, seed 0, symmetric noise on the training labels only)", "",
-              "| method | clean | 20% noise | 40% noise |", "| --- | ---: | ---: | ---: |"]
-    for method in NOISY:
-        cells = [runs.get(f"fmnist-cnn-fast-{method}-s0")] + [runs.get(f"fmnist-noise{n}-{method}-s0") for n in (0.2, 0.4)]
-        lines.append(f"| {method} | " + " | ".join("-" if c is None else f"{100 * c['summary']['test_accuracy']:.2f}"
-                                                  for c in cells) + " |")
-    example = runs.get("fmnist-noise0.4-scpl-s0")
-    if example:
-        lines += ["", f"Command (40%, SCPL): `{example['command']}`"]
-    ee_path = out / "early_exit.json"
-    if ee_path.exists():
-        lines += ["", "### Early exit (DASCPL runs, Fashion-MNIST test set)", "",
-                  "| recipe | seed | rule | full-path accuracy % | early-exit accuracy % | exits per block | block calls saved | block time saved |",
-                  "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: |"]
-        for row in json.loads(ee_path.read_text()):
-            r = row["result"]
-            lines.append(f"| `{row['recipe']}` | {row['seed']} | {row['rule']} | {100 * r['accuracy']:.2f} | {100 * r['exit_accuracy']:.2f} | "
-                         f"{r['exits']} | {100 * r['compute_saved']:.1f}% | {100 * r['compute_saved_by_time']:.1f}% |")
-        lines += ["", f"Command: `{json.loads(ee_path.read_text())[-2]['command']}` (and `--early-exit confidence`); "
-                  "patience rule: patience 1, cosine 0.8; confidence rule: max softmax >= 0.9"]
+    lines = ["### Converged parity", ""] + parity_tables(runs, out)
+    lines += ["### Ablations (validation accuracy, one factor at a time)", ""] + ablation_tables(runs)
+    lines += noise_table(runs)
+    lines += ["### Early exit on the converged models", ""] + exit_tables(runs)
     return "\n".join(lines) + "\n"
 
 
@@ -184,14 +303,19 @@ def render(out: Path, page: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results", help="folder of the runs and runs.jsonl")
+    parser.add_argument("--tier", choices=sorted(TIERS), help="run (or finish) this tier")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--render", help="rewrite the tables of this page instead of running")
+    parser.add_argument("--list", action="store_true", help="print the tier's commands instead of running them")
+    parser.add_argument("--render", help="rewrite the tables of this page")
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.tier and args.list:
+        for spec in TIERS[args.tier]():
+            print(shlex.join(spec.command(out)))
+    elif args.tier:
+        run_tier(args.tier, out, args.jobs)
     if args.render:
-        render(Path(args.out), Path(args.render))
-    else:
-        run_grid(Path(args.out), args.jobs)
-        print(tables(Path(args.out)))
+        render(out, Path(args.render))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,18 @@ import torch
 import torch.nn.functional as F
 
 from scpl.data.augment import (
-    Augment, ColorJitter, Compose, Normalize, RandomApply, RandomCrop, RandomGrayscale,
-    RandomHorizontalFlip, TwoViews, grayscale, preset, rgb_to_hsv,
+    Augment,
+    ColorJitter,
+    Compose,
+    Normalize,
+    RandomApply,
+    RandomCrop,
+    RandomGrayscale,
+    RandomHorizontalFlip,
+    TwoViews,
+    grayscale,
+    preset,
+    rgb_to_hsv,
 )
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
@@ -299,7 +309,8 @@ def test_two_views_weak_and_strong_transforms():
     from the second."""
     x = torch.rand(4, 3, 8, 8)
     y = torch.arange(4)
-    views, labels = TwoViews(RandomHorizontalFlip(p=1.0), RandomGrayscale(p=1.0))(x, y, torch.Generator().manual_seed(0))
+    views, labels = TwoViews(RandomHorizontalFlip(p=1.0), RandomGrayscale(p=1.0))(
+        x, y, torch.Generator().manual_seed(0))
     assert torch.equal(views[:4], x.flip(-1))
     lum = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
     for c in range(3):

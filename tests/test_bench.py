@@ -21,8 +21,8 @@ def test_bench_pipeline_json_has_the_promised_fields():
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("stages", "sequential_sps", "threads_sps", "processes_sps", "bp_sps", "bp_all_cores_sps",
-                "peer_pipeline_sps", "speedup_processes_vs_sequential", "efficiency", "speedup_vs_peer_pipeline",
-                "max_param_diff", "micro_batch"):
+                "peer_pipeline_sps", "speedup_processes_vs_sequential", "efficiency",
+                "speedup_vs_peer_pipeline", "max_param_diff", "micro_batch"):
         assert key in result, key
     assert result["stages"] == 2 and result["micro_batch"] == 8
     assert all(result[k] > 0 for k in ("sequential_sps", "threads_sps", "processes_sps", "peer_pipeline_sps"))
@@ -33,8 +33,9 @@ def test_bench_pipeline_json_has_the_promised_fields():
 
 
 def test_bench_memory_json_and_what_it_shows():
-    proc = subprocess.run([sys.executable, "-m", "scpl", "bench", "memory", "--batch-size", "4", "--models", "resnet32",
-                           "--ks", "2", "4", "16", "--json"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "scpl", "bench", "memory", "--batch-size", "4",
+                           "--models", "resnet32", "--ks", "2", "4", "16", "--json"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     m = result["models"]["resnet32"]
@@ -43,4 +44,5 @@ def test_bench_memory_json_and_what_it_shows():
     assert peaks["16"] < peaks["4"] < peaks["2"] < bp  # more blocks, less held at once
     assert all(len(m["decoupled_block_bytes"][k]) == int(k) for k in peaks)
     assert max(m["decoupled_block_bytes"]["4"]) == peaks["4"]
-    assert all(m["contsup_r1e_peak_bytes"][k] >= peaks[k] for k in peaks)  # context branches hold a little more
+    # context branches hold a little more
+    assert all(m["contsup_r1e_peak_bytes"][k] >= peaks[k] for k in peaks)

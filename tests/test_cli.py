@@ -49,7 +49,8 @@ def test_train_under_torchrun_equals_sequential_and_exports_a_model(tmp_path):
     names = {p.name for p in (tmp_path / "dist").iterdir()}
     assert {"model.pt", "summary.json", "config.yaml", "metrics.csv", "latest.json", "epochs"} <= names
     assert sorted(p.name for p in (tmp_path / "dist" / "epochs" / "1").iterdir()) == [
-        "block-0.pt", "block-1.pt", "trainer-0.pt", "trainer-1.pt"]
+        f"{name}{end}" for name in ("block-0.pt", "block-1.pt", "trainer-0.pt", "trainer-1.pt")
+        for end in ("", ".sha256")]
 
     seq_run = run_cli(*common, "--executor", "sequential", "--threads", "1", "--blocks", ",".join(map(str, counts)),
                       "--out", str(tmp_path / "seq"))

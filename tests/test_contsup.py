@@ -4,10 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import synthetic_loader
 from scpl import ConfigError, DecoupledModel, seed_everything
 from scpl.context import ContextSpec
-
-from conftest import synthetic_loader
 
 X = torch.randn(4, 1, 8, 8)
 
@@ -126,7 +125,8 @@ def test_infopro_reconstruction_term():
         got = block.local_loss(outs[1], torch.tensor([0, 0, 1, 1]))
         h, x = outs[1][0], outs[1][1]
         task = block.objective(block.projector(block.features(outs[1])), torch.tensor([0, 0, 1, 1]))
-        target = (x - x.amin((1, 2, 3), keepdim=True)) / (x.amax((1, 2, 3), keepdim=True) - x.amin((1, 2, 3), keepdim=True))
+        target = (x - x.amin((1, 2, 3), keepdim=True)) / (x.amax((1, 2, 3), keepdim=True)
+                                                          - x.amin((1, 2, 3), keepdim=True))
         recon = nn.functional.binary_cross_entropy_with_logits(block.extra_loss.decoder(h), target)
     assert got.item() == pytest.approx(0.5 * task.item() + 1.0 * recon.item(), rel=1e-5)
     before = block.extra_loss.decoder[1].weight.clone()

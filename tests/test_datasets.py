@@ -31,11 +31,13 @@ def test_image_bundle_normalises_with_training_statistics():
 
 def test_text_vocabulary_comes_from_the_training_part_only():
     b = load_dataset("debian", val_fraction=0.1, max_len=32)
-    assert b.kind == "text" and b.num_classes == 16 and len(b.train) + len(b.val) == 8888 and len(b.test) == 2399
+    assert (b.kind == "text" and b.num_classes == 16 and len(b.train) + len(b.val) == 8888
+            and len(b.test) == 2399)
     train_texts, _, test_texts, _, _ = text.load_debian()
     tr, va = split_indices(len(train_texts), 0.1, 0)
     train_words = {t for i in tr for t in text.tokenize(train_texts[i])}
-    held_out = {t for i in va for t in text.tokenize(train_texts[i])} | {t for s in test_texts for t in text.tokenize(s)}
+    held_out = ({t for i in va for t in text.tokenize(train_texts[i])}
+                | {t for s in test_texts for t in text.tokenize(s)})
     only_held_out = held_out - train_words
     assert only_held_out, "the held-out texts should contain words the training part lacks"
     assert not only_held_out & set(b.vocab.itos)
@@ -69,8 +71,10 @@ def test_mnist_reads_idx_files_from_its_folder(tmp_path, monkeypatch):
     idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(5))
     monkeypatch.setenv("SCPL_DATA", str(tmp_path))
     b = load_dataset("mnist", val_fraction=0.0)
-    assert torch.equal(torch.stack([b.train[i][0][0] for i in range(20)]), torch.from_numpy(train_x.astype(np.uint8)))
+    assert torch.equal(torch.stack([b.train[i][0][0] for i in range(20)]),
+                       torch.from_numpy(train_x.astype(np.uint8)))
     assert [int(b.test[i][1]) for i in range(5)] == [0, 1, 2, 3, 4] and b.val is None
     monkeypatch.setenv("SCPL_DATA", str(tmp_path / "elsewhere"))
-    with pytest.raises(FileNotFoundError, match="mnist not found in .*elsewhere/mnist.*train-images-idx3-ubyte.gz"):
+    with pytest.raises(FileNotFoundError,
+                       match="mnist not found in .*elsewhere/mnist.*train-images-idx3-ubyte.gz"):
         load_dataset("mnist")

@@ -6,10 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from scpl.objectives import CallableObjective
-from scpl import BlockInputError, ConfigError, DecoupledModel, LabelError, NonFiniteLossError, seed_everything
-
 from conftest import tiny_cnn
+from scpl import BlockInputError, ConfigError, DecoupledModel, LabelError, NonFiniteLossError, seed_everything
+from scpl.objectives import CallableObjective
 
 EXAMPLE = torch.zeros(2, 1, 8, 8)
 
@@ -61,7 +60,8 @@ def test_labels_outside_range():
 
 def test_batch_shape_rejected_by_first_block():
     model = build()
-    with pytest.raises(BlockInputError, match=r"block 0 failed on its input of shape \(4, 3, 8, 8\).*first layer") as info:
+    with pytest.raises(BlockInputError,
+                       match=r"block 0 failed on its input of shape \(4, 3, 8, 8\).*first layer") as info:
         model.fit([(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))])
     assert isinstance(info.value.__cause__, RuntimeError)
 
@@ -82,7 +82,8 @@ def test_non_finite_loss_stops_with_block_and_step(bad):
         model.fit([(x, y)])
     assert (info.value.block, info.value.step) == (1, 2)
     after = model.blocks[1].state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
+    assert all(torch.equal(before[k], after[k]) for k in before
+               if "running" not in k and "num_batches" not in k)
 
 
 def test_split_points_errors():

@@ -114,6 +114,8 @@ def test_distributed_equals_sequential_bitwise(case, world, tmp_path):
         # on_step (what scpl train's progress bar shows) runs on the last rank only, once per step
         assert saved["steps"] == (ref_steps if rank == world - 1 else []), f"rank {rank}"
         assert saved["metrics"]["accuracy"] == ref_metrics["accuracy"]
+        assert saved["default_metrics"] == saved["metrics"]  # evaluate() without an executor uses the pipeline
+        assert saved["exit_accuracy"] == ref.evaluate_exits(CASES[case]()[1])
         assert saved["metrics"]["loss"] == pytest.approx(ref_metrics["loss"], rel=1e-6)
         assert torch.equal(saved["preds"], ref_preds)
         if case == "cnn":  # early exit through the pipeline decides exactly as in one process
@@ -134,6 +136,19 @@ def test_distributed_failure_stops_every_rank(fault, tmp_path):
     if fault.startswith("raise"):
         assert "injected failure at call 3" in outputs[1]
         assert "rank 1 failed: ValueError: injected failure" in outputs[2] or "lost the connection to rank 1" in outputs[2]
+
+
+def test_a_rank_killed_in_the_last_micro_batch_stops_every_rank(tmp_path, monkeypatch):
+    # Without the torchrun agent nobody kills the others, and ranks 0 and 1 have sent everything:
+    # no socket breaks. Their heartbeat watch notices that rank 2 stopped beating.
+    monkeypatch.setenv("PEER_TIMEOUT", "10")  # a loaded CI machine can stall a rank for seconds
+    codes, outputs, seconds = run_ranks("dist_train.py", 3, str(tmp_path / "out"), "cnn", "kill:last:2", timeout=90)
+    assert codes[2] == -9 and codes[0] != 0 and codes[1] != 0, codes
+    assert "StageError: stage 2 failed" in outputs[0], outputs[0][-2000:]
+    assert "rank 2 stopped responding: no heartbeat for 10 s" in outputs[0], outputs[0][-2000:]
+    # rank 1 reads rank 0's announcement, unless rank 0 (hosting the store) is gone by then
+    assert ("rank 2 stopped responding" in outputs[1] or "lost the process group's store" in outputs[1]), outputs[1]
+    assert seconds < 60
 
 
 def test_distributed_unsendable_output_is_the_senders_error(tmp_path):

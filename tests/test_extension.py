@@ -4,12 +4,11 @@ import pytest
 import torch
 from torch import nn
 
+from cases import CASES
 from scpl import ConfigError, seed_everything
 from scpl.checkpoint import load_blocks, save_blocks
 from scpl.executors import SequentialExecutor, ThreadedExecutor
 from scpl.extension import extend
-
-from cases import CASES
 
 
 def trained_base(tmp_path):
@@ -35,7 +34,7 @@ def test_extension_trains_only_new_blocks(executor, tmp_path):
     for k, v in old.items():  # every old tensor, BatchNorm statistics included
         assert torch.equal(after[k], v), k
     assert not all(torch.equal(new_before[k], v) for k, v in model.blocks[3:].state_dict().items())
-    assert hist[-1]["losses"][:3] == [0.0, 0.0, 0.0] and hist[-1]["losses"][3] > 0
+    assert hist[-1]["losses"][:3] == [None, None, None] and hist[-1]["losses"][3] > 0  # frozen: not trained
     exits = model.evaluate_exits(loader)
     assert len(exits) == 5 and exits[2] == base.evaluate(loader)["accuracy"]  # the old output is an exit
 
@@ -45,10 +44,12 @@ def test_extend_leaves_the_trained_model_unchanged(tmp_path):
     before = {k: v.clone() for k, v in base.state_dict().items()}
     preds = base.predict(loader)
     base.train()
-    model = extend(base, [nn.Linear(4, 4)], example_input=torch.zeros(2, 1, 8, 8), side_inputs=0, method="greedy")
+    model = extend(base, [nn.Linear(4, 4)], example_input=torch.zeros(2, 1, 8, 8), side_inputs=0,
+                   method="greedy")
     assert base.training and [b.mode for b in base.blocks] == ["train"] * 3
     assert all(b.optimizer is not None for b in base.blocks)
-    assert [b.optimizer is None for b in model.blocks] == [True] * 3 + [False]  # frozen copies carry no optimizer
+    # frozen copies carry no optimizer
+    assert [b.optimizer is None for b in model.blocks] == [True] * 3 + [False]
     after = base.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
     assert torch.equal(base.predict(loader), preds)
@@ -71,7 +72,8 @@ def test_side_inputs_travel_with_the_flow_and_help(tmp_path):
     old = {k: v.clone() for k, v in base.state_dict().items()}
     # side features: a noisy one-hot of the label, which the new block can learn to read
     g = torch.Generator().manual_seed(0)
-    batches = [((x, nn.functional.one_hot(y, 4).float() + 0.1 * torch.randn(len(y), 4, generator=g)), y) for x, y in loader]
+    batches = [((x, nn.functional.one_hot(y, 4).float() + 0.1 * torch.randn(len(y), 4, generator=g)), y)
+               for x, y in loader]
     seed_everything(1)
     model = extend(base, [UsesSide()], example_input=batches[0][0], side_inputs=1,
                    optimizer=lambda p: torch.optim.Adam(p, lr=0.05))

@@ -116,7 +116,8 @@ def write_svhn(path: Path, images: np.ndarray, labels: list[int]) -> None:
 
 
 def test_svhn(tmp_path: Path) -> None:
-    train, test, extra = random_images(4, 32, seed=6), random_images(3, 32, seed=7), random_images(2, 32, seed=8)
+    train, test, extra = (random_images(4, 32, seed=6), random_images(3, 32, seed=7),
+                          random_images(2, 32, seed=8))
     write_svhn(tmp_path / "train_32x32.mat", train, [10, 1, 5, 9])
     write_svhn(tmp_path / "test_32x32.mat", test, [2, 10, 3])
     x_train, y_train, x_test, y_test = load_svhn(tmp_path)
@@ -224,7 +225,8 @@ def test_tiny_imagenet(tmp_path: Path) -> None:
     assert y_train.dtype == torch.int64 and y_train.tolist() == [0, 0, 1]
     for x, name in zip(x_train, ["a0", "a1", "b0"]):
         assert_close(x, images[name])
-    assert torch.equal(x_train[1, 0], x_train[1, 1]) and torch.equal(x_train[1, 1], x_train[1, 2])  # gray -> RGB
+    # gray -> RGB
+    assert torch.equal(x_train[1, 0], x_train[1, 1]) and torch.equal(x_train[1, 1], x_train[1, 2])
     assert x_test.shape == (2, 3, 64, 64) and y_test.tolist() == [1, 0]  # sorted by file name
     assert_close(x_test[0], images["v0"])
     assert_close(x_test[1], images["v1"])
@@ -236,7 +238,8 @@ def test_tiny_imagenet(tmp_path: Path) -> None:
 
 def test_tiny_imagenet_bad_annotation(tmp_path: Path) -> None:
     make_tiny_imagenet(tmp_path)
-    (tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn00000000\t0\t0\t1\t1\n")
+    (tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt").write_text(
+        "val_0.JPEG\tn00000000\t0\t0\t1\t1\n")
     with pytest.raises(ValueError, match="wnids.txt"):
         load_tiny_imagenet(tmp_path)
 
@@ -279,5 +282,6 @@ def test_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SCPL_DATA")
     assert data_root("stl10") == Path("~/.scpl/data").expanduser() / "stl10"
     monkeypatch.setenv("SCPL_DATA", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "stl10" / "stl10_binary" / "train_X.bin"))):
+    with pytest.raises(FileNotFoundError,
+                       match=re.escape(str(tmp_path / "stl10" / "stl10_binary" / "train_X.bin"))):
         load_stl10()

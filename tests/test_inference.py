@@ -4,10 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import synthetic_loader, tiny_cnn
 from scpl import DecoupledModel, seed_everything
 from scpl.inference import Confidence, PatienceCosine, early_exit
-
-from conftest import synthetic_loader, tiny_cnn
 
 
 class Recorder(nn.Module):
@@ -31,11 +30,12 @@ def handcrafted():
     Sample (0, 3): block 0 says class 1, block 1 says class 0 -> goes on to the last block.
     """
     blocks = [Recorder(), Recorder(), Recorder()]
-    model = DecoupledModel(blocks, method="greedy", num_classes=2, example_input=torch.zeros(2, 2), exits=True,
-                           projector="identity")
+    model = DecoupledModel(blocks, method="greedy", num_classes=2, example_input=torch.zeros(2, 2),
+                           exits=True, projector="identity")
     with torch.no_grad():
         model.blocks[0].classifier.weight.copy_(torch.eye(2)), model.blocks[0].classifier.bias.zero_()
-        model.blocks[1].classifier.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]])), model.blocks[1].classifier.bias.zero_()
+        model.blocks[1].classifier.weight.copy_(
+            torch.tensor([[1.0, 0.0], [0.0, -1.0]])), model.blocks[1].classifier.bias.zero_()
     for b in blocks:
         b.sizes.clear()
     return model, blocks
@@ -70,7 +70,8 @@ def test_confidence_rule():
 @pytest.mark.parametrize("policy", [PatienceCosine(threshold=1.5), Confidence(1.01)])
 def test_unreachable_thresholds_equal_the_full_path(policy):
     seed_everything(0)
-    model = DecoupledModel(tiny_cnn(), [3, 3, 2], num_classes=4, example_input=torch.zeros(2, 1, 8, 8), exits=True)
+    model = DecoupledModel(tiny_cnn(), [3, 3, 2], num_classes=4, example_input=torch.zeros(2, 1, 8, 8),
+                           exits=True)
     loader = synthetic_loader()
     model.fit(loader, epochs=2)
     report = early_exit(model, loader, policy)

@@ -3,12 +3,11 @@
 import pytest
 import torch
 
+from launch import run_ranks
+from model_cases import LABELS, SPECS, build
 from scpl.executors import SequentialExecutor, ThreadedExecutor
 from scpl.models import MODELS, CifarResNet, TextClassifier, create_model
 from scpl.models.text import sinusoidal_positions
-
-from launch import run_ranks
-from model_cases import LABELS, SPECS, build
 
 
 def test_registry_has_every_reference_model():
@@ -26,7 +25,8 @@ def test_forward_and_one_step_sequential_equals_threads(name):
         model.fit([(x, LABELS)], executor=executor)
         after = model.state_dict()
         for k, block in enumerate(model.blocks):  # every block trained
-            assert any(not torch.equal(before[n], after[n]) for n in after if n.startswith(f"blocks.{k}.layers")), (name, k)
+            assert any(not torch.equal(before[n], after[n])
+                       for n in after if n.startswith(f"blocks.{k}.layers")), (name, k)
         runs.append(after)
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
@@ -46,7 +46,8 @@ def test_every_model_one_step_on_four_ranks_equals_sequential(tmp_path):
 def test_vgg8_layout():
     net = create_model("vgg8")
     assert len(net) == 4
-    assert [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)] == [128, 256, 256, 512, 512, 512]
+    assert ([m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+            == [128, 256, 256, 512, 512, 512])
     assert all(m.bias is None for m in net.modules() if isinstance(m, torch.nn.Conv2d))
 
 

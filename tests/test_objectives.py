@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from scpl.objectives import CrossEntropyLoss, DeInfoRegLoss, SupConLoss, build_objective
 from scpl.errors import ConfigError
+from scpl.objectives import CrossEntropyLoss, DeInfoRegLoss, SupConLoss, build_objective
 
 torch.manual_seed(0)
 
@@ -79,7 +79,8 @@ def deinforeg_reference(f, y, c, a=1.0, b=1.0, cc=1.0, gamma=1.0, eps=1e-4, orig
     def corr(u, v):
         mu, mv = sum(u) / len(u), sum(v) / len(v)
         cu, cv = [x - mu for x in u], [x - mv for x in v]
-        return sum(p * q for p, q in zip(cu, cv)) / (math.sqrt(sum(p * p for p in cu)) * math.sqrt(sum(q * q for q in cv)))
+        return sum(p * q for p, q in zip(cu, cv)) / (math.sqrt(sum(p * p for p in cu))
+                                                     * math.sqrt(sum(q * q for q in cv)))
 
     inv = 0.0
     for i in range(n):
@@ -136,7 +137,8 @@ def test_deinforeg_variance_term_default_is_satisfiable_original_is_not():
     # Wide, spread features: the default hinge on raw z is satisfied (0), the original on unit rows is not.
     f = torch.randn(64, 32, dtype=torch.float64) * 5
     default = DeInfoRegLoss(2, inv_weight=0, cov_weight=0)(f, torch.zeros(64, dtype=torch.long))
-    original = DeInfoRegLoss(2, inv_weight=0, cov_weight=0, original=True)(f, torch.zeros(64, dtype=torch.long))
+    original = DeInfoRegLoss(2, inv_weight=0, cov_weight=0, original=True)(
+        f, torch.zeros(64, dtype=torch.long))
     assert default.item() == 0.0
     assert original.item() > 0.0
 
@@ -144,7 +146,8 @@ def test_deinforeg_variance_term_default_is_satisfiable_original_is_not():
 def test_cross_entropy_matches_reference():
     logits = torch.randn(5, 3, dtype=torch.float64)
     y = torch.tensor([0, 2, 1, 1, 0])
-    ref = -sum(math.log(math.exp(l[t]) / sum(math.exp(v) for v in l)) for l, t in zip(logits.tolist(), y.tolist())) / 5
+    ref = -sum(math.log(math.exp(row[t]) / sum(math.exp(v) for v in row))
+               for row, t in zip(logits.tolist(), y.tolist())) / 5
     assert CrossEntropyLoss()(logits, y).item() == pytest.approx(ref, rel=1e-12)
 
 

@@ -6,10 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import tiny_cnn
 from scpl import ConfigError, DecoupledModel
 from scpl.optim import LARS, build_optimizer, build_scheduler
-
-from conftest import tiny_cnn
 
 
 def test_lars_step_follows_the_rule():
@@ -74,8 +73,10 @@ def test_clip_grad_norm_bounds_the_step():
     x, y = torch.randn(32, 1, 8, 8) * 100, torch.randint(0, 4, (32,))
     def sgd(params):
         return torch.optim.SGD(params, lr=1.0)
-    model = DecoupledModel(tiny_cnn(), [8], method="bp", num_classes=4, example_input=x, optimizer=sgd, clip_grad_norm=0.01)
+    model = DecoupledModel(tiny_cnn(), [8], method="bp", num_classes=4, example_input=x, optimizer=sgd,
+                           clip_grad_norm=0.01)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     model.fit([(x, y)], epochs=1)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
-    assert 0.009 < torch.linalg.vector_norm(after - before) <= 0.01 + 1e-6  # SGD lr 1: step = clipped gradient
+    # SGD lr 1: step = clipped gradient
+    assert 0.009 < torch.linalg.vector_norm(after - before) <= 0.01 + 1e-6

@@ -4,10 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from cases import Embed, Head, Mixer
 from scpl import DecoupledModel, seed_everything, split_model
 from scpl.heads import PooledFeatures, masked_mean
-
-from cases import Embed, Head, Mixer
 
 
 class Residual(nn.Module):
@@ -65,7 +64,8 @@ def test_split_points_trace_and_share_parameters(training):
 
 def test_split_points_train_a_decoupled_model():
     seed_everything(0)
-    model = DecoupledModel(TinyResNet(), ["layer1", "layer2"], num_classes=3, example_input=torch.zeros(2, 1, 6, 6))
+    model = DecoupledModel(TinyResNet(), ["layer1", "layer2"], num_classes=3,
+                           example_input=torch.zeros(2, 1, 6, 6))
     x, y = torch.randn(8, 1, 6, 6), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     hist = model.fit([(x, y)] * 3, epochs=2)
     assert len(model.blocks) == 3 and len(hist[0]["losses"]) == 3
@@ -94,3 +94,19 @@ def test_masked_mean_and_pooled_features():
     maps = torch.arange(16.0).view(1, 1, 4, 4)
     assert PooledFeatures(grid=2)(maps).tolist() == [[2.5, 4.5, 10.5, 12.5]]
     assert PooledFeatures()(torch.ones(3, 7)).shape == (3, 7)
+
+
+def test_a_split_point_inside_a_residual_unit_is_refused():
+    from scpl import ConfigError
+    from scpl.models import create_model
+
+    images = torch.zeros(2, 3, 32, 32)
+    for point in ("6.bn1", "6.shortcut"):  # the unit's input would cross the cut as a second output
+        with pytest.raises(ConfigError, match=r"lies inside '6'.*skip connection crosses a split point"):
+            DecoupledModel(create_model("resnet32", num_classes=10, width=4), [point], num_classes=10,
+                           example_input=images)
+    # between units, also between the units of one nn.Sequential stage, is fine
+    assert len(DecoupledModel(create_model("resnet32", num_classes=10, width=4), ["6", "11"], num_classes=10,
+                              example_input=images).blocks) == 3
+    assert len(DecoupledModel(create_model("resnet18", num_classes=10, width=4), ["1.1", "2"], num_classes=10,
+                              example_input=images).blocks) == 3

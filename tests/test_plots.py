@@ -15,9 +15,9 @@ from scpl.plots import plot_curves, plot_exit_histogram, plot_timeline, read_met
 ROWS = [
     {"epoch": e, "block": b, "name": n, "value": v}
     for e in (1, 2, 3)
-    for b, n, v in [(0, "train_loss", 1.5 / e), (1, "train_loss", 1.2 / e), (0, "val_accuracy", 0.3 + 0.1 * e),
-                    (1, "val_accuracy", 0.4 + 0.1 * e), ("", "val_accuracy", 0.45 + 0.1 * e), (0, "lr", 0.1 / e),
-                    ("", "epoch_seconds", 2.0)]
+    for b, n, v in [(0, "train_loss", 1.5 / e), (1, "train_loss", 1.2 / e),
+                    (0, "val_accuracy", 0.3 + 0.1 * e), (1, "val_accuracy", 0.4 + 0.1 * e),
+                    ("", "val_accuracy", 0.45 + 0.1 * e), (0, "lr", 0.1 / e), ("", "epoch_seconds", 2.0)]
 ]
 
 
@@ -58,7 +58,8 @@ def test_plot_errors(tmp_path):
 
 
 def test_plot_timeline_and_exit_histogram(tmp_path):
-    events = [TraceEvent(s, t, m, 0.01 * (2 * t + m + s), 0.01 * (2 * t + m + s) + 0.008) for s in range(3) for t in range(4) for m in range(2)]
+    events = [TraceEvent(s, t, m, 0.01 * (2 * t + m + s), 0.01 * (2 * t + m + s) + 0.008)
+              for s in range(3) for t in range(4) for m in range(2)]
     assert_png(plot_timeline(events, tmp_path / "t.png", title="synthetic"))
     as_dicts = [dict(stage=e.stage, step=e.step, micro=e.micro, start=e.start, end=e.end) for e in events]
     assert_png(plot_timeline(as_dicts, tmp_path / "d.png"))
@@ -68,7 +69,8 @@ def test_plot_timeline_and_exit_histogram(tmp_path):
 
 def test_threaded_trace_records_every_train_step():
     seed_everything(0)
-    model = DecoupledModel(tiny_cnn(), [3, 5], method="scpl", num_classes=4, example_input=torch.zeros(2, 1, 8, 8))
+    model = DecoupledModel(tiny_cnn(), [3, 5], method="scpl", num_classes=4,
+                           example_input=torch.zeros(2, 1, 8, 8))
     loader, micro = synthetic_loader(n=96, batch_size=16), 2
     steps = len(loader)
     executor = ThreadedExecutor(micro_batches=micro, trace=True)

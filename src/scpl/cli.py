@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
 import sys
 from typing import Optional, Sequence
 
@@ -240,12 +242,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ScplError, FileNotFoundError, ImportError) as exc:
         print(f"scpl {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"scpl {args.command}: {interrupted(args, argv)}", file=sys.stderr)
+        return 130
+
+
+def interrupted(args: argparse.Namespace, argv: list[str]) -> str:
+    """One line for Ctrl-C: where a training run stopped and the exact command that continues it."""
+    out = getattr(args, "out", None)
+    if args.command != "train":
+        return "interrupted"
+    if not out:
+        return "interrupted; nothing was saved (no --out)"
+    from pathlib import Path
+
+    from .runner.state import latest
+
+    try:
+        done = latest(Path(out))
+    except ScplError:
+        done = None
+    if not done:
+        return f"interrupted before the first epoch ended; nothing to resume in {out} (start it again)"
+    resume = argv if "--resume" in argv else [*argv, "--resume"]
+    again = ("rerun the same torchrun command with --resume" if "RANK" in os.environ
+             else f"continue with: {shlex.join(['scpl', *resume])}")
+    return f"interrupted; epochs 1-{done} are saved in {out}; {again}"
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ the last n blocks, one projection each. Block k+1 receives ``(h_k, x?, h_{k-1}, 
 before its layers; every projection belongs to the consuming block and is trained by its loss.
 Optional InfoPro term (``infopro=(lambda_x, lambda_y)``, modes E and R1E): a decoder on each
 block but the last reconstructs x from h_k; its local loss becomes
-``lambda_x * BCE(recon, x) + lambda_y * L``. A projection matches shape by element-wise addition: adaptive average pooling to the target
-size, then a 1x1 conv + BatchNorm (``pool_first=True``, cheaper, the default), or the conv first.
+``lambda_x * BCE(recon, x) + lambda_y * L``. A projection matches shape by element-wise addition:
+adaptive average pooling to the target size, then a 1x1 conv + BatchNorm (``pool_first=True``,
+cheaper, the default), or the conv first.
 The context branches stay in the network at test time: :func:`context_cost` reports them.
 """
 
@@ -30,6 +31,10 @@ from .flow import flow_to
 
 @dataclass(frozen=True)
 class ContextSpec:
+    """A ContSup configuration: the context ``mode`` (``n``: history length of "Rn"), the projection
+    order (``pool_first``) and the optional InfoPro weights ``infopro``.
+    """
+
     mode: str = "R0"
     n: int = 1  # history length for "Rn"
     pool_first: bool = True
@@ -45,10 +50,12 @@ class ContextSpec:
 
     @property
     def uses_x(self) -> bool:
+        """Whether blocks receive the raw input x (modes E and R1E)."""
         return self.mode in ("E", "R1E")
 
     @property
     def history(self) -> int:
+        """How many previous block inputs each block receives (0, 1 or ``n``)."""
         return {"R0": 0, "E": 0, "R1": 1, "R1E": 1, "Rn": self.n}[self.mode]
 
 
@@ -62,6 +69,7 @@ class Projection(nn.Module):
         self.bn = nn.BatchNorm2d(c_out)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` projected to the target's channels and spatial size."""
         if self.pool_first:
             return self.bn(self.conv(nn.functional.adaptive_avg_pool2d(x, self.size)))
         return nn.functional.adaptive_avg_pool2d(self.bn(self.conv(x)), self.size)
@@ -99,6 +107,9 @@ class ContextBlock(nn.Module):
                 self.projections.append(Projection(shape[1], c, size, spec.pool_first))
 
     def forward(self, *flow: Tensor):
+        """Run the layers on ``h`` plus its projected context; return the output and the context to
+        hand on (the output alone in the last block).
+        """
         if self.first:
             h, x, history = flow[0], flow[0], ()
             inputs = h
@@ -128,19 +139,22 @@ def wrap(layers: nn.Module, spec: ContextSpec, flow, first: bool, last: bool) ->
     main = tensors[0].shape
     x_shape = tensors[1].shape if spec.uses_x else None
     history = tuple(t.shape for t in tensors[2 if spec.uses_x else 1:])
-    return ContextBlock(layers, spec, first=False, last=last, main_shape=main, x_shape=x_shape, history_shapes=history)
+    return ContextBlock(layers, spec, first=False, last=last, main_shape=main, x_shape=x_shape,
+                        history_shapes=history)
 
 
 class InfoProTerm(nn.Module):
     """InfoPro's local loss on a context flow ``(h_k, x, ...)``:
     ``lambda_y * L + lambda_x * BCE(decoder(h_k), x01)``, x01 being x min-max scaled to [0, 1]
-    per sample (scpl's inputs are standardised). A :class:`scpl.block.LossTerm`."""
+    per sample (scpl's inputs are standardised). A :class:`scpl.block.LossTerm`.
+    """
 
     def __init__(self, decoder: nn.Module, lambda_x: float, lambda_y: float = 1.0):
         super().__init__()
         self.decoder, self.lambda_x, self.lambda_y = decoder, lambda_x, lambda_y
 
     def forward(self, loss: Tensor, outputs) -> Tensor:
+        """``loss`` weighted with the reconstruction loss of x (``outputs[1]``) from h_k (``outputs[0]``)."""
         h, x = outputs[0], outputs[1]
         flat = x.flatten(1)
         lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
@@ -152,9 +166,11 @@ class InfoProTerm(nn.Module):
 def context_cost(blocks, example_input) -> dict[str, float]:
     """Parameters and multiply-accumulates per sample of the ContSup context branches of a
     model's ``blocks`` (run on ``example_input``), absolute and as a fraction of the whole
-    backbone (heads excluded)."""
+    backbone (heads excluded).
+    """
     branches = [m for b in blocks if isinstance(b.layers, ContextBlock)
-                for m in ([b.layers.encoder] if b.layers.encoder is not None else []) + list(b.layers.projections)]
+                for m in ([b.layers.encoder] if b.layers.encoder is not None else [])
+                         + list(b.layers.projections)]
     params = sum(p.numel() for m in branches for p in m.parameters())
     total_params = sum(p.numel() for b in blocks for p in b.layers.parameters())
     first = example_input if isinstance(example_input, Tensor) else example_input[0]
@@ -178,7 +194,9 @@ class _Forward(nn.Module):
 
 
 def decoder(c_in: int, x_shape: torch.Size) -> nn.Module:
-    """InfoPro's reconstruction head: upsample h_k to x's size, conv+BN+ReLU, conv to x's channels (logits)."""
+    """InfoPro's reconstruction head: upsample h_k to x's size, conv+BN+ReLU, conv to x's channels
+    (logits).
+    """
     mid = max(min(c_in, 32), 4)
     return nn.Sequential(
         nn.Upsample(size=tuple(x_shape[2:]), mode="bilinear", align_corners=False),
@@ -189,7 +207,8 @@ def decoder(c_in: int, x_shape: torch.Size) -> nn.Module:
 
 def count_macs(module: nn.Module, *inputs, only: Optional[nn.Module] = None) -> int:
     """Multiply-accumulates of the Conv2d and Linear layers in one forward of ``module`` (of
-    those inside ``only``, if given), for the whole batch of ``inputs``."""
+    those inside ``only``, if given), for the whole batch of ``inputs``.
+    """
     total = [0]
 
     def hook(m: nn.Module, args, out: Tensor) -> None:
@@ -199,7 +218,8 @@ def count_macs(module: nn.Module, *inputs, only: Optional[nn.Module] = None) -> 
             total[0] += out.numel() * m.in_features
 
     scope = only if only is not None else module
-    handles = [m.register_forward_hook(hook) for m in scope.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in scope.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
         with torch.no_grad():
             module(*inputs)

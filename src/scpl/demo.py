@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from .errors import ConfigError
 from .data import find_fashion_mnist, load_digits, load_fashion_mnist
+from .errors import ConfigError
 from .runner import TrainConfig, run
 
 DEMO_METHODS = ("bp", "scpl", "deinforeg", "greedy")
@@ -25,13 +25,15 @@ def load_demo_data(dataset: str, train_limit: Optional[int] = None):
     return train, test, dataset
 
 
-def run_method(method: str, dataset: str, epochs: int, batch_size: int, seed: int, train_limit: Optional[int] = None,
-               lr: float = 1e-3) -> dict:
+def run_method(method: str, dataset: str, epochs: int, batch_size: int, seed: int,
+               train_limit: Optional[int] = None, lr: float = 1e-3) -> dict:
     """Train SmallCNN (4 blocks) with ``method`` through ``scpl train``'s runner, on the data set's own
     training split (no validation split: the demo keeps the last epoch); return test accuracy and
-    training+evaluation seconds."""
+    training+evaluation seconds.
+    """
     start = time.perf_counter()
-    summary = run(TrainConfig(dataset=dataset, method=method, epochs=epochs, batch_size=batch_size, seed=seed,
-                              train_limit=train_limit if dataset != "digits" else None, lr=lr, val_fraction=0.0,
-                              progress=False, plots=False))
-    return {"method": method, "test_accuracy": summary["test_accuracy"], "seconds": time.perf_counter() - start}
+    summary = run(TrainConfig(dataset=dataset, method=method, epochs=epochs, batch_size=batch_size,
+                              seed=seed, train_limit=train_limit if dataset != "digits" else None, lr=lr,
+                              val_fraction=0.0, progress=False, plots=False))
+    return {"method": method, "test_accuracy": summary["test_accuracy"],
+            "seconds": time.perf_counter() - start}

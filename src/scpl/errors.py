@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 
 class ScplError(Exception):
     """Base class of every error scpl raises on purpose."""
@@ -32,11 +34,12 @@ class NonFiniteLossError(ScplError, FloatingPointError):
 
 class StageError(ScplError, RuntimeError):
     """A pipeline stage (thread or rank) failed; carries its index, the original exception
-    (``cause``, also ``__cause__``) and its traceback. Stage -1 is the data loader."""
+    (``cause``, also ``__cause__``) and its traceback. Stage -1 is the data loader; None a
+    stage on another rank that could not be told (the process group's store was lost)."""
 
-    def __init__(self, stage: int, cause: BaseException, traceback_text: str):
+    def __init__(self, stage: Optional[int], cause: BaseException, traceback_text: str):
         self.stage, self.cause, self.traceback_text = stage, cause, traceback_text
-        where = "the data loader (stage -1)" if stage == -1 else f"stage {stage}"
+        where = {-1: "the data loader (stage -1)", None: "a stage on another rank"}.get(stage, f"stage {stage}")
         super().__init__(
             f"{where} failed with {type(cause).__name__}: {cause}\n"
             f"--- original traceback of {where} ---\n{traceback_text.rstrip()}"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 import yaml
 
+from .checkpoint import load, read_json
 from .errors import ConfigError
 from .inference import Confidence, PatienceCosine, block_seconds, early_exit
 from .runner import TrainConfig, build
@@ -24,15 +24,28 @@ def load_run(folder: str | Path, **overrides):
     folder = Path(folder)
     for name in ("config.yaml", "summary.json", "model.pt"):
         if not (folder / name).exists():
-            raise ConfigError(f"{folder / name} not found: give the --out folder of a finished `scpl train` run")
-    values = yaml.safe_load((folder / "config.yaml").read_text())
-    summary = json.loads((folder / "summary.json").read_text())
+            raise ConfigError(f"{folder / name} not found: "
+                              "give the --out folder of a finished `scpl train` run")
+    try:
+        values = yaml.safe_load((folder / "config.yaml").read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{folder / 'config.yaml'} is not valid YAML: {exc}") from exc
+    summary = read_json(folder / "summary.json")
+    saved = summary.get("config", {})
+    edited = sorted(k for k in saved if isinstance(values, dict) and values.get(k) != saved[k])
+    if not isinstance(values, dict) or edited:
+        raise ConfigError(f"{folder / 'config.yaml'} differs from the config the run trained with (summary.json) "
+                          f"in {edited or 'its structure'}; it was edited: restore it, or retrain")
     values.update(blocks=summary["blocks"], executor="sequential", out=None, resume=False, progress=False,
                   num_blocks=None)
     values.update(overrides)
     cfg = TrainConfig.from_dict(values)
     run = build(cfg)
-    run.model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    try:
+        run.model.load_state_dict(load(folder / "model.pt"))
+    except RuntimeError as exc:
+        raise ConfigError(f"{folder / 'model.pt'} does not fit the model its config describes: "
+                          f"{str(exc).splitlines()[0][:300]}") from exc
     return run
 
 
@@ -59,7 +72,8 @@ def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] 
     """Accuracy of the exported model on ``split``; with ``by_class`` also :func:`per_class`;
     with ``policy`` (``"patience"`` or ``"confidence"``) also early exit's accuracy, exit
     histogram and block compute saved (per block call, and weighted by each block's measured
-    forward time)."""
+    forward time).
+    """
     run = load_run(folder)
     batches = {"test": run.test_batches, "val": run.val_batches}.get(split)
     if batches is None:
@@ -81,10 +95,12 @@ def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] 
     costs = block_seconds(run.model, next(iter(batches))[0])
     timed = early_exit(run.model, batches, rule, block_costs=costs)
     result.update(policy=dataclasses.asdict(rule) | {"name": policy}, exit_accuracy=calls.accuracy,
-                  exits=calls.exits, compute_saved=calls.compute_saved, compute_saved_by_time=timed.compute_saved,
+                  exits=calls.exits, compute_saved=calls.compute_saved,
+                  compute_saved_by_time=timed.compute_saved,
                   exit_accuracy_per_block=run.model.evaluate_exits(batches))
     if histogram:
         from .plots import plot_exit_histogram
 
-        plot_exit_histogram(calls.exits, histogram, accuracy=[a or 0.0 for a in result["exit_accuracy_per_block"]])
+        plot_exit_histogram(calls.exits, histogram,
+                            accuracy=[a or 0.0 for a in result["exit_accuracy_per_block"]])
     return result

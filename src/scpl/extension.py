@@ -32,13 +32,14 @@ class Carry(nn.Module):
         self.inner, self.n = inner, n
 
     def forward(self, *flow):
+        """``inner``'s output on all but the last ``n`` tensors of ``flow``, followed by those ``n``."""
         main, side = flow[: -self.n], flow[-self.n :]
         out = call_with_flow(self.inner, main[0] if len(main) == 1 else tuple(main))
         return (*(out if isinstance(out, tuple) else (out,)), *side)
 
 
-def extend(trained: DecoupledModel, new_layers: Sequence[nn.Module], *, example_input: Flow, side_inputs: int = 0,
-           **options: Any) -> DecoupledModel:
+def extend(trained: DecoupledModel, new_layers: Sequence[nn.Module], *, example_input: Flow,
+           side_inputs: int = 0, **options: Any) -> DecoupledModel:
     """The trained blocks, frozen, followed by ``new_layers`` (one block each), trained alone.
 
     ``options`` go to :class:`DecoupledModel` for the new blocks (``method``, ``optimizer``,
@@ -50,10 +51,12 @@ def extend(trained: DecoupledModel, new_layers: Sequence[nn.Module], *, example_
     if not new_layers:
         raise ConfigError("extend() needs at least one new block")
     if side_inputs and (isinstance(example_input, torch.Tensor) or len(example_input) <= side_inputs):
-        raise ConfigError(f"with side_inputs={side_inputs} the inputs must be a tuple (x, {side_inputs} side tensors)")
+        raise ConfigError(f"with side_inputs={side_inputs} the inputs must be a tuple "
+                          f"(x, {side_inputs} side tensors)")
     # ``trained`` stays as it was. One deepcopy keeps modules shared between blocks shared; the
     # frozen copies never step, so their optimizers and schedulers are not copied (memo -> None).
-    memo: dict = {id(obj): None for b in trained.blocks for obj in (b.optimizer, b.scheduler) if obj is not None}
+    memo: dict = {id(obj): None for b in trained.blocks for obj in (b.optimizer, b.scheduler)
+                  if obj is not None}
     old = list(copy.deepcopy(trained.blocks, memo))
     for module in (m for block in old for m in block.modules()):
         if isinstance(module, nn.RNNBase):

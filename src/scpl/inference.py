@@ -29,12 +29,18 @@ from .flow import Flow, flow_to, map_flow
 
 @dataclass(frozen=True)
 class PatienceCosine:
+    """Exit when ``patience`` successive blocks each agree with the block before them (same class,
+    cosine similarity of the logits above ``threshold``).
+    """
+
     patience: int = 1
     threshold: float = 0.8
 
 
 @dataclass(frozen=True)
 class Confidence:
+    """Exit once the maximum softmax probability reaches ``threshold``."""
+
     threshold: float = 0.9
 
 
@@ -50,7 +56,9 @@ class ExitState:
     previous: Optional[Tensor] = None  # previous exit's logits
 
     def keep(self, mask: Tensor) -> "ExitState":
-        return ExitState(self.ids[mask], self.counter[mask], None if self.previous is None else self.previous[mask])
+        """The state of the samples where ``mask`` holds."""
+        return ExitState(self.ids[mask], self.counter[mask],
+                         None if self.previous is None else self.previous[mask])
 
 
 def decide(policy: Policy, logits: Tensor, state: ExitState) -> tuple[Tensor, ExitState]:
@@ -73,6 +81,10 @@ def select(flow: Flow, mask: Tensor) -> Flow:
 
 @dataclass
 class ExitReport:
+    """The outcome of :func:`early_exit`: accuracy, exit histogram, compute saved, and per sample the
+    prediction and exit block.
+    """
+
     accuracy: float
     exits: list[int]  # samples that left at each block
     block_samples: list[int]  # samples each block processed
@@ -81,6 +93,7 @@ class ExitReport:
     exit_block: Tensor = field(repr=False)
 
     def as_dict(self) -> dict:
+        """The summary numbers (without the per-sample tensors), JSON-ready."""
         return {"accuracy": self.accuracy, "exits": self.exits, "block_samples": self.block_samples,
                 "compute_saved": self.compute_saved}
 
@@ -117,7 +130,8 @@ def exit_batch(blocks: Sequence[nn.Module], inputs: Flow, policy: Policy) -> tup
 
 
 def early_exit(model, loader: Iterable, policy: Policy = PatienceCosine(),
-               block_costs: Optional[Sequence[float]] = None, executor: Union[str, Executor, None] = None) -> ExitReport:
+               block_costs: Optional[Sequence[float]] = None,
+               executor: Union[str, Executor, None] = None) -> ExitReport:
     """Run ``model`` (a DecoupledModel with exit classifiers) with per-sample early exit.
 
     ``block_costs`` weights the compute saved (e.g. measured seconds or FLOPs per sample of each
@@ -144,7 +158,8 @@ def early_exit(model, loader: Iterable, policy: Policy = PatienceCosine(),
 @torch.no_grad()
 def block_seconds(model, x: Flow, repeats: int = 5) -> list[float]:
     """Median forward seconds of each block of ``model`` (a DecoupledModel) on the batch ``x``, in
-    eval mode: the ``block_costs`` that weight the compute :func:`early_exit` saves by time."""
+    eval mode: the ``block_costs`` that weight the compute :func:`early_exit` saves by time.
+    """
     model.eval()
     out, flow = [], x
     for block in model.blocks:

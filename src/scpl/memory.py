@@ -43,4 +43,5 @@ def count_saved_bytes(exclude: Iterable[Tensor] = ()) -> Iterator[SavedBytes]:
 
 
 def parameters_of(*modules: nn.Module) -> list[Tensor]:
+    """All parameters of ``modules``, in order."""
     return [p for m in modules for p in m.parameters()]

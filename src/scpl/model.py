@@ -8,23 +8,31 @@
 
 from __future__ import annotations
 
+import sys
 import time
+import warnings
+import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from . import names
 from .balance import Balance, auto_cut
+from .batches import check_finite_outputs, checked, has_batch_norm
 from .block import Block, OptimizerFactory, SchedulerFactory, run_layers
 from .context import ContextSpec, InfoProTerm, context_cost, decoder as context_decoder, wrap as context_wrap
-from .errors import ConfigError, LabelError
-from .executors import Executor, get_executor
+from .errors import ConfigError
+from .executors import DistributedExecutor, Executor, SequentialExecutor, get_executor
 from .flow import Flow, call_with_flow, flow_to
 from .heads import HeadFactory, Leading, ProjectorSpec, final_linear, per_block
 from .methods import METHODS, Method
 from .objectives import CrossEntropyLoss, ObjectiveSpec
 from .partition import BlockSpec, split_model
+from .progress import EpochBar, chain, epoch_line
 from .progressive import BlockSchedule
 
 PRECISIONS: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16}
@@ -124,6 +132,8 @@ class DecoupledModel(nn.Module):
         super().__init__()
         spec = get_method(method)
         _check_options(precision, clip_grad_norm, num_classes, last_block, method)
+        _claim(model)
+        self.trained_with: Optional[Executor] = None
         context = _context(contsup if contsup is not None else spec.contsup, method)
         self.method, self.num_classes, self.progressive = method, num_classes, spec.progressive
         heads = dict(objective=objective, projector=projector, features=features, projector_dim=projector_dim,
@@ -176,17 +186,37 @@ class DecoupledModel(nn.Module):
             flow = block(flow_to(flow, block.device))
         return flow
 
+    def _executor_for_inference(self, executor: Union[str, Executor, None]) -> Executor:
+        """The executor that runs inference: the given one; else the distributed executor the
+        model was trained with, if any; else the blocks in order in this process (refused while a
+        process group of several ranks is active: each rank holds only its own block's weights)."""
+        if executor is not None:
+            return get_executor(executor)
+        if isinstance(self.trained_with, DistributedExecutor) and dist.is_available() and dist.is_initialized():
+            return self.trained_with
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            raise ConfigError("a torch.distributed process group is active: pass executor=DistributedExecutor(...) "
+                              "to run the blocks on their ranks, or executor='sequential' if this process holds "
+                              "every block's trained weights (e.g. loaded from merge_blocks)")
+        return SequentialExecutor()
+
     def _outputs(self, loader: Iterable, executor: Union[str, Executor, None]) -> Iterator[tuple[Tensor, Tensor]]:
-        """(logits, labels) pairs for a loader, through ``executor``'s inference (default: in order)."""
+        """(logits, labels) pairs for a loader, through the executor's inference (checked finite)."""
         self.eval()
-        yield from get_executor(executor or "sequential").forward_batches(list(self.blocks), self._checked(loader))
+        runner = self._executor_for_inference(executor)
+        for logits, labels in runner.forward_batches(list(self.blocks), self._checked(loader, finite=True)):
+            check_finite_outputs(logits)
+            yield logits, labels
 
     @torch.no_grad()
     def predict(self, data: Union[Tensor, Iterable], executor: Union[str, Executor, None] = None) -> Tensor:
-        """Predicted classes for a tensor batch, or for every batch of a loader (concatenated)."""
+        """Predicted classes for a tensor batch, or for every batch of a loader (concatenated).
+
+        Under torch.distributed, give the executor (or train with one first); see :meth:`evaluate`.
+        """
         self.eval()
-        if isinstance(data, (Tensor, tuple)):
-            first = data if isinstance(data, Tensor) else data[0]
+        if isinstance(data, (Tensor, tuple, np.ndarray)):
+            first = data if not isinstance(data, tuple) else data[0]
             data = [(data, torch.zeros(first.shape[0], dtype=torch.long))]
         return torch.cat([logits.argmax(dim=1).cpu() for logits, _ in self._outputs(data, executor)])
 
@@ -194,7 +224,9 @@ class DecoupledModel(nn.Module):
     def evaluate(self, loader: Iterable, executor: Union[str, Executor, None] = None) -> dict[str, float]:
         """Accuracy and mean cross-entropy of the full network over a loader of ``(x, y)``.
 
-        With a pipeline ``executor`` (e.g. distributed) the batches run through its stages.
+        With a pipeline ``executor`` (e.g. distributed) the batches run through its stages;
+        without one, a model trained with the distributed executor evaluates through it too.
+        Inputs or outputs holding NaN/inf raise :class:`ConfigError`.
         """
         correct, total, loss_sum = 0, 0, 0.0
         for logits, labels in self._outputs(loader, executor):
@@ -207,30 +239,18 @@ class DecoupledModel(nn.Module):
         return {"accuracy": correct / total, "loss": loss_sum / total}
 
     @torch.no_grad()
-    def evaluate_exits(self, loader: Iterable) -> list[Optional[float]]:
+    def evaluate_exits(self, loader: Iterable, executor: Union[str, Executor, None] = None) -> list[Optional[float]]:
         """Accuracy at every exit: block k's exit classifier (None without one), the last block's output."""
         self.eval()
-        correct = [0] * len(self.blocks)
-        total = 0
-        for inputs, labels in self._checked(loader):
-            flow = inputs
-            for k, block in enumerate(self.blocks):
-                flow = block(flow_to(flow, block.device))
-                logits = flow if k == len(self.blocks) - 1 else block.exit_logits(flow)
-                if logits is not None:
-                    correct[k] += int((logits.argmax(dim=1).cpu() == labels).sum())
-            total += labels.numel()
-        has_exit = [b.classifier is not None for b in self.blocks[:-1]] + [True]
-        return [c / total if h else None for c, h in zip(correct, has_exit)]
+        runner = self._executor_for_inference(executor)
+        predictions, labels = runner.exit_predictions(list(self.blocks), self._checked(loader, finite=True))
+        if labels.numel() == 0:
+            raise ConfigError("evaluate_exits() got an empty loader")
+        return [None if p is None else int((p == labels).sum()) / labels.numel() for p in predictions]
 
     # -- training -------------------------------------------------------------------------
-    def _checked(self, loader: Iterable) -> Iterator[tuple[Flow, Tensor]]:
-        for batch in loader:
-            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                raise ConfigError("each batch must be a pair (inputs, labels)")
-            inputs, labels = batch
-            check_labels(labels, self.num_classes)
-            yield inputs, labels.long()
+    def _checked(self, loader: Iterable, finite: bool = False, training: bool = False) -> Iterator[tuple[Flow, Tensor]]:
+        return checked(loader, self.num_classes, skip_single=training and has_batch_norm(self.blocks), finite=finite)
 
     def fit(
         self,
@@ -242,16 +262,26 @@ class DecoupledModel(nn.Module):
         on_step: Optional[Callable[[int, list[float]], None]] = None,
         block_schedule: Optional[BlockSchedule] = None,
         start_epoch: int = 0,
+        progress: bool = True,
     ) -> list[dict]:
         """Train for ``epochs`` over ``loader``; return one record per epoch.
 
-        Each record holds ``epoch``, ``losses`` (mean local loss per block), ``seconds`` and,
-        with ``val_loader``, ``val_accuracy``. LR schedulers step once per epoch. ``block_schedule``
-        (DASCPL) switches blocks on or freezes them by epoch (counted from ``start_epoch``).
-        A block's scheduler steps only after epochs in which its optimizer stepped (in this
-        process: a distributed rank steps its own block's).
+        Each record holds ``epoch``, ``losses`` (mean local loss per block; None for a block that
+        did not train that epoch), ``seconds`` and, with ``val_loader``, ``val_accuracy``. LR
+        schedulers step once per epoch. ``block_schedule`` (DASCPL) switches blocks on or
+        freezes them by epoch (counted from ``start_epoch``); ``method="dascpl"`` has a
+        progressive one by default. A block's scheduler steps only after epochs in which its
+        optimizer stepped (in this process: a distributed rank steps its own block's).
+        ``progress`` draws a bar per epoch (on a terminal) and prints one line per epoch (on
+        stderr; under torch.distributed on the rank that sees every step, the last).
+
+        ``loader`` must be re-iterable (a list, a DataLoader): an epoch without batches, e.g.
+        the second pass over a used-up generator, raises :class:`ConfigError`.
         """
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
         executor = get_executor(executor)
+        self.trained_with = executor
         schedule = block_schedule if block_schedule is not None else self.default_block_schedule(start_epoch + epochs)
         if schedule is not None:
             schedule.validate(len(self.blocks))
@@ -260,21 +290,66 @@ class DecoupledModel(nn.Module):
             if schedule is not None:
                 for k, block in enumerate(self.blocks):
                     block.mode = schedule.mode(k, epoch)
-            start = time.perf_counter()
-            steps_before = [block.steps for block in self.blocks]
-            steps = executor.train_epoch(list(self.blocks), self._checked(loader), on_step)
-            for block, before in zip(self.blocks, steps_before):
-                if block.scheduler is not None and block.steps > before:  # trained here, this epoch
-                    block.scheduler.step()
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "losses": [sum(s[i] for s in steps) / max(len(steps), 1) for i in range(len(self.blocks))],
-                "seconds": time.perf_counter() - start,
-            }
+            record = self._epoch(loader, epoch, start_epoch + epochs, executor, on_step, progress)
+            reported = record.pop("_reported")
             if val_loader is not None:
                 record["val_accuracy"] = self.evaluate(val_loader, executor)["accuracy"]
+            if progress and reported:
+                tqdm.write(epoch_line(epoch + 1, start_epoch + epochs, record["losses"], record.get("val_accuracy"),
+                                      record["seconds"]), file=sys.stderr)
             history.append(record)
         return history
+
+    def _epoch(self, loader: Iterable, epoch: int, epochs: int, executor: Executor,
+               on_step: Optional[Callable[[int, list[float]], None]], progress: bool) -> dict[str, Any]:
+        start = time.perf_counter()
+        steps_before = [block.steps for block in self.blocks]
+        bar = EpochBar(epoch + 1, epochs, _length(loader), _batch_size(loader), enabled=progress)
+        try:
+            steps = executor.train_epoch(list(self.blocks), self._checked(loader, training=True),
+                                         chain(on_step, lambda step, losses: bar.step(losses)))
+        finally:
+            bar.close()
+        if not steps:
+            raise ConfigError(f"epoch {epoch + 1} had no batches: the loader is empty, or a one-shot iterator "
+                              "(e.g. a generator) used up by an earlier epoch; pass a re-iterable loader such as "
+                              "a list or a DataLoader")
+        for block, before in zip(self.blocks, steps_before):
+            if block.scheduler is not None and block.steps > before:  # trained here, this epoch
+                block.scheduler.step()
+        losses = [sum(s[i] for s in steps) / len(steps) if block.mode == "train" else None
+                  for i, block in enumerate(self.blocks)]
+        return {"epoch": epoch + 1, "losses": losses, "seconds": time.perf_counter() - start,
+                "_reported": bar.count > 0}
+
+
+_CLAIMED: dict[int, "weakref.ref[Tensor]"] = {}  # id -> parameter, of every DecoupledModel's parameters
+
+
+def _claim(model: Union[nn.Module, Sequence[nn.Module]]) -> None:
+    """Warn when ``model``'s parameters already train in another DecoupledModel (they would be
+    shared: both models would update the same weights)."""
+    modules = list(model) if isinstance(model, (list, tuple)) else [model]
+    params = [p for m in modules if isinstance(m, nn.Module) for p in m.parameters()]
+    for key in [k for k, ref in _CLAIMED.items() if ref() is None]:
+        del _CLAIMED[key]
+    if any(_CLAIMED.get(id(p), lambda: None)() is p for p in params):
+        warnings.warn("this model's parameters already belong to another DecoupledModel, so both would train the "
+                      "same weights; give each DecoupledModel its own model (build a fresh one, or copy.deepcopy)",
+                      RuntimeWarning, stacklevel=3)
+    _CLAIMED.update((id(p), weakref.ref(p)) for p in params)
+
+
+def _length(loader: Iterable) -> Optional[int]:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _batch_size(loader: Iterable) -> Optional[int]:
+    size = getattr(loader, "batch_size", None)
+    return size if isinstance(size, int) else None
 
 
 def _check_options(precision: str, clip_grad_norm: Optional[float], num_classes: int, last_block: str,
@@ -283,8 +358,9 @@ def _check_options(precision: str, clip_grad_norm: Optional[float], num_classes:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise ConfigError(f"clip_grad_norm must be a positive number, got {clip_grad_norm}")
-    if num_classes < 1:
-        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"num_classes must be an integer >= 2 (a classifier needs at least two classes), "
+                          f"got {num_classes!r}")
     if last_block not in LAST_BLOCKS:
         raise ConfigError(f"unknown last_block {last_block!r}; choose one of {list(LAST_BLOCKS)}")
     if last_block != "ce" and method == "bp":
@@ -331,16 +407,3 @@ def _assemble(parts: list[nn.Module], devices: list[torch.device], heads: HeadFa
         last = _ce_block(parts[-1], k - 1)
     built.append(last.to(devices[-1]))
     return built
-
-
-def check_labels(labels: Tensor, num_classes: int) -> None:
-    """Raise :class:`LabelError` unless ``labels`` is a 1-D integer tensor in ``[0, num_classes)``."""
-    if not isinstance(labels, Tensor) or labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
-        raise LabelError(f"labels must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels))}")
-    if labels.dim() != 1:
-        raise LabelError(f"labels must be 1-D (batch,), got shape {tuple(labels.shape)}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise LabelError(
-            f"labels must lie in [0, {num_classes}), got values from {int(labels.min())} to {int(labels.max())}; "
-            "check num_classes or remap the labels"
-        )

@@ -9,7 +9,7 @@ from ``lr`` to ``min_lr`` after an optional linear warm-up.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -35,11 +35,13 @@ class LARS(torch.optim.Optimizer):
                  trust_coefficient: float = 0.001):
         if lr <= 0:
             raise ConfigError(f"LARS needs lr > 0, got {lr}")
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, lars=True)
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                        trust_coefficient=trust_coefficient, lars=True)
         super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
+        """One LARS update of every parameter with a gradient; return ``closure()``'s loss, if given."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             for p in group["params"]:
@@ -49,8 +51,8 @@ class LARS(torch.optim.Optimizer):
                 if group["lars"]:
                     g = g.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else g
                     w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(g)
-                    ratio = torch.where((w_norm > 0) & (g_norm > 0), group["trust_coefficient"] * w_norm / g_norm,
-                                        torch.ones_like(w_norm))
+                    ratio = torch.where((w_norm > 0) & (g_norm > 0),
+                                        group["trust_coefficient"] * w_norm / g_norm, torch.ones_like(w_norm))
                     g = g * ratio
                 buf = self.state[p].get("momentum_buffer")
                 if buf is None:
@@ -83,16 +85,26 @@ def build_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight
 
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int = 0,
-                    min_lr: float = 0.0) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
+                    min_lr: float = 0.0, restarts: Sequence[int] = ()) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
     """A per-epoch schedule: ``"constant"`` or ``"cosine"`` from each group's lr towards ``min_lr``,
     after ``warmup_epochs`` of linear warm-up (lr * (e+1)/warmup in epoch e). Epoch e of the cosine
     part trains at ``min_lr + (lr - min_lr) * (1 + cos(pi * e / span)) / 2`` with span = epochs -
     warmup, so its first epoch is at lr and ``min_lr`` is reached when the last epoch has ended.
-    ``"constant"`` without warm-up is None (no scheduler)."""
+    ``"constant"`` without warm-up is None (no scheduler).
+
+    ``restarts`` (epochs r_1 < r_2 < ... < epochs) end the schedule early and start it again, as in
+    SGDR (Loshchilov & Hutter, ICLR 2017): the first cycle is the schedule above over r_1 epochs,
+    each later cycle a cosine from lr to ``min_lr`` over the epochs up to the next restart, without
+    warm-up. ``scpl train --resume --epochs N`` on a finished run adds one (see scpl.runner.state).
+    """
     if name not in SCHEDULES:
         raise ConfigError(f"unknown schedule {name!r}; choose one of {list(SCHEDULES)}")
-    if warmup_epochs < 0 or (warmup_epochs > 0 and warmup_epochs >= epochs):
-        raise ConfigError(f"warmup_epochs ({warmup_epochs}) must be in [0, epochs={epochs})")
+    bounds = [*restarts, epochs]
+    if any(b <= a for a, b in zip([0, *bounds], bounds)):
+        raise ConfigError(f"restarts {list(restarts)} must increase and lie inside (0, epochs={epochs})")
+    first = bounds[0]
+    if warmup_epochs < 0 or (warmup_epochs > 0 and warmup_epochs >= first):
+        raise ConfigError(f"warmup_epochs ({warmup_epochs}) must be in [0, epochs={first})")
     base = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
     if any(min_lr > b for b in base) or min_lr < 0:
         raise ConfigError(f"min_lr ({min_lr}) must lie in [0, lr] (lr {max(base)})")
@@ -101,12 +113,17 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, wa
 
     def factor(i: int):
         def f(epoch: int) -> float:
-            if epoch < warmup_epochs:
-                return (epoch + 1) / warmup_epochs
+            start, end, warmup = 0, first, warmup_epochs
+            for a, b in zip(bounds, bounds[1:]):
+                if epoch >= a:
+                    start, end, warmup = a, b, 0
+            e = epoch - start
+            if e < warmup:
+                return (e + 1) / warmup
             if name == "constant":
                 return 1.0
-            span = max(epochs - warmup_epochs, 1)
-            t = min(epoch - warmup_epochs, span) / span
+            span = max(end - start - warmup, 1)
+            t = min(e - warmup, span) / span
             floor = min_lr / base[i] if base[i] > 0 else 0.0
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
         return f

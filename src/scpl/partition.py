@@ -108,7 +108,8 @@ def split_at(model: nn.Module, points: Sequence[str]) -> list[nn.Module]:
     names = dict(model.named_modules())
     for p in points:
         if p not in names:
-            raise ConfigError(f"split point {p!r} is not a submodule of {type(model).__name__}; known: {sorted(n for n in names if n)[:20]}")
+            raise ConfigError(f"split point {p!r} is not a submodule of {type(model).__name__}; "
+                              f"known: {sorted(n for n in names if n)[:20]}")
     try:
         traced = torch.fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many types; all mean "not traceable"
@@ -124,15 +125,40 @@ def split_at(model: nn.Module, points: Sequence[str]) -> list[nn.Module]:
             owner = _owner(node.target, points)
             if owner is not None:
                 if owner + 1 < current:
-                    raise ConfigError(f"submodule {node.target!r} runs after split point {points[current - 1]!r}; split points must be in execution order")
+                    raise ConfigError(f"submodule {node.target!r} runs after split point "
+                                      f"{points[current - 1]!r}; split points must be in execution order")
                 current = max(current, owner + 1)
         partition[node.name] = current
     found = sorted(set(partition.values()))
     if found != list(range(len(points) + 1)):
-        raise ConfigError(f"split points {list(points)} do not cut the forward pass into {len(points) + 1} non-empty blocks")
+        raise ConfigError(f"split points {list(points)} do not cut the forward pass into "
+                          f"{len(points) + 1} non-empty blocks")
+    _check_no_unit_is_cut(traced.graph, partition, points)
 
     split = split_module(traced, model, lambda node: partition[node.name])
     return _chain(split, len(points) + 1)
+
+
+def _check_no_unit_is_cut(graph: torch.fx.Graph, partition: dict[str, int], points: Sequence[str]) -> None:
+    """Refuse a split point inside a module whose own forward crosses it, e.g. ``"6.bn1"`` of a
+    residual unit ``"6"``: the unit's input would travel on as a second output and the local loss
+    would train on the wrong tensor. A value may cross a cut only between the children of the
+    model itself or of an ``nn.Sequential`` (so splitting between the units of a stage, e.g. at
+    ``"layer2.1"``, is fine)."""
+    def stack(node: torch.fx.Node) -> list[tuple[str, type]]:
+        return list(node.meta.get("nn_module_stack", {}).values())
+
+    for node in graph.nodes:
+        for arg in node.all_input_nodes:
+            if partition[arg.name] >= partition[node.name]:
+                continue
+            common = [a for a, b in zip(stack(arg), stack(node)) if a == b]
+            if common and not issubclass(common[-1][1], nn.Sequential):
+                unit = common[-1][0]
+                raise ConfigError(
+                    f"split point {points[partition[node.name] - 1]!r} lies inside {unit!r}, whose computation "
+                    "crosses it (a skip connection crosses a split point). Move the split point outside the "
+                    f"residual unit: split at {unit!r} or after it.")
 
 
 def _chain(split: torch.fx.GraphModule, k: int) -> list[nn.Module]:
@@ -156,8 +182,8 @@ def _chain(split: torch.fx.GraphModule, k: int) -> list[nn.Module]:
                 arg_order.append(a.args[1])
             else:
                 raise ConfigError(
-                    f"block {i} uses a value ({a.name}) that is not an output of block {i - 1}: a skip connection "
-                    "crosses a split point. Move the split point outside the residual unit."
+                    f"block {i} uses a value ({a.name}) that is not an output of block {i - 1}: a skip "
+                    "connection crosses a split point. Move the split point outside the residual unit."
                 )
         if arg_order is not None and arg_order == list(range(len(arg_order))):
             arg_order = None

@@ -34,14 +34,16 @@ def read_metrics_csv(path: PathLike) -> list[dict]:
         reader = csv.DictReader(f)
         missing = {"epoch", "block", "name", "value"} - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"{path}: metrics CSV lacks column(s) {sorted(missing)}; expected header epoch,block,name,value")
+            raise ValueError(f"{path}: metrics CSV lacks column(s) {sorted(missing)}; "
+                             "expected header epoch,block,name,value")
         return [_metric(row) for row in reader]
 
 
 def _metric(row: dict) -> dict:
     block = row.get("block")
     block = None if block is None or block == "" else int(block)
-    return {"epoch": int(row["epoch"]), "block": block, "name": str(row["name"]), "value": float(row["value"])}
+    return {"epoch": int(row["epoch"]), "block": block, "name": str(row["name"]),
+            "value": float(row["value"])}
 
 
 def plot_curves(rows: Iterable[dict], path: PathLike) -> Path:
@@ -65,7 +67,8 @@ def plot_curves(rows: Iterable[dict], path: PathLike) -> Path:
         for block in sorted(lines, key=lambda b: (b is None, b or 0)):
             points = sorted(lines[block])
             ax.plot([e for e, _ in points], [v for _, v in points], marker="o", markersize=3,
-                    label="model" if block is None else f"block {block}", color="black" if block is None else None)
+                    label="model" if block is None else f"block {block}",
+                    color="black" if block is None else None)
         if name == "train_loss" and all(v > 0 for pts in lines.values() for _, v in pts):
             ax.set_yscale("log")
         ax.set(title=_TITLES[name], xlabel="epoch")
@@ -93,7 +96,8 @@ def plot_timeline(events: Iterable[Any], path: PathLike, title: str = "") -> Pat
     cmap = matplotlib.colormaps["tab10"]
     for e in events:
         x, w = (e["start"] - t0) * 1e3, (e["end"] - e["start"]) * 1e3
-        ax.broken_barh([(x, w)], (e["stage"] - 0.4, 0.8), facecolors=cmap(e["step"] % cmap.N), edgecolor="white", linewidth=0.5)
+        ax.broken_barh([(x, w)], (e["stage"] - 0.4, 0.8), facecolors=cmap(e["step"] % cmap.N),
+                       edgecolor="white", linewidth=0.5)
         if w > span * 1e3 / 60:
             ax.text(x + w / 2, e["stage"], f"{e['step']}.{e['micro']}", ha="center", va="center", fontsize=7)
     stages = sorted({e["stage"] for e in events})
@@ -104,7 +108,8 @@ def plot_timeline(events: Iterable[Any], path: PathLike, title: str = "") -> Pat
     return _save(fig, path)
 
 
-def plot_exit_histogram(exits: Sequence[int], path: PathLike, accuracy: Optional[Sequence[float]] = None) -> Path:
+def plot_exit_histogram(exits: Sequence[int], path: PathLike,
+                        accuracy: Optional[Sequence[float]] = None) -> Path:
     """Bar chart of how many samples exited at each block (``exits[k]``: count at block ``k``).
 
     Bars are annotated with their share of all samples. ``accuracy`` (one value in [0, 1] per
@@ -113,7 +118,8 @@ def plot_exit_histogram(exits: Sequence[int], path: PathLike, accuracy: Optional
     """
     counts = [int(c) for c in exits]
     if not counts or sum(counts) <= 0 or min(counts) < 0:
-        raise ValueError(f"plot_exit_histogram: need non-negative exit counts with a positive total, got {counts}")
+        raise ValueError("plot_exit_histogram: need non-negative exit counts with a positive total, "
+                         f"got {counts}")
     if accuracy is not None and len(accuracy) != len(counts):
         raise ValueError(f"plot_exit_histogram: {len(accuracy)} accuracies for {len(counts)} blocks")
     fig = _figure((max(4.0, 1.0 + 0.8 * len(counts)), 3.6))

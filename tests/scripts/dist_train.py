@@ -1,7 +1,9 @@
 """Run under torchrun by the tests: train a model with the distributed executor, save the result.
 
 Usage: torchrun --nproc-per-node=K dist_train.py OUT.pt CASE [FAULT]
-CASE picks the model (see build()); FAULT is "raise:STEP", "kill:STEP" or "dtype:STEP" (an unsendable output) on rank 1.
+CASE picks the model (see build()); FAULT is "raise:CALL", "kill:CALL" or "dtype:CALL" (an unsendable output),
+on rank 1, or "KIND:CALL:RANK" on another rank; CALL "last" is the block's last objective call of the run.
+$PEER_TIMEOUT sets the executor's peer_timeout (seconds).
 """
 
 import os
@@ -25,9 +27,12 @@ def main() -> None:
     torch.set_num_threads(1)
     rank, world = init_from_env("gloo")
     model, loader, epochs, micro = CASES[case]()
-    if fault and rank == 1:
-        kind, at = fault.split(":")
-        inner, calls = model.blocks[1].objective, [0]
+    kind, at, target = (fault.split(":") + ["1"])[:3] if fault else (None, None, "-1")
+    if at == "last":
+        at = str(len(loader) * micro * epochs)
+    if fault and rank == int(target):
+        block = model.blocks[rank]
+        inner, calls = block.objective, [0]
 
         def faulty(f, y):
             calls[0] += 1
@@ -37,22 +42,24 @@ def main() -> None:
                 raise ValueError(f"injected failure at call {calls[0]}")
             return inner(f, y)
 
-        if kind == "dtype":  # rank 1 outputs a tensor no message can carry
-            step, steps = model.blocks[1].train_step, [0]
+        if kind == "dtype":  # the rank outputs a tensor no message can carry
+            step, steps = block.train_step, [0]
 
             def complex_output(*args, **kwargs):
                 out, loss = step(*args, **kwargs)
                 steps[0] += 1
                 return (out.to(torch.complex64) if steps[0] == int(at) else out), loss
 
-            model.blocks[1].train_step = complex_output
+            block.train_step = complex_output
         else:
-            model.blocks[1].objective = CallableObjective(faulty)
-    ex = DistributedExecutor(micro_batches=micro)
+            block.objective = CallableObjective(faulty)
+    ex = DistributedExecutor(micro_batches=micro, peer_timeout=float(os.environ.get("PEER_TIMEOUT", 30)))
     seen = []  # on_step calls on this rank
     history = model.fit(loader, epochs=epochs, executor=ex, on_step=lambda s, losses: seen.append((s, losses)),
                         **FIT_KWARGS.get(case, {}))
     metrics = model.evaluate(loader, executor=ex)
+    default_metrics = model.evaluate(loader)  # no executor: the model evaluates through the one it trained with
+    exit_accuracy = model.evaluate_exits(loader)
     preds = model.predict(loader, executor=ex)
     exits = None
     if case == "cnn":
@@ -60,7 +67,7 @@ def main() -> None:
         exits = {**report.as_dict(), "predictions": report.predictions, "exit_block": report.exit_block}
     state = {k: v for k, v in model.blocks[rank].state_dict().items()}
     torch.save({"rank": rank, "block": state, "history": history, "steps": seen, "metrics": metrics, "preds": preds,
-                "exits": exits}, f"{out}.{rank}")
+                "exits": exits, "default_metrics": default_metrics, "exit_accuracy": exit_accuracy}, f"{out}.{rank}")
     dist.barrier()
     dist.destroy_process_group()
 

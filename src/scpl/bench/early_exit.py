@@ -26,13 +26,16 @@ POLICIES = {
 }
 
 
-def run(dataset: str = "fashion-mnist", epochs: int = 3, train_limit: int = 20000, batch_size: int = 128, seed: int = 0) -> dict:
+def run(dataset: str = "fashion-mnist", epochs: int = 3, train_limit: int = 20000, batch_size: int = 128,
+        seed: int = 0) -> dict:
+    """Train SmallCNN with SCPL and exits; return full-path, per-exit and per-policy test results."""
     train, test, name = load_demo_data(dataset, train_limit)
     gen = seed_everything(seed)
     loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=gen, drop_last=True)
     test_loader = DataLoader(test, batch_size=1000)
     example = train[0][0].unsqueeze(0)
-    model = DecoupledModel(SmallCNN(in_channels=example.shape[1]), method="scpl", num_classes=10, example_input=example, exits=True)
+    model = DecoupledModel(SmallCNN(in_channels=example.shape[1]), method="scpl", num_classes=10,
+                           example_input=example, exits=True)
     start = time.perf_counter()
     model.fit(loader, epochs=epochs)
     seconds = time.perf_counter() - start

@@ -40,6 +40,9 @@ def block_bytes(model: DecoupledModel, x: Flow, labels: torch.Tensor) -> list[in
 
 
 def measure(name: str, ks: Sequence[int], batch: int, contsup: Optional[str], balance: str = "equal") -> dict:
+    """Bytes saved for backward by model ``name`` on a synthetic batch: BP's peak (only without
+    ``contsup``) and, for each K in ``ks``, the per-block bytes and peak of K greedy blocks.
+    """
     seed_everything(0)
     x, labels = torch.randn(batch, 3, 32, 32), torch.arange(batch) % 10
     result: dict = {"decoupled_peak_bytes": {}, "decoupled_block_bytes": {}}
@@ -56,15 +59,17 @@ def measure(name: str, ks: Sequence[int], batch: int, contsup: Optional[str], ba
     return result
 
 
-def run(models: Sequence[str] = ("resnet32", "resnet110"), ks: Sequence[int] = (2, 4, 8, 16), batch: int = 1024,
-        balance: str = "equal", log: Callable[[str], None] = print) -> dict:
+def run(models: Sequence[str] = ("resnet32", "resnet110"), ks: Sequence[int] = (2, 4, 8, 16),
+        batch: int = 1024, balance: str = "equal", log: Callable[[str], None] = print) -> dict:
+    """:func:`measure` each of ``models`` without and with ContSup R1E; log a line for each, return all."""
     out: dict = {"batch_size": batch, "method": "greedy", "balance": balance, "models": {}}
     for name in models:
         plain = measure(name, ks, batch, None, balance)
         log(f"{name}: BP {plain['bp_peak_bytes'] / 2**30:.2f} GiB; " + ", ".join(
             f"K={k} {v / 2**30:.2f} GiB" for k, v in plain["decoupled_peak_bytes"].items()))
         ctx = measure(name, ks, batch, "R1E", balance)
-        log(f"{name} + ContSup R1E: " + ", ".join(f"K={k} {v / 2**30:.2f} GiB" for k, v in ctx["decoupled_peak_bytes"].items()))
+        log(f"{name} + ContSup R1E: " + ", ".join(
+            f"K={k} {v / 2**30:.2f} GiB" for k, v in ctx["decoupled_peak_bytes"].items()))
         out["models"][name] = {
             "bp_peak_bytes": plain["bp_peak_bytes"],
             "decoupled_peak_bytes": plain["decoupled_peak_bytes"],

@@ -1,8 +1,9 @@
 """``scpl bench pipeline``: decoupled pipelines against the sequential engine, BP and a BP pipeline.
 
-Ratios are medians of per-repeat ratios. All configurations train the same CNN (64-64-128-128 channels, 28x28x1 inputs, Adam) on the
-same synthetic batches, each cut into the same micro-batches, and are timed side by side in one
-run, ``repeats`` times (median reported). Samples per second count the steps after ``warmup``:
+Ratios are medians of per-repeat ratios. All configurations train the same CNN (64-64-128-128
+channels, 28x28x1 inputs, Adam) on the same synthetic batches, each cut into the same
+micro-batches, and are timed side by side in one run, ``repeats`` times (median reported).
+Samples per second count the steps after ``warmup``:
 
 * ``sequential``: the decoupled engine, one worker (1 thread);
 * ``threads``: the threaded executor, one thread per block (1 intra-op thread each);
@@ -31,6 +32,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from ..errors import ConfigError
 from ..executors import DistributedExecutor, SequentialExecutor, ThreadedExecutor
 from ..model import DecoupledModel
 from ..seed import seed_everything
@@ -38,6 +40,10 @@ from ..seed import seed_everything
 
 @dataclass
 class Settings:
+    """One benchmark: ``stages`` blocks, batches of ``batch_size`` cut into micro-batches of
+    ``micro_batch``, ``warmup`` + ``steps`` steps per run, ``repeats`` runs of each configuration.
+    """
+
     stages: int = 2
     batch_size: int = 256
     micro_batch: int = 64
@@ -49,7 +55,27 @@ class Settings:
 
     @property
     def micro_batches(self) -> int:
+        """Micro-batches per batch."""
         return self.batch_size // self.micro_batch
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for settings the benchmark cannot run, naming the fix."""
+        checks = [
+            (self.stages >= 2, f"--stages must be >= 2 (a pipeline of one stage is the sequential engine), "
+                               f"got {self.stages}"),
+            (self.micro_batch >= 1 and self.batch_size >= 1,
+             f"--batch-size and --micro-batch must be >= 1, got {self.batch_size} and {self.micro_batch}"),
+            (self.micro_batch < 1 or self.batch_size % self.micro_batch == 0,
+             f"--batch-size {self.batch_size} is not a multiple of --micro-batch {self.micro_batch}"),
+            (self.micro_batch < 1 or self.micro_batches >= self.stages,
+             f"{self.micro_batches} micro-batch(es) per batch for {self.stages} stages: the pipelines need at "
+             f"least one per stage; lower --micro-batch to {max(self.batch_size // self.stages, 1)} or less"),
+            (self.warmup >= 1 and self.steps >= 1 and self.repeats >= 1,
+             "--warmup, --steps and --repeats must be >= 1 (the clock starts after the warm-up)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
 
 
 def bench_cnn(num_classes: int = 10) -> nn.Sequential:
@@ -65,14 +91,18 @@ def bench_cnn(num_classes: int = 10) -> nn.Sequential:
 
 
 def make_batches(s: Settings) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``warmup + steps`` seeded synthetic (images, labels) batches every configuration trains on."""
     g = torch.Generator().manual_seed(s.seed)
     n = s.warmup + s.steps
-    return [(torch.randn(s.batch_size, 1, 28, 28, generator=g), torch.randint(0, 10, (s.batch_size,), generator=g)) for _ in range(n)]
+    return [(torch.randn(s.batch_size, 1, 28, 28, generator=g),
+             torch.randint(0, 10, (s.batch_size,), generator=g)) for _ in range(n)]
 
 
 def build(s: Settings, method: str, counts: Optional[list[int]]) -> DecoupledModel:
+    """The benchmark CNN, seeded, as a DecoupledModel cut by ``counts`` and trained by ``method``."""
     seed_everything(s.seed)
-    return DecoupledModel(bench_cnn(), counts, method=method, num_classes=10, example_input=torch.zeros(2, 1, 28, 28))
+    return DecoupledModel(bench_cnn(), counts, method=method, num_classes=10,
+                          example_input=torch.zeros(2, 1, 28, 28))
 
 
 def balanced_counts(s: Settings) -> tuple[list[int], str]:
@@ -97,7 +127,8 @@ def run_local(s: Settings, method: str, counts, executor, threads: int) -> tuple
     torch.set_num_threads(threads)
     model = build(s, method, counts)
     times: list[float] = []
-    model.fit(make_batches(s), executor=executor, on_step=lambda step, losses: times.append(time.perf_counter()))
+    model.fit(make_batches(s), executor=executor,
+              on_step=lambda step, losses: times.append(time.perf_counter()))
     return _sps(times, s), _flat(model)
 
 
@@ -111,7 +142,8 @@ def _free_port() -> int:
 def _spawn(fn: Callable, s: Settings, counts, extra) -> list[dict]:
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        mp.start_processes(fn, args=(s, counts, extra, port, tmp), nprocs=s.stages, join=True, start_method="spawn")
+        mp.start_processes(fn, args=(s, counts, extra, port, tmp), nprocs=s.stages, join=True,
+                           start_method="spawn")
         return [torch.load(os.path.join(tmp, f"{r}.pt")) for r in range(s.stages)]
 
 
@@ -126,9 +158,11 @@ def _decoupled_worker(rank: int, s: Settings, counts, _extra, port: int, tmp: st
     times: list[float] = []
     batches = make_batches(s)
     dist.barrier()
-    model.fit(batches, executor=DistributedExecutor(s.micro_batches), on_step=lambda step, losses: times.append(time.perf_counter()))
+    model.fit(batches, executor=DistributedExecutor(s.micro_batches),
+              on_step=lambda step, losses: times.append(time.perf_counter()))
     state = {f"blocks.{rank}.{k}": v for k, v in model.blocks[rank].state_dict().items()}
-    torch.save({"sps": _sps(times, s) if rank == s.stages - 1 else None, "state": state}, os.path.join(tmp, f"{rank}.pt"))
+    torch.save({"sps": _sps(times, s) if rank == s.stages - 1 else None, "state": state},
+               os.path.join(tmp, f"{rank}.pt"))
     dist.destroy_process_group()
 
 
@@ -162,12 +196,14 @@ def _peer_worker(rank: int, s: Settings, counts, schedule_name: str, port: int, 
 
 
 def run_processes(s: Settings, counts) -> tuple[float, dict]:
+    """Samples/s of the distributed executor (one spawned gloo rank per block) and its final state."""
     results = _spawn(_decoupled_worker, s, counts, None)
     state = {k: v for r in results for k, v in r["state"].items()}
     return results[-1]["sps"], state
 
 
 def run_peer(s: Settings, counts, schedule: str) -> float:
+    """Samples/s of the BP pipeline cut by ``counts`` with ``schedule`` ``"gpipe"`` or ``"1f1b"``."""
     return _spawn(_peer_worker, s, counts, schedule)[-1]["sps"]
 
 
@@ -186,7 +222,8 @@ def neighbour_cuts(counts: list[int]) -> list[list[int]]:
 
 def best_peer_cut(s: Settings, counts: list[int]) -> tuple[list[int], dict[str, float]]:
     """The BP pipeline's own best cut near the decoupled one (its balance differs: no local
-    heads, but input gradients at each boundary), by one run of each schedule per candidate."""
+    heads, but input gradients at each boundary), by one run of each schedule per candidate.
+    """
     trials = {str(c): max(run_peer(s, c, "gpipe"), run_peer(s, c, "1f1b")) for c in neighbour_cuts(counts)}
     best = max(trials, key=trials.get)
     return [int(v) for v in best.strip("[]").split(",")], {k: round(v, 1) for k, v in trials.items()}
@@ -194,6 +231,7 @@ def best_peer_cut(s: Settings, counts: list[int]) -> tuple[list[int], dict[str, 
 
 # -- the whole benchmark ------------------------------------------------------------------
 def max_diff(*states: dict) -> float:
+    """Largest absolute difference of any entry between the first state dict and each other one."""
     ref = states[0]
     worst = 0.0
     for other in states[1:]:
@@ -204,17 +242,15 @@ def max_diff(*states: dict) -> float:
 
 def run(s: Settings, log: Callable[[str], None] = print) -> dict:
     """Run every configuration ``s.repeats`` times, interleaved; return the medians and ratios."""
-    if s.warmup < 1 or s.steps < 1:
-        raise ValueError("the benchmark needs --warmup >= 1 (the clock starts after it) and --steps >= 1")
-    if s.batch_size % s.micro_batch:
-        raise ValueError(f"batch size {s.batch_size} is not a multiple of the micro-batch {s.micro_batch}")
+    s.validate()
     all_cores = os.cpu_count() or 1
     counts, report = balanced_counts(s)
     log(f"balanced cut {counts} (profiled on one micro-batch of {s.micro_batch}):\n{report}")
     peer_counts, peer_trials = best_peer_cut(s, counts)
     log(f"peer pipeline cut {peer_counts} (best of {peer_trials} samples/s)")
     m = s.micro_batches
-    samples: dict[str, list[float]] = {k: [] for k in ("sequential", "threads", "processes", "bp", "bp_all_cores", "peer_gpipe", "peer_1f1b")}
+    samples: dict[str, list[float]] = {k: [] for k in ("sequential", "threads", "processes", "bp",
+                                                       "bp_all_cores", "peer_gpipe", "peer_1f1b")}
     diffs = []
     for rep in range(s.repeats):
         seq_sps, seq_state = run_local(s, s.method, counts, SequentialExecutor(m), 1)
@@ -227,13 +263,15 @@ def run(s: Settings, log: Callable[[str], None] = print) -> dict:
         for key, value in zip(samples, (seq_sps, thr_sps, proc_sps, bp_sps, bp_all_sps, gpipe, one_f_one_b)):
             samples[key].append(value)
         diffs.append(max_diff(seq_state, thr_state, proc_state))
-        log(f"repeat {rep + 1}/{s.repeats}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in samples.items()) + " samples/s")
+        log(f"repeat {rep + 1}/{s.repeats}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in samples.items())
+            + " samples/s")
     med = {k: statistics.median(v) for k, v in samples.items()}
     peer = max(med["peer_gpipe"], med["peer_1f1b"])
 
     def ratio(num: str, *den: str) -> float:
         """Median over repeats of the per-repeat ratio (runs of one repeat are back to back,
-        so a slow phase of the machine affects both sides of a ratio)."""
+        so a slow phase of the machine affects both sides of a ratio).
+        """
         return statistics.median(samples[num][r] / max(samples[d][r] for d in den) for r in range(s.repeats))
 
     speedup = ratio("processes", "sequential")

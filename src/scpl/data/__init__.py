@@ -1,5 +1,6 @@
 """Data sets: readers for the standard on-disk formats, the registry with a validation split,
-augmentation on tensors and label noise."""
+augmentation on tensors and label noise.
+"""
 
 from .datasets import DATASETS, DataBundle, load_dataset
 from .idx import read_idx

@@ -87,7 +87,8 @@ def _check_probability(p: float, who: str) -> float:
 
 def grayscale(x: Tensor) -> Tensor:
     """(B, 1, H, W) luminance 0.299 R + 0.587 G + 0.114 B of a 3-channel batch; a 1-channel
-    batch is returned as is, other channel counts are averaged."""
+    batch is returned as is, other channel counts are averaged.
+    """
     if x.shape[1] == 3:
         return LUMA[0] * x[:, 0:1] + LUMA[1] * x[:, 1:2] + LUMA[2] * x[:, 2:3]
     return x.mean(dim=1, keepdim=True)
@@ -109,7 +110,8 @@ def rgb_to_hsv(x: Tensor) -> Tensor:
 
 def hsv_to_rgb(x: Tensor) -> Tensor:
     """Inverse of :func:`rgb_to_hsv`: channel n of RGB is V - V S clamp(min(k, 4 - k), 0, 1)
-    with k = (n' + 6 H) mod 6 and n' = 5, 3, 1 for R, G, B."""
+    with k = (n' + 6 H) mod 6 and n' = 5, 3, 1 for R, G, B.
+    """
     h, s, v = x[:, 0:1], x[:, 1:2], x[:, 2:3]
     n = torch.tensor((5.0, 3.0, 1.0), dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     k = torch.remainder(n + 6.0 * h, 6.0)
@@ -146,7 +148,8 @@ class RandomCrop(_Repr):
         if not isinstance(padding, int) or padding < 0:
             raise ConfigError(f"RandomCrop: padding must be an int >= 0, got {padding!r}")
         if padding_mode not in ("constant", "reflect"):
-            raise ConfigError(f"RandomCrop: padding_mode must be 'constant' or 'reflect', got {padding_mode!r}")
+            raise ConfigError("RandomCrop: padding_mode must be 'constant' or 'reflect', "
+                              f"got {padding_mode!r}")
         self.size, self.padding, self.fill, self.padding_mode = size, padding, float(fill), padding_mode
 
     def _pad(self, x: Tensor) -> Tensor:
@@ -195,7 +198,8 @@ class RandomHorizontalFlip(_Repr):
 
 class RandomGrayscale(_Repr):
     """Replace each 3-channel sample, with probability ``p``, by its luminance
-    0.299 R + 0.587 G + 0.114 B repeated on the 3 channels."""
+    0.299 R + 0.587 G + 0.114 B repeated on the 3 channels.
+    """
 
     def __init__(self, p: float = 0.2):
         self.p = _check_probability(p, "RandomGrayscale")
@@ -232,7 +236,8 @@ class ColorJitter(_Repr):
             if not float(v) >= 0.0:
                 raise ConfigError(f"ColorJitter: {name} must be >= 0, got {v}")
         if not 0.0 <= float(hue) <= 0.5:
-            raise ConfigError(f"ColorJitter: hue must be in [0, 0.5] (a fraction of the colour wheel), got {hue}")
+            raise ConfigError("ColorJitter: hue must be in [0, 0.5] (a fraction of the colour wheel), "
+                              f"got {hue}")
         self.brightness, self.contrast = float(brightness), float(contrast)
         self.saturation, self.hue = float(saturation), float(hue)
 
@@ -284,7 +289,8 @@ class Normalize(_Repr):
         key = (x.device, x.dtype)
         if key not in self._cache:
             self._cache[key] = tuple(
-                torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for v in (self.mean, self.std)
+                torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+                for v in (self.mean, self.std)
             )
         return self._cache[key]
 
@@ -328,6 +334,7 @@ class Compose(_Repr):
                 raise ConfigError(f"Compose: every transform must be callable, got {t!r}")
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Each transform's output fed to the next; randomness: whatever each draws, in order."""
         for t in self.transforms:
             x = t(x, generator)
         return x
@@ -350,6 +357,7 @@ class TwoViews(_Repr):
         self.second = second
 
     def __call__(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(B, ...) images and labels -> (2B, ...) views and labels; randomness: both views', in order."""
         first = self.transform(x, generator)
         second = (self.second or self.transform)(x, generator)
         return torch.cat((first, second)), torch.cat((y, y))
@@ -384,6 +392,7 @@ class Augment:
 
     @property
     def two_views(self) -> bool:
+        """Whether the transform is a :class:`TwoViews` (the batch doubles)."""
         return isinstance(self.transform, TwoViews)
 
     def generator(self, device: Union[str, torch.device]) -> torch.Generator:
@@ -394,6 +403,7 @@ class Augment:
         return self._generators[key]
 
     def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x', y')``: the transform on ``x`` (uint8 scaled to [0, 1] first) with its device's generator."""
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
         elif not x.is_floating_point():
@@ -405,7 +415,8 @@ class Augment:
 
     def state_dict(self) -> dict:
         """``{"seed": int, "generators": {device: ByteTensor state}}`` (CPU tensors)."""
-        return {"seed": self.seed, "generators": {k: g.get_state().clone() for k, g in self._generators.items()}}
+        return {"seed": self.seed,
+                "generators": {k: g.get_state().clone() for k, g in self._generators.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved; devices absent from it start afresh from the seed."""

@@ -126,12 +126,14 @@ def _image_bundle(name: str, root: Optional[str], val_fraction: float, split_see
     tr, va = split_indices(len(y_train), val_fraction, split_seed)
     mean, std = channel_stats(x_train[tr])
     val = TensorDataset(x_train[va], y_train[va]) if len(va) else None
-    return DataBundle(name, "image", TensorDataset(x_train[tr], y_train[tr]), val, TensorDataset(x_test, y_test),
-                      num_classes, [str(i) for i in range(num_classes)], mean, std)
+    return DataBundle(name, "image", TensorDataset(x_train[tr], y_train[tr]), val,
+                      TensorDataset(x_test, y_test), num_classes,
+                      [str(i) for i in range(num_classes)], mean, std)
 
 
 def _text_bundle(name: str, root: Optional[str], val_fraction: float, split_seed: int,
-                 train_limit: Optional[int], max_len: int, min_freq: int, max_vocab: Optional[int]) -> DataBundle:
+                 train_limit: Optional[int], max_len: int, min_freq: int,
+                 max_vocab: Optional[int]) -> DataBundle:
     train_texts, train_labels, test_texts, test_labels, classes = TEXT_SETS[name](root)
     if train_limit is not None:
         train_texts, train_labels = train_texts[:train_limit], train_labels[:train_limit]

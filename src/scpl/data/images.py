@@ -47,13 +47,16 @@ class _Source:
 
 CIFAR10 = _Source("CIFAR-10", "cifar10", "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz")
 CIFAR100 = _Source("CIFAR-100", "cifar100", "cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz")
-SVHN = _Source("SVHN", "svhn", None, "http://ufldl.stanford.edu/housenumbers/ (the 'Format 2' files *_32x32.mat)")
+SVHN = _Source("SVHN", "svhn", None,
+               "http://ufldl.stanford.edu/housenumbers/ (the 'Format 2' files *_32x32.mat)")
 STL10 = _Source("STL-10", "stl10", "stl10_binary", "https://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz")
 TINY_IMAGENET = _Source("Tiny-ImageNet", "tiny-imagenet", "tiny-imagenet-200", "http://cs231n.stanford.edu/tiny-imagenet-200.zip")
 
 
 def data_root(name: str, root: PathLike = None) -> Path:
-    """The folder of data set ``name``: ``root`` if given, else ``$SCPL_DATA/name``, else ``~/.scpl/data/name``."""
+    """The folder of data set ``name``: ``root`` if given, else ``$SCPL_DATA/name``, else
+    ``~/.scpl/data/name``.
+    """
     if root is not None:
         return Path(root).expanduser()
     if os.environ.get("SCPL_DATA"):
@@ -87,7 +90,8 @@ def _labels(values: Any, num_classes: int, where: Path, offset: int = 0) -> torc
     """``values - offset`` as int64 labels, with a ValueError if any falls outside 0..num_classes-1."""
     y = np.asarray(values, dtype=np.int64).reshape(-1) - offset
     if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{where}: labels must lie in {offset}..{num_classes - 1 + offset}, got {y.min() + offset}..{y.max() + offset}")
+        raise ValueError(f"{where}: labels must lie in {offset}..{num_classes - 1 + offset}, "
+                         f"got {y.min() + offset}..{y.max() + offset}")
     return torch.from_numpy(y)
 
 
@@ -105,7 +109,8 @@ class _NumpyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         # Protocol 2 pickles written by Python 3 rebuild bytes with _codecs.encode.
-        if (module.split(".")[0] == "numpy" and name in self._NUMPY) or (module, name) == ("_codecs", "encode"):
+        if ((module.split(".")[0] == "numpy" and name in self._NUMPY)
+                or (module, name) == ("_codecs", "encode")):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
@@ -114,14 +119,16 @@ def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             batch = _NumpyUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError) as exc:
         raise ValueError(f"{path}: not a CIFAR pickle ({exc})") from exc
     if not isinstance(batch, dict) or b"data" not in batch:
         raise ValueError(f"{path}: not a CIFAR pickle (expected a dict with b'data')")
     return batch
 
 
-def _cifar_batches(folder: Path, names: Sequence[str], label_key: bytes, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _cifar_batches(folder: Path, names: Sequence[str], label_key: bytes,
+                   num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for name in names:
         path = folder / name
@@ -144,7 +151,8 @@ def load_cifar10(root: PathLike = None) -> Split:
     """
     train = [f"data_batch_{i}" for i in range(1, 6)]
     folder = _locate(CIFAR10, root, train + ["test_batch"])
-    return (*_cifar_batches(folder, train, b"labels", 10), *_cifar_batches(folder, ["test_batch"], b"labels", 10))
+    return (*_cifar_batches(folder, train, b"labels", 10),
+            *_cifar_batches(folder, ["test_batch"], b"labels", 10))
 
 
 def load_cifar100(root: PathLike = None, label_kind: str = "fine") -> Split:
@@ -157,7 +165,8 @@ def load_cifar100(root: PathLike = None, label_kind: str = "fine") -> Split:
         raise ValueError(f"label_kind must be 'fine' or 'coarse', got {label_kind!r}")
     key, num_classes = (b"fine_labels", 100) if label_kind == "fine" else (b"coarse_labels", 20)
     folder = _locate(CIFAR100, root, ["train", "test"])
-    return (*_cifar_batches(folder, ["train"], key, num_classes), *_cifar_batches(folder, ["test"], key, num_classes))
+    return (*_cifar_batches(folder, ["train"], key, num_classes),
+            *_cifar_batches(folder, ["test"], key, num_classes))
 
 
 # --- SVHN --------------------------------------------------------------------------------------------
@@ -204,7 +213,8 @@ def _stl10_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     raw = np.fromfile(x_path, dtype=np.uint8)
     size = 3 * 96 * 96
     if raw.size == 0 or raw.size % size:
-        raise ValueError(f"{x_path}: {raw.size} bytes is not a whole number of 3x96x96 images ({size} bytes each)")
+        raise ValueError(f"{x_path}: {raw.size} bytes is not a whole number of 3x96x96 images "
+                         f"({size} bytes each)")
     # Each channel is stored column-major: swap the last two axes to get (N, C, H, W).
     x = torch.from_numpy(np.ascontiguousarray(raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)))
     y = _labels(np.fromfile(y_path, dtype=np.uint8), 10, y_path, offset=1)
@@ -242,7 +252,8 @@ def _tiny_val(folder: Path, index: dict[str, int]) -> tuple[list[Path], list[int
     paths, labels = [], []
     for row in rows:
         if len(row) != 2 or row[1] not in index:
-            raise ValueError(f"{annotations}: bad line {row!r} (expected FILE<TAB>WNID<TAB>box with a wnid from wnids.txt)")
+            raise ValueError(f"{annotations}: bad line {row!r} "
+                             "(expected FILE<TAB>WNID<TAB>box with a wnid from wnids.txt)")
         path = folder / "val" / "images" / row[0]
         if not path.exists():
             raise _not_found(TINY_IMAGENET, folder, [f"val/images/{row[0]}"])

@@ -82,7 +82,8 @@ def _rows(f: IO[str], **fmt: object) -> Iterator[tuple[int, list[str]]]:
         start = reader.line_num + 1
 
 
-def _rows_under_header(f: IO[str], path: PathLike, header: list[str], **fmt: object) -> Iterator[tuple[int, list[str]]]:
+def _rows_under_header(f: IO[str], path: PathLike, header: list[str],
+                       **fmt: object) -> Iterator[tuple[int, list[str]]]:
     """:func:`_rows` after a required header line, each row checked to have the header's columns."""
     tab = fmt.get("delimiter") == "\t"
     rows = _rows(f, **fmt)
@@ -108,9 +109,9 @@ def _label(value: str, n_classes: int, path: PathLike, line: int, first: int = 1
 
 
 def _read_zhang_csv(path: Path, n_classes: int) -> tuple[list[str], list[int]]:
-    """Zhang et al. (2015) CSV: no header, ``class (1-based), title, body``; text = title + " " + body.
+    r"""Zhang et al. (2015) CSV: no header, ``class (1-based), title, body``; text = title + " " + body.
 
-    Newlines escaped as the two characters ``\\n`` become spaces; nothing else is changed.
+    Newlines escaped as the two characters ``\n`` become spaces; nothing else is changed.
     """
     texts: list[str] = []
     labels: list[int] = []
@@ -159,10 +160,10 @@ def load_debian(path: Optional[PathLike] = None) -> TextSplits:
 
 
 def load_ag_news(root: Optional[PathLike] = None) -> TextSplits:
-    """AG News (Zhang et al. 2015): ``train.csv`` and ``test.csv`` in ``root`` or ``root/ag_news_csv``.
+    r"""AG News (Zhang et al. 2015): ``train.csv`` and ``test.csv`` in ``root`` or ``root/ag_news_csv``.
 
     No header; columns ``class (1..4), title, description``; text = title + " " + description with
-    literal ``\\n`` sequences replaced by spaces. Classes: World, Sports, Business, Sci/Tech.
+    literal ``\n`` sequences replaced by spaces. Classes: World, Sports, Business, Sci/Tech.
     """
     base, files = data_root("ag_news", root), ("train.csv", "test.csv")
     folder = _find(base, "ag_news_csv", files)
@@ -175,11 +176,11 @@ def load_ag_news(root: Optional[PathLike] = None) -> TextSplits:
 
 
 def load_dbpedia(root: Optional[PathLike] = None) -> TextSplits:
-    """DBpedia ontology (Zhang et al. 2015): ``train.csv``, ``test.csv`` (and ``classes.txt``) in
+    r"""DBpedia ontology (Zhang et al. 2015): ``train.csv``, ``test.csv`` (and ``classes.txt``) in
     ``root/dbpedia_csv`` or ``root``.
 
     No header; columns ``class (1..14), title, content``; text = title + " " + content with literal
-    ``\\n`` sequences replaced by spaces. Class names come from ``classes.txt`` (one a line) if
+    ``\n`` sequences replaced by spaces. Class names come from ``classes.txt`` (one a line) if
     present, else the standard 14 names.
     """
     base, files = data_root("dbpedia", root), ("train.csv", "test.csv")
@@ -189,7 +190,8 @@ def load_dbpedia(root: Optional[PathLike] = None) -> TextSplits:
                        ZHANG_URL.format(archive="dbpedia_csv.tar.gz"))
     names = list(DBPEDIA_CLASSES)
     if (folder / "classes.txt").is_file():
-        names = [s.strip() for s in (folder / "classes.txt").read_text(encoding="utf-8").splitlines() if s.strip()]
+        names = [s.strip() for s in (folder / "classes.txt").read_text(encoding="utf-8").splitlines()
+                 if s.strip()]
     train = _read_zhang_csv(folder / "train.csv", len(names))
     test = _read_zhang_csv(folder / "test.csv", len(names))
     return train[0], train[1], test[0], test[1], names
@@ -219,7 +221,8 @@ def _read_imdb_csv(path: Path, train_rows: int) -> TextSplits:
                 raise _bad(path, line, f"sentiment {row[1]!r} is neither 'positive' nor 'negative'")
             texts.append(_BR.sub(" ", row[0]))
             labels.append(ids[row[1]])
-    return texts[:train_rows], labels[:train_rows], texts[train_rows:], labels[train_rows:], list(IMDB_CLASSES)
+    return (texts[:train_rows], labels[:train_rows], texts[train_rows:], labels[train_rows:],
+            list(IMDB_CLASSES))
 
 
 def load_imdb(root: Optional[PathLike] = None, csv_train_rows: int = 25_000) -> TextSplits:
@@ -254,7 +257,8 @@ def _read_sst2_tsv(path: Path) -> tuple[list[str], list[int]]:
     texts: list[str] = []
     labels: list[int] = []
     with open(path, newline="", encoding="utf-8") as f:
-        for line, row in _rows_under_header(f, path, ["sentence", "label"], delimiter="\t", quoting=csv.QUOTE_NONE):
+        for line, row in _rows_under_header(f, path, ["sentence", "label"], delimiter="\t",
+                                            quoting=csv.QUOTE_NONE):
             labels.append(_label(row[1], len(SST2_CLASSES), path, line, first=0))
             texts.append(row[0])
     return texts, labels
@@ -333,12 +337,14 @@ class Vocab:
 
     @classmethod
     def from_state(cls, state: dict[str, list[str]]) -> "Vocab":
+        """The vocabulary saved by :meth:`state_dict`."""
         return cls(state["itos"])
 
 
 def encode_texts(texts: Iterable[str], vocab: Vocab, max_len: int) -> list[torch.Tensor]:
     """Each text tokenised and encoded as an int64 tensor of at most ``max_len`` ids (first tokens
-    kept); a text without tokens becomes ``[<unk>]``."""
+    kept); a text without tokens becomes ``[<unk>]``.
+    """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     out = []
@@ -358,7 +364,8 @@ class TokenDataset(Dataset):
         self.labels = [int(y) for y in labels]
 
     @classmethod
-    def from_texts(cls, texts: Sequence[str], labels: Sequence[int], vocab: Vocab, max_len: int) -> "TokenDataset":
+    def from_texts(cls, texts: Sequence[str], labels: Sequence[int], vocab: Vocab,
+                   max_len: int) -> "TokenDataset":
         """Shorthand for ``TokenDataset(encode_texts(texts, vocab, max_len), labels)``."""
         return cls(encode_texts(texts, vocab, max_len), labels)
 

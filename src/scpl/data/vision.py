@@ -19,9 +19,12 @@ from torch.utils.data import TensorDataset
 from .idx import read_idx
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
-"""Where Debian's ``dataset-fashion-mnist`` installs the files; ``$SCPL_DATA/fashion-mnist`` is searched first."""
+"""Where Debian's ``dataset-fashion-mnist`` installs the files; ``$SCPL_DATA/fashion-mnist`` is
+searched first.
+"""
 
-IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 Split = tuple[Tensor, Tensor, Tensor, Tensor]
 
 
@@ -34,7 +37,8 @@ def _standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
 
 def digits_split(test_fraction: float = 0.2, seed: int = 0) -> Split:
     """scikit-learn's 1,797 8x8 digits as float (N, 1, 8, 8) images (values 0..16) and int64
-    labels, split by a seeded permutation (digits has no official test split)."""
+    labels, split by a seeded permutation (digits has no official test split).
+    """
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as exc:
@@ -77,12 +81,14 @@ def _idx_file(folder: Path, stem: str) -> Path:
 
 def idx_split(folder: Optional[Path], name: str, where: Path, how: str) -> Split:
     """MNIST-style IDX files (``.gz`` or not) in ``folder`` as uint8 (N, 1, 28, 28) images and
-    int64 labels; ``folder`` None raises FileNotFoundError saying what to put in ``where``."""
+    int64 labels; ``folder`` None raises FileNotFoundError saying what to put in ``where``.
+    """
     if folder is None or not _has_idx(folder):
         raise FileNotFoundError(
             f"{name} not found in {where}: put {', '.join(s + '.gz' for s in IDX_STEMS)} there ({how}), "
             "or pass root= (--data-root on the command line).")
-    x_train, y_train, x_test, y_test = (torch.from_numpy(read_idx(_idx_file(folder, s)).copy()) for s in IDX_STEMS)
+    x_train, y_train, x_test, y_test = (torch.from_numpy(read_idx(_idx_file(folder, s)).copy())
+                                        for s in IDX_STEMS)
     return x_train[:, None], y_train.long(), x_test[:, None], y_test.long()
 
 
@@ -94,9 +100,11 @@ def fashion_mnist_split(root: Optional[str | Path] = None) -> Split:
                      "https://github.com/zalandoresearch/fashion-mnist")
 
 
-def load_fashion_mnist(root: Optional[str | Path] = None, train_limit: Optional[int] = None) -> tuple[TensorDataset, TensorDataset]:
+def load_fashion_mnist(root: Optional[str | Path] = None,
+                       train_limit: Optional[int] = None) -> tuple[TensorDataset, TensorDataset]:
     """Fashion-MNIST as (train, test) datasets of (1, 28, 28) images standardised with the
-    training mean and std; ``train_limit`` keeps the first N training images."""
+    training mean and std; ``train_limit`` keeps the first N training images.
+    """
     x_train, y_train, x_test, y_test = fashion_mnist_split(root)
     x_train, y_train = x_train[:train_limit], y_train[:train_limit]
     x_train, x_test = _standardise(x_train, x_test)

@@ -39,6 +39,9 @@ class Executor(Protocol):
       eval mode (in one or several pieces; the same in every process).
     * ``exit_batches(blocks, batches, policy)`` runs per-sample early exit and returns
       ``(predictions, labels, exit block per sample, samples processed per block)``.
+    * ``exit_predictions(blocks, batches)`` returns every exit's predicted classes for every
+      sample (None for a block without an exit; the last block's output is the last exit) and
+      the labels.
     """
 
     name: str
@@ -51,6 +54,9 @@ class Executor(Protocol):
 
     def exit_batches(self, blocks: Sequence[nn.Module], batches: Batches,
                      policy: Any) -> tuple[Tensor, Tensor, Tensor, list[int]]: ...
+
+    def exit_predictions(self, blocks: Sequence[nn.Module],
+                         batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]: ...
 
 
 def check_sizes(micro_batches: int, queue_size: int = 1) -> None:
@@ -102,6 +108,25 @@ class InProcessInference:
             for block in blocks:
                 flow = block(flow_to(flow, block.device))
             yield flow, labels
+
+    @torch.no_grad()
+    def exit_predictions(self, blocks: Sequence[nn.Module],
+                         batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]:
+        from ..flow import flow_to
+
+        for block in blocks:
+            block.eval()
+        preds: list[list[Tensor]] = [[] for _ in blocks]
+        labels = []
+        for inputs, batch_labels in batches:
+            flow = inputs
+            for k, block in enumerate(blocks):
+                flow = block(flow_to(flow, block.device))
+                logits = flow if k == len(blocks) - 1 else block.exit_logits(flow)
+                if logits is not None:
+                    preds[k].append(logits.argmax(dim=1).cpu())
+            labels.append(batch_labels.cpu())
+        return [torch.cat(p) if p else None for p in preds], torch.cat(labels) if labels else torch.empty(0)
 
     def exit_batches(self, blocks: Sequence[nn.Module], batches: Batches,
                      policy: Any) -> tuple[Tensor, Tensor, Tensor, list[int]]:

@@ -24,7 +24,7 @@ import inspect
 import os
 import threading
 import warnings
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -240,6 +240,32 @@ class DistributedExecutor:
         for k, g in enumerate(gathered):
             preds[g["ids"]], labels[g["ids"]], exit_block[g["ids"]] = g["preds"], g["labels"], k
         return preds, labels, exit_block, [g["processed"] for g in gathered]
+
+    @torch.no_grad()
+    def exit_predictions(self, blocks: Sequence[nn.Module],
+                         batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]:
+        """Every exit's predictions for every sample (each rank predicts with its block's exit),
+        and the labels; the same on every rank, samples in data order."""
+        rank, world, device, comm = self._setup(blocks)
+        block = blocks[rank]
+        block.eval()
+        last = rank == world - 1
+        mine: list[Tensor] = []
+        labels_seen: list[Tensor] = []
+
+        def compute(step: int, micro: int, flow: Flow, labels: Tensor, extras: list[Tensor]):
+            out = block(flow_to(flow, device))
+            logits = out if last else block.exit_logits(out)
+            if logits is not None:
+                mine.append(logits.argmax(dim=1).cpu())
+            labels_seen.append(labels.cpu())
+            return out, labels, []
+
+        self._run(rank, world, comm, compute, lambda *args: None, batches, 1).meet(lambda: None, False)
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, {"preds": torch.cat(mine) if mine else None,
+                                          "labels": torch.cat(labels_seen) if labels_seen else torch.empty(0)})
+        return [g["preds"] for g in gathered], gathered[-1]["labels"]
 
     # -- machinery ------------------------------------------------------------------------
     def _run(self, rank: int, world: int, comm: torch.device, compute, sink, batches: Batches, m: int) -> Watch:

@@ -5,9 +5,10 @@ Three mechanisms keep a rank from waiting forever on one that failed or died:
 * **Announcement.** A rank whose stage raises writes ``ABORT_KEY`` (its rank and message);
   every other rank polls it and stops with a :class:`~scpl.errors.StageError` naming it.
 * **Heartbeats.** While a rank is inside a pipeline call it increments its counter
-  ``scpl/beat/{rank}`` several times a second. A peer whose counter was seen moving during the
-  call and then stands still for ``timeout`` seconds is taken for dead (killed, or hung), even
-  if it never announced anything (``kill -9``, a lost machine).
+  ``scpl/beat/{rank}`` several times a second. A peer whose counter stands still for ``timeout``
+  seconds while this rank is inside a call is taken for dead (killed, or hung), even if it never
+  announced anything (``kill -9``, a lost machine). So ranks must enter each pipeline call
+  (``fit``, ``evaluate``, ...) within ``timeout`` seconds of each other.
 * **Meetings.** Before the closing collectives of a call every rank meets the others through
   the store (:meth:`Watch.meet`), watching for both of the above, so a rank whose part ended
   cleanly never waits in a collective for a rank that is gone.
@@ -30,7 +31,7 @@ from ..errors import StageError
 ABORT_KEY = "scpl/abort"
 POLL_S = 0.05
 BEAT_S = 0.2
-DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_TIMEOUT_S = 60.0
 _ROUNDS = itertools.count()
 
 
@@ -49,19 +50,19 @@ def announce(store, rank: int, exc: BaseException) -> None:
 class Watch:
     """This rank's view of the others during one pipeline call.
 
-    ``check()`` beats this rank's heart and returns a ``(rank, exception)`` failure, or None:
-    an announced failure, a peer whose heartbeat stopped for ``timeout`` seconds after it was
-    seen beating in this call, or a store that cannot be reached.
+    ``check()`` beats this rank's heart and returns a ``(rank, exception)`` failure (rank None:
+    not known), or None: an announced failure, a peer whose heartbeat has not moved for
+    ``timeout`` seconds of this call, or a store that cannot be reached.
     """
 
     def __init__(self, rank: int, world: int, timeout: float = DEFAULT_TIMEOUT_S, peers: Optional[list[int]] = None):
         self.store = dist.distributed_c10d._get_default_store()
         self.rank, self.timeout = rank, timeout
         self.peers = [r for r in (peers if peers is not None else range(world)) if r != rank]
-        self._seen: dict[int, tuple[int, float, bool]] = {}  # rank -> (counter, when it last moved, moved in call)
+        self._seen: dict[int, tuple[int, float]] = {}  # rank -> (counter, when it last moved or was first read)
         self._next_beat = 0.0
 
-    def check(self) -> Optional[tuple[int, BaseException]]:
+    def check(self) -> Optional[tuple[Optional[int], BaseException]]:
         now = time.monotonic()
         try:
             if now >= self._next_beat:
@@ -69,28 +70,29 @@ class Watch:
                 self.store.add(f"scpl/beat/{self.rank}", 1)
                 stale = self._stale_peer(now)
                 if stale is not None:
-                    return stale, RemoteStageFailure(
+                    failure = RemoteStageFailure(
                         f"rank {stale} stopped responding: no heartbeat for {self.timeout:g} s (killed or hung)")
+                    if not self.store.check([ABORT_KEY]):  # tell the others, who may not have noticed yet
+                        self.store.set(ABORT_KEY, f"{stale}\n{failure}")
+                    return stale, failure
             if self.store.check([ABORT_KEY]):
                 rank_text, message = self.store.get(ABORT_KEY).decode().split("\n", 1)
                 return int(rank_text), RemoteStageFailure(f"rank {rank_text} failed: {message}")
-        except Exception as exc:  # the store is unreachable: the rank hosting it died
-            return -1, RemoteStageFailure(f"lost the process group's store: {exc}")
+        except Exception as exc:  # the store is unreachable: the process hosting it is gone
+            return None, RemoteStageFailure(f"lost the process group's store: {exc}")
         return None
 
     def _stale_peer(self, now: float) -> Optional[int]:
         for peer in self.peers:
             counter = self.store.add(f"scpl/beat/{peer}", 0)
             before = self._seen.get(peer)
-            if before is None:
-                self._seen[peer] = (counter, now, False)
-            elif counter != before[0]:
-                self._seen[peer] = (counter, now, True)
-            elif before[2] and now - before[1] > self.timeout:
+            if before is None or counter != before[0]:
+                self._seen[peer] = (counter, now)
+            elif now - before[1] > self.timeout:
                 return peer
         return None
 
-    def run(self, stop: threading.Event, on_failure: Callable[[int, BaseException], None]) -> None:
+    def run(self, stop: threading.Event, on_failure: Callable[[Optional[int], BaseException], None]) -> None:
         """Check until ``stop`` is set (a watchdog thread's body); report a failure once and end."""
         while not stop.wait(BEAT_S / 2):
             failure = self.check()
@@ -119,7 +121,7 @@ class Watch:
                 if self.store.check(keys):
                     return value
             except Exception as exc:
-                raise StageError(-1, RemoteStageFailure(f"lost the process group's store: {exc}"), "") from exc
+                raise StageError(None, RemoteStageFailure(f"lost the process group's store: {exc}"), "") from exc
             failure = self.check()
             if failure is not None:
                 raise StageError(failure[0], failure[1], "")

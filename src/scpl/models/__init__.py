@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 from torch import nn
@@ -17,6 +18,8 @@ def _text(kind: str) -> Callable[..., nn.Module]:
     def build(**kwargs: Any) -> nn.Module:
         return TextClassifier(kind=kind, **kwargs)
 
+    signature = inspect.signature(TextClassifier)  # what build accepts: TextClassifier's arguments but kind
+    build.__signature__ = signature.replace(parameters=[p for n, p in signature.parameters.items() if n != "kind"])
     return build
 
 

@@ -21,15 +21,18 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                          nn.BatchNorm2d(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
+        """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))."""
         out = torch.relu(self.bn1(self.conv1(x)))
         return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
 def _stem(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True))
 
 
 def _head(c: int, num_classes: int) -> nn.Sequential:
@@ -38,7 +41,8 @@ def _head(c: int, num_classes: int) -> nn.Sequential:
 
 class ResNet18(nn.Sequential):
     """ResNet-18 with the CIFAR stem (3x3 conv, stride 1, no max-pool); four children = the four
-    stages (the stem joins the first, the classifier the last)."""
+    stages (the stem joins the first, the classifier the last).
+    """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 64):
         w = [width, 2 * width, 4 * width, 8 * width]
@@ -56,7 +60,8 @@ class ResNet18(nn.Sequential):
 
 class CifarResNet(nn.Sequential):
     """CIFAR ResNet-(6n+2), widths 16/32/64: children are the stem, the 3n residual units and
-    the classifier, so that it can be cut between any two units (:meth:`block_counts`)."""
+    the classifier, so that it can be cut between any two units (:meth:`block_counts`).
+    """
 
     def __init__(self, depth: int = 32, num_classes: int = 10, in_channels: int = 3, width: int = 16):
         if (depth - 2) % 6:
@@ -108,8 +113,10 @@ def _saved_bytes_per_layer(layers: Sequence[nn.Module], sample: Tensor | None) -
 
 
 def resnet32(**kwargs) -> CifarResNet:
+    """CIFAR ResNet-32 (n = 5 units per stage); ``kwargs`` go to :class:`CifarResNet`."""
     return CifarResNet(32, **kwargs)
 
 
 def resnet110(**kwargs) -> CifarResNet:
+    """CIFAR ResNet-110 (n = 18 units per stage); ``kwargs`` go to :class:`CifarResNet`."""
     return CifarResNet(110, **kwargs)

@@ -41,19 +41,23 @@ class Embedding(nn.Module):
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=padding_idx)
         if vectors is not None:
             if tuple(vectors.shape) != (vocab_size, dim):
-                raise ConfigError(f"pre-trained vectors have shape {tuple(vectors.shape)}, expected ({vocab_size}, {dim})")
+                raise ConfigError(f"pre-trained vectors have shape {tuple(vectors.shape)}, "
+                                  f"expected ({vocab_size}, {dim})")
             with torch.no_grad():
                 self.embed.weight.copy_(vectors)
             self.embed.weight.requires_grad_(not freeze)
         self.padding_idx = padding_idx
-        self.register_buffer("positions", sinusoidal_positions(max_len, dim) if positional else None, persistent=False)
+        self.register_buffer("positions", sinusoidal_positions(max_len, dim) if positional else None,
+                             persistent=False)
 
     def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """The embeddings of ``tokens`` (plus positions, if enabled) and the mask of non-padding tokens."""
         mask = tokens != self.padding_idx
         x = self.embed(tokens)
         if self.positions is not None:
             if tokens.shape[1] > self.positions.shape[0]:
-                raise ValueError(f"sequence of {tokens.shape[1]} tokens is longer than max_len {self.positions.shape[0]}")
+                raise ValueError(f"sequence of {tokens.shape[1]} tokens is longer than "
+                                 f"max_len {self.positions.shape[0]}")
             x = x + self.positions[: tokens.shape[1]]
         return x, mask
 
@@ -66,6 +70,7 @@ class BiLSTMBlock(nn.Module):
         self.lstm = nn.LSTM(in_dim, hidden, batch_first=True, bidirectional=True)
 
     def forward(self, seq: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The LSTM's output at every position (zeros past each sequence's length) and ``mask``."""
         lengths = mask.sum(dim=1).clamp(min=1).cpu()
         packed = pack_padded_sequence(seq, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
@@ -81,6 +86,7 @@ class TransformerBlock(nn.Module):
         self.layer = nn.TransformerEncoderLayer(dim, heads, ff or 4 * dim, dropout, batch_first=True)
 
     def forward(self, seq: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The encoder layer's output (padding excluded from attention) and ``mask``."""
         return self.layer(seq, src_key_padding_mask=~mask), mask
 
 
@@ -93,6 +99,7 @@ class Classify(nn.Module):
         self.fc = nn.Linear(dim, num_classes)
 
     def forward(self, seq: Tensor, mask: Tensor) -> Tensor:
+        """Class logits: the block's output, mean-pooled over real tokens, through the linear layer."""
         seq, mask = self.block(seq, mask)
         return self.fc(masked_mean(seq, mask))
 
@@ -105,16 +112,18 @@ class TextClassifier(nn.ModuleList):
             (d_model = ``dim``, ``heads`` heads).
         vectors: optional (vocab_size, dim) pre-trained embeddings (e.g. GloVe) aligned with the
             vocabulary; ``freeze_vectors`` keeps them fixed.
+
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, kind: str = "lstm", dim: int = 300, hidden: int = 300,
-                 layers: int = 3, heads: int = 6, dropout: float = 0.1, vectors: Optional[Tensor] = None,
-                 freeze_vectors: bool = False, max_len: int = 1024):
+    def __init__(self, vocab_size: int, num_classes: int, kind: str = "lstm", dim: int = 300,
+                 hidden: int = 300, layers: int = 3, heads: int = 6, dropout: float = 0.1,
+                 vectors: Optional[Tensor] = None, freeze_vectors: bool = False, max_len: int = 1024):
         if kind not in ("lstm", "transformer"):
             raise ConfigError(f"kind must be 'lstm' or 'transformer', got {kind!r}")
         if layers < 1:
             raise ConfigError("a text classifier needs at least one encoder block")
-        blocks: list[nn.Module] = [Embedding(vocab_size, dim, vectors, kind == "transformer", max_len, freeze=freeze_vectors)]
+        blocks: list[nn.Module] = [Embedding(vocab_size, dim, vectors, kind == "transformer", max_len,
+                                             freeze=freeze_vectors)]
         width = dim
         for i in range(layers):
             if kind == "lstm":
@@ -125,6 +134,7 @@ class TextClassifier(nn.ModuleList):
         super().__init__(blocks)
 
     def forward(self, tokens: Tensor) -> Tensor:
+        """Class logits for token ids (B, T): the blocks run in order, as one model."""
         flow = tokens
         for block in self:
             flow = call_with_flow(block, flow)

@@ -21,5 +21,6 @@ class VGG8(nn.Sequential):
             nn.Sequential(*conv_bn_relu(in_channels, c[0]), *conv_bn_relu(c[0], c[1]), nn.MaxPool2d(2)),
             nn.Sequential(*conv_bn_relu(c[1], c[1]), *conv_bn_relu(c[1], c[2]), nn.MaxPool2d(2)),
             nn.Sequential(*conv_bn_relu(c[2], c[2]), nn.MaxPool2d(2)),
-            nn.Sequential(*conv_bn_relu(c[2], c[2]), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(c[2] * final * final, num_classes)),
+            nn.Sequential(*conv_bn_relu(c[2], c[2]), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(c[2] * final * final, num_classes)),
         )

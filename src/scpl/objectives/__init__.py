@@ -17,7 +17,8 @@ from .supcon import SupConLoss
 
 ObjectiveSpec = Union[str, nn.Module, Callable[[Tensor, Tensor], Tensor]]
 
-__all__ = ["SupConLoss", "DeInfoRegLoss", "CrossEntropyLoss", "CallableObjective", "build_objective", "OBJECTIVES"]
+__all__ = ["SupConLoss", "DeInfoRegLoss", "CrossEntropyLoss", "CallableObjective", "build_objective",
+           "OBJECTIVES"]
 
 
 class CallableObjective(nn.Module):
@@ -28,6 +29,7 @@ class CallableObjective(nn.Module):
         self.fn = fn
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        """``fn(features, labels)``."""
         return self.fn(features, labels)
 
 
@@ -56,7 +58,8 @@ def build_objective(spec: ObjectiveSpec, num_classes: int, **kwargs: Any) -> nn.
         return spec
     if isinstance(spec, str):
         if spec not in OBJECTIVES:
-            raise ConfigError(f"unknown objective {spec!r}; choose one of {sorted(OBJECTIVES)} or pass a module/callable")
+            raise ConfigError(f"unknown objective {spec!r}; choose one of {sorted(OBJECTIVES)} "
+                              "or pass a module/callable")
         return OBJECTIVES[spec](num_classes, **kwargs)
     if callable(spec):
         return CallableObjective(spec)

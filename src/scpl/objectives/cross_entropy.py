@@ -18,4 +18,5 @@ class CrossEntropyLoss(nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        """Mean cross-entropy of the logits ``features`` against ``labels``, with the label smoothing."""
         return nn.functional.cross_entropy(features, labels, label_smoothing=self.label_smoothing)

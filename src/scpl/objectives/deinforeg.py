@@ -53,6 +53,7 @@ class DeInfoRegLoss(nn.Module):
         self.gamma, self.eps, self.original = gamma, eps, original
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        """The scalar loss ``L`` (see the module); 0, with a warning, for a batch of one sample."""
         if features.dim() != 2 or labels.shape != features.shape[:1]:
             raise ValueError(
                 f"DeInfoRegLoss expects features (N, D) and labels (N,), got {tuple(features.shape)} "
@@ -60,8 +61,8 @@ class DeInfoRegLoss(nn.Module):
             )
         n, d = features.shape
         if n < 2:
-            warnings.warn("DeInfoRegLoss: a batch of one sample has no variance or covariance; the loss is 0. "
-                          "Use batches of at least 2 (drop_last=True).", RuntimeWarning, stacklevel=2)
+            warnings.warn("DeInfoRegLoss: a batch of one sample has no variance or covariance; the loss "
+                          "is 0. Use batches of at least 2 (drop_last=True).", RuntimeWarning, stacklevel=2)
             return features.sum() * 0.0
         zn = nn.functional.normalize(features, dim=1)
         one_hot = nn.functional.one_hot(labels, self.num_classes).to(features.dtype)

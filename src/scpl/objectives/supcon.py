@@ -33,6 +33,7 @@ class SupConLoss(nn.Module):
         self.original = original
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        """The scalar loss ``L`` (see the module); 0, with a warning, if no sample has a positive."""
         if features.dim() != 2 or labels.shape != features.shape[:1]:
             raise ValueError(
                 f"SupConLoss expects features (N, D) and labels (N,), got {tuple(features.shape)} "

@@ -6,6 +6,7 @@ with; it trains nothing (see :mod:`scpl.runner.loop`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from ..errors import ConfigError
 from ..executors import EXECUTORS, Executor
 from ..executors.distributed import init_from_env
 from ..model import DecoupledModel
-from ..models import create_model
+from ..models import MODELS, create_model
 from ..optim import build_optimizer, build_scheduler
 from ..progressive import BlockSchedule
 from ..seed import seed_everything
@@ -85,7 +86,13 @@ def _model(cfg: TrainConfig, bundle: DataBundle) -> torch.nn.Module:
         kwargs.update(in_channels=bundle.shape[0], num_classes=bundle.num_classes)
         if cfg.model == "vgg8":
             kwargs.setdefault("image_size", bundle.shape[-1])
-    return create_model(cfg.model, **kwargs)
+    try:
+        return create_model(cfg.model, **kwargs)
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        accepted = sorted(n for n in inspect.signature(MODELS[cfg.model]).parameters if n != "kwargs")
+        raise ConfigError(f"model_args for {cfg.model}: {exc}; it accepts {accepted}") from exc
 
 
 def _transforms(cfg: TrainConfig, bundle: DataBundle) -> tuple[Optional[Callable], Optional[Callable]]:
@@ -122,6 +129,8 @@ class Run:
     schedule: Optional[BlockSchedule]
     rank: int = 0
     world: int = 1
+    train_eval_batches: Optional[Batches] = None  # the training split in order, unaugmented (eval_train)
+    clean_labels: Optional[torch.Tensor] = None  # its true labels when label noise is on
 
 
 def build(cfg: TrainConfig) -> Run:
@@ -138,7 +147,7 @@ def build(cfg: TrainConfig) -> Run:
     if len(train_set) < cfg.batch_size:
         raise ConfigError(f"the training split has {len(train_set)} samples, fewer than one batch of {cfg.batch_size}")
     train_aug, eval_aug = _transforms(cfg, bundle)
-    devices = cfg.devices.split(",") if isinstance(cfg.devices, str) else cfg.devices
+    devices = _devices(cfg.devices)
     first_device = torch.device(devices[0] if isinstance(devices, list) else (devices or "cpu"))
 
     def batches(dataset, size: int, shuffle: bool, transform) -> Batches:
@@ -151,7 +160,28 @@ def build(cfg: TrainConfig) -> Run:
     schedule = _block_schedule(cfg, model)
     return Run(cfg, bundle, model, executor, batches(train_set, cfg.batch_size, True, train_aug),
                batches(bundle.val, cfg.eval_batch_size, False, eval_aug) if bundle.val is not None else None,
-               batches(bundle.test, cfg.eval_batch_size, False, eval_aug), generator, train_aug, schedule, rank, world)
+               batches(bundle.test, cfg.eval_batch_size, False, eval_aug), generator, train_aug, schedule, rank, world,
+               train_eval_batches=batches(train_set, cfg.eval_batch_size, False, eval_aug) if cfg.eval_train else None,
+               clean_labels=train_set.clean_labels if isinstance(train_set, NoisyLabels) else None)
+
+
+def _devices(spec: Any) -> Any:
+    """``devices`` as a device name or a list of them, each checked to exist on this machine."""
+    names = spec.split(",") if isinstance(spec, str) else spec
+    for name in names if isinstance(names, list) else [names] if names else []:
+        try:
+            device = torch.device(str(name).strip())
+        except RuntimeError as exc:
+            raise ConfigError(f"unknown device {name!r}: give cpu, cuda or cuda:N (one per block: "
+                              "cuda:0,cuda:1)") from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: CUDA is not available on this machine (torch {torch.__version__}); "
+                              "use cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        if device.type not in ("cpu", "cuda"):
+            raise ConfigError(f"device {name!r}: scpl runs blocks on cpu or cuda devices")
+    return [str(n).strip() for n in names] if isinstance(names, list) else names
 
 
 def _process(cfg: TrainConfig) -> tuple[int, int]:
@@ -185,7 +215,8 @@ def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any,
         objective_kwargs=cfg.objective_args, projector=cfg.projector, projector_dim=cfg.projector_dim,
         projector_hidden=cfg.projector_hidden, features=cfg.features, last_block=cfg.last_block,
         optimizer=_optimizers(cfg),
-        scheduler=lambda opt: build_scheduler(cfg.schedule, opt, cfg.epochs, cfg.warmup_epochs, cfg.min_lr),
+        scheduler=lambda opt: build_scheduler(cfg.schedule, opt, cfg.epochs, cfg.warmup_epochs, cfg.min_lr,
+                                              cfg.restarts or ()),
         precision=cfg.precision, clip_grad_norm=cfg.clip_grad_norm,
     )
     if cfg.executor == "distributed" and len(model.blocks) != world:
@@ -202,11 +233,12 @@ def _block_schedule(cfg: TrainConfig, model: DecoupledModel) -> Optional[BlockSc
     activate = cfg.activate if cfg.activate is not None else ("progressive" if model.progressive else None)
     if activate is None:
         return None
-    schedule = (BlockSchedule.progressive(len(model.blocks), cfg.epochs, cfg.progressive_span)
+    schedule = (BlockSchedule.progressive(len(model.blocks), cfg.first_cycle, cfg.progressive_span)
                 if activate == "progressive" else BlockSchedule(activate=list(activate)))
     schedule.validate(len(model.blocks))
     for k, block in enumerate(model.blocks):
         if block.optimizer is not None:
-            block.scheduler = build_scheduler(cfg.schedule, block.optimizer, cfg.epochs - schedule.activate[k],
-                                              cfg.warmup_epochs, cfg.min_lr)
+            a = schedule.activate[k]
+            block.scheduler = build_scheduler(cfg.schedule, block.optimizer, cfg.epochs - a, cfg.warmup_epochs,
+                                              cfg.min_lr, [r - a for r in cfg.restarts or ()])
     return schedule

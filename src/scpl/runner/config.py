@@ -25,6 +25,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     train_limit: Optional[int] = None
     label_noise: float = 0.0
+    eval_train: bool = False  # also measure accuracy on the training split (its noisy and clean labels) each epoch
     augment: str = "none"  # none | mnist | cifar | scpl (see scpl.data.augment.preset)
     two_views: bool = False  # SCPL's two-view batch: each image twice, independently augmented
     max_len: int = 256
@@ -64,6 +65,7 @@ class TrainConfig:
     nesterov: bool = False
     schedule: str = "cosine"  # the learning-rate schedule: constant | cosine
     warmup_epochs: int = 0
+    restarts: Optional[list] = None  # epochs where the LR schedule starts again (set by --resume --epochs N)
     min_lr: float = 0.0
     clip_grad_norm: Optional[float] = None
     precision: str = "fp32"
@@ -74,6 +76,11 @@ class TrainConfig:
     tensorboard: bool = False
     plots: bool = True
     progress: bool = True
+
+    @property
+    def first_cycle(self) -> int:
+        """Epochs of the run as first planned (before any extension with ``--resume --epochs``)."""
+        return self.restarts[0] if self.restarts else self.epochs
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -92,6 +99,11 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1 and self.batch_size >= 1 and self.micro_batches >= 1,
              "epochs, batch_size and micro_batches must be >= 1"),
+            (self.micro_batches <= self.batch_size,
+             f"micro_batches ({self.micro_batches}) cannot exceed the batch size ({self.batch_size}): each "
+             "micro-batch needs at least one sample"),
+            (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
             (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"),
             (0.0 <= self.label_noise < 1.0, f"label_noise is a fraction in [0, 1) (20% is 0.2), got {self.label_noise}"),
             (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),

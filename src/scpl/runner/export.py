@@ -12,10 +12,13 @@ Output folder (``out``)::
 from __future__ import annotations
 
 import json
+import os
+import platform
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
+import torch
 import torch.distributed as dist
 
 from ..checkpoint import atomic_save, atomic_write_text, merge_blocks
@@ -24,11 +27,25 @@ from .assemble import Run
 from .state import Progress, epoch_dir
 
 
-def summary(run: Run, progress: Progress, test_accuracy: float, test_exits: list[Optional[float]]) -> dict:
+def environment() -> dict:
+    """Versions and the device: scpl, torch and Python versions, and the host's device."""
+    from .. import __version__
+
+    if torch.cuda.is_available():
+        device = f"cuda: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
+    else:
+        device = f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return {"scpl": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "host": platform.node(), "device": device}
+
+
+def summary(run: Run, progress: Progress, test_accuracy: float, test_exits: list[Optional[float]],
+            started: Optional[str] = None) -> dict:
     """The run's result: ``method``, ``dataset``, ``val_accuracy`` (of the selected epoch),
-    ``best_epoch``, ``test_accuracy``, ``train_seconds``, ``samples_per_s`` and the settings
-    that identify it."""
+    ``best_epoch``, ``test_accuracy``, ``train_seconds``, ``samples_per_s``, the settings that
+    identify it, when it ``started`` (this invocation) and its ``environment``."""
     cfg = run.cfg
+    last = {r["name"]: r["value"] for r in progress.rows if r["epoch"] == progress.epoch and r["block"] == ""}
     return {
         "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model, "executor": cfg.executor,
         "num_blocks": len(run.model.blocks),
@@ -38,6 +55,8 @@ def summary(run: Run, progress: Progress, test_accuracy: float, test_exits: list
         "seed": cfg.seed, "train_seconds": progress.train_seconds,
         "samples_per_s": progress.samples / max(progress.train_seconds, 1e-9),
         "precision": cfg.precision, "label_noise": cfg.label_noise, "rank": run.rank, "world_size": run.world,
+        "final_train_accuracy": last.get("train_accuracy"), "final_train_clean_accuracy": last.get("train_clean_accuracy"),
+        "started": started, "environment": environment(),
     }
 
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
+from datetime import datetime, timezone
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from ..errors import ConfigError, NonFiniteLossError, StageError, TrainingDiverged
+from ..progress import EpochBar, epoch_line
 from . import state
 from .assemble import Batches, Run, build
 from .config import TrainConfig
@@ -34,12 +35,14 @@ class EpochRecord:
     """What one epoch did (``epoch`` counts from 1); hooks may read and amend it."""
 
     epoch: int
-    losses: list[float]
+    losses: list[Optional[float]]  # None for a block that did not train (DASCPL before its epoch)
     seconds: float
     samples: int
     lr: float
     val_accuracy: Optional[float] = None
     val_exits: list[Optional[float]] = field(default_factory=list)
+    train_accuracy: Optional[float] = None  # on the training split's (possibly noisy) labels (eval_train)
+    train_clean_accuracy: Optional[float] = None  # on its true labels, with label noise (eval_train)
 
 
 class Hook:
@@ -76,10 +79,11 @@ class Metrics(Hook):
         self.log = MetricsLog(loop.out if loop.run.rank == 0 else None, loop.run.cfg.tensorboard, loop.progress.rows)
 
     def epoch_end(self, loop: "Loop", r: EpochRecord) -> None:
-        rows = [(r.epoch, i, "train_loss", v) for i, v in enumerate(r.losses)]
+        rows = [(r.epoch, i, "train_loss", v) for i, v in enumerate(r.losses) if v is not None]  # None: not trained
         rows += [(r.epoch, i, "val_accuracy", a) for i, a in enumerate(r.val_exits) if a is not None]
         rows += [(r.epoch, "", name, v) for name, v in (("val_accuracy", r.val_accuracy), ("lr", r.lr),
-                 ("seconds", r.seconds), ("samples_per_s", r.samples / r.seconds)) if v is not None]
+                 ("seconds", r.seconds), ("samples_per_s", r.samples / r.seconds), ("train_accuracy", r.train_accuracy),
+                 ("train_clean_accuracy", r.train_clean_accuracy)) if v is not None]
         self.log.add(rows)
         loop.progress.rows = self.log.rows
 
@@ -106,32 +110,24 @@ class Checkpoint(Hook):
 
 
 class ProgressBar(Hook):
-    """A tqdm bar per epoch with each block's running loss and samples/s, then one log line."""
+    """A bar per epoch with each block's running loss and samples/s, then one log line
+    (:mod:`scpl.progress`), drawn by the process that sees every step."""
 
     def __init__(self, run: Run):
-        self.enabled = run.cfg.progress and shows_progress(run) and sys.stderr.isatty()
-        self.bar: Optional[tqdm] = None
+        self.enabled = run.cfg.progress and shows_progress(run)
+        self.bar: Optional[EpochBar] = None
 
     def epoch_start(self, loop: "Loop", epoch: int) -> None:
-        self.sums, self.count, self.start = [0.0] * len(loop.run.model.blocks), 0, time.perf_counter()
-        self.bar = tqdm(total=len(loop.run.train_batches), desc=f"epoch {epoch + 1}/{loop.run.cfg.epochs}",
-                        unit="batch", leave=False, disable=not self.enabled, file=sys.stderr)
+        cfg = loop.run.cfg
+        self.bar = EpochBar(epoch + 1, cfg.epochs, len(loop.run.train_batches), cfg.batch_size, self.enabled)
 
     def step(self, loop: "Loop", step: int, losses: list[float]) -> None:
-        self.count += 1
-        self.sums = [s + v for s, v in zip(self.sums, losses)]
-        if not self.bar.disable:
-            rate = self.count * loop.run.cfg.batch_size / (time.perf_counter() - self.start)
-            self.bar.set_postfix_str(" ".join(f"{s / self.count:.3f}" for s in self.sums) + f" | {rate:.0f} samples/s",
-                                     refresh=False)
-            self.bar.update(1)
+        self.bar.step(losses)
 
     def epoch_end(self, loop: "Loop", r: EpochRecord) -> None:
         self.close()
         if shows_progress(loop.run):  # the bar's process also logs, so the two never interleave
-            val = "-" if r.val_accuracy is None else f"{r.val_accuracy:.4f}"
-            log.info("epoch %d/%d  losses %s  val %s  %.1f s", r.epoch, loop.run.cfg.epochs,
-                     " ".join(f"{v:.3f}" for v in r.losses), val, r.seconds)
+            log.info(epoch_line(r.epoch, loop.run.cfg.epochs, r.losses, r.val_accuracy, r.seconds, loop.run.cfg.method))
 
     def close(self) -> None:
         if self.bar is not None:
@@ -146,8 +142,10 @@ class Loop:
     def __init__(self, run: Run, hooks: Sequence[Hook] = ()):
         cfg = run.cfg
         self.run, self.out = run, Path(cfg.out) if cfg.out else None
+        self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if cfg.resume and not self.out:
             raise ConfigError("resume needs out: the folder of the run to continue")
+        self.lock = state.RunLock(self.out) if self.out and run.rank == 0 else None
         if self.out and not cfg.resume and state.latest(self.out) is not None:
             raise ConfigError(f"{self.out} already holds a run (epoch {state.latest(self.out)}); continue it with "
                               "--resume or choose a new --out folder")
@@ -158,6 +156,13 @@ class Loop:
 
     def train(self) -> dict:
         """Train the remaining epochs, select on validation, test once; return the summary."""
+        try:
+            return self._train()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _train(self) -> dict:
         run = self.run
         try:
             for epoch in range(self.progress.epoch, run.cfg.epochs):
@@ -168,7 +173,7 @@ class Loop:
             hook.finish(self)
         if self.best is not None:
             run.model.load_state_dict(self.best)
-        result = summary(run, self.progress, *evaluate(run, run.test_batches))
+        result = summary(run, self.progress, *evaluate(run, run.test_batches), started=self.started)
         if self.out:
             export(run, self.out, result)
         return result
@@ -181,7 +186,7 @@ class Loop:
         start = time.perf_counter()
         try:
             fitted = run.model.fit(run.train_batches, epochs=1, executor=run.executor, block_schedule=run.schedule,
-                                   start_epoch=epoch, on_step=self._step)[0]
+                                   start_epoch=epoch, on_step=self._step, progress=False)[0]
         except (NonFiniteLossError, StageError) as exc:
             raise self._diverged(exc, epoch) or exc
         seconds = time.perf_counter() - start
@@ -191,6 +196,8 @@ class Loop:
         record = EpochRecord(epoch + 1, fitted["losses"], seconds, samples, lr)
         if run.val_batches is not None:
             record.val_accuracy, record.val_exits = evaluate(run, run.val_batches)
+        if run.train_eval_batches is not None:
+            record.train_accuracy, record.train_clean_accuracy = train_accuracy(run)
         self.progress.epoch = epoch + 1
         for hook in self.hooks:
             hook.epoch_end(self, record)
@@ -217,12 +224,22 @@ class Loop:
 
 
 def evaluate(run: Run, batches: Batches) -> tuple[float, list[Optional[float]]]:
-    """(accuracy of the full model, accuracy at every exit; exits only off the distributed executor)."""
+    """(accuracy of the full model, accuracy at every exit if the blocks have exit classifiers)."""
     accuracy = run.model.evaluate(batches, executor=run.executor)["accuracy"]
     exits: list[Optional[float]] = []
-    if run.model.blocks[0].classifier is not None and run.cfg.executor != "distributed":
-        exits = run.model.evaluate_exits(batches)
+    if run.model.blocks[0].classifier is not None:
+        exits = run.model.evaluate_exits(batches, executor=run.executor)
     return accuracy, exits
+
+
+def train_accuracy(run: Run) -> tuple[float, Optional[float]]:
+    """Accuracy on the training split in eval mode without augmentation: against the labels it
+    trains on (noisy, with label noise) and, with label noise, against the true labels."""
+    labels = torch.cat([y.cpu() for _, y in run.train_eval_batches])
+    predictions = run.model.predict(run.train_eval_batches, executor=run.executor)
+    noisy = float((predictions == labels).float().mean())
+    clean = None if run.clean_labels is None else float((predictions == run.clean_labels).float().mean())
+    return noisy, clean
 
 
 def train(run: Run, hooks: Sequence[Hook] = ()) -> dict:
@@ -233,6 +250,7 @@ def train(run: Run, hooks: Sequence[Hook] = ()) -> dict:
 def run(cfg: TrainConfig, hooks: Sequence[Hook] = ()) -> dict:
     """Build and train; return the summary (the same on every rank)."""
     cfg.validate()
+    cfg = state.extend(cfg)
     try:
         return train(build(cfg), hooks)
     finally:

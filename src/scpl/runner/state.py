@@ -13,10 +13,12 @@ augmentation), so the run continues bit for bit on CPU.
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
+import os
 import random
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -24,9 +26,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import atomic_save, atomic_write_text, load_blocks, save_blocks
+from ..checkpoint import atomic_save, atomic_write_text, load, load_blocks, read_json, save_blocks
 from ..errors import ConfigError
 from .assemble import Run
+from .config import TrainConfig
 
 LATEST = "latest.json"
 
@@ -71,11 +74,50 @@ def commit(out: Path, epoch: int, keep: Iterable[int]) -> None:
 def latest(out: Path) -> Optional[int]:
     """The epoch of the latest complete set, or None if there is none."""
     path = out / LATEST
-    return json.loads(path.read_text())["epoch"] if path.exists() else None
+    if not path.exists():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("epoch"), int):
+        raise ConfigError(f"{path} is damaged (no epoch number in it); it names the latest complete checkpoint "
+                          f"set: write {{\"epoch\": E}} with the highest E among {out / 'epochs'} to resume from it")
+    return data["epoch"]
 
 
 def read_trainer(out: Path, epoch: int, rank: int) -> dict[str, Any]:
-    return torch.load(epoch_dir(out, epoch) / f"trainer-{rank}.pt", map_location="cpu", weights_only=False)
+    return load(epoch_dir(out, epoch) / f"trainer-{rank}.pt", weights_only=False)
+
+
+# --------------------------------------------------------------------------- the run folder
+
+class RunLock:
+    """Exclusive use of a run folder: ``OUT/.lock``, locked with ``flock`` for the life of the run
+    (the operating system releases it when the process ends, however it ends)."""
+
+    def __init__(self, out: Path):
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file; give a folder (it is created if needed)")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            self.file = open(out / ".lock", "a+")
+        except OSError as exc:
+            raise ConfigError(f"--out {out} cannot be written ({exc.strerror}); choose a writable folder") from exc
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            owner = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise ConfigError(f"{out} is in use by another scpl train (process {owner}); wait for it to end or "
+                              "choose another --out folder") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+
+    def release(self) -> None:
+        if not self.file.closed:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
 
 
 # --------------------------------------------------------------------------- a run's state
@@ -112,6 +154,24 @@ def save(run: Run, progress: Progress, out: Path) -> None:
         commit(out, progress.epoch, keep=[progress.best_epoch])
 
 
+def extend(cfg: TrainConfig) -> TrainConfig:
+    """The config of ``--resume`` with more ``epochs`` than a finished run had: the same run with a
+    learning-rate restart at its old end (``restarts``, see :func:`scpl.optim.build_scheduler`).
+    Any other config is returned unchanged (:func:`restore` checks it)."""
+    out = Path(cfg.out) if cfg.out else None
+    if not (cfg.resume and out):
+        return cfg
+    epoch = latest(out)
+    if epoch is None:
+        return cfg
+    saved = read_trainer(out, epoch, 0)["config"]
+    if cfg.restarts is None and saved.get("restarts"):  # an extended run, resumed again
+        cfg = replace(cfg, restarts=list(saved["restarts"]))
+    if cfg.epochs > saved["epochs"] == epoch and cfg.restarts == saved.get("restarts"):
+        cfg = replace(cfg, restarts=[*(saved.get("restarts") or []), saved["epochs"]])
+    return cfg
+
+
 def restore(run: Run, out: Path) -> Progress:
     """Load the latest complete set into ``run`` and return its progress (refuses changed settings)."""
     epoch = latest(out)
@@ -122,10 +182,13 @@ def restore(run: Run, out: Path) -> Progress:
     saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
     now = asdict(run.cfg)
     changed = sorted(k for k in saved if saved[k] != now.get(k))
-    if changed:
-        raise ConfigError(f"resume: the config differs from the checkpoint's in {changed}; resume with the same "
-                          "settings (a changed epochs count would change the schedules, so the run would not "
-                          "continue as it started)")
+    extended = bool(run.cfg.restarts) and run.cfg.restarts[-1] == epoch == saved["epochs"]
+    refused = sorted(set(changed) - {"restarts"} - ({"epochs"} if extended else set()))
+    if refused:
+        more = (" Only a finished run continues to more epochs (--resume --epochs N; the learning rate then "
+                "restarts its schedule over the added epochs)." if "epochs" in refused else "")
+        raise ConfigError(f"resume: the config differs from the checkpoint's in {refused}; resume with the same "
+                          f"settings.{more}")
     load_blocks(run.model, epoch_dir(out, epoch), own_blocks(run))
     set_rng_state(run, state["rng"])
     return Progress(**state["progress"])

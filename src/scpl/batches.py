@@ -1,0 +1,93 @@
+"""What a :class:`~scpl.DecoupledModel` accepts as data, checked before any block sees it.
+
+A loader is any re-iterable of ``(inputs, labels)`` pairs: inputs a tensor or a tuple of
+tensors (NumPy arrays are converted), labels integer class indices in ``[0, num_classes)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError, LabelError
+from .flow import Flow
+
+_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
+
+
+def check_labels(labels: Tensor, num_classes: int) -> None:
+    """Raise :class:`LabelError` unless ``labels`` is a 1-D integer tensor in ``[0, num_classes)``."""
+    if not isinstance(labels, Tensor) or labels.dtype not in _INTEGER_DTYPES:
+        raise LabelError(f"labels must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels))}")
+    if labels.dim() != 1:
+        raise LabelError(f"labels must be 1-D (batch,), got shape {tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise LabelError(
+            f"labels must lie in [0, {num_classes}), got values from {int(labels.min())} to {int(labels.max())}; "
+            "check num_classes or remap the labels"
+        )
+
+
+def as_tensors(value: Any, what: str) -> Any:
+    """A tensor, or a tuple of tensors, from tensors or NumPy arrays (converted, not copied)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise ConfigError(f"{what} is a NumPy array of Python objects; give numbers (e.g. .astype(np.float32))")
+        return torch.from_numpy(value)
+    if isinstance(value, (tuple, list)):
+        return tuple(as_tensors(v, what) for v in value)
+    if not isinstance(value, Tensor):
+        raise ConfigError(f"{what} must be a tensor, a NumPy array or a tuple of them, got {type(value).__name__}")
+    return value
+
+
+def has_batch_norm(blocks: Iterable[nn.Module]) -> bool:
+    """Whether any block (layers or head) normalises with batch statistics in training."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for b in blocks for m in b.modules())
+
+
+def checked(loader: Iterable, num_classes: int, skip_single: bool = False,
+            finite: bool = False) -> Iterator[tuple[Flow, Tensor]]:
+    """The batches of ``loader`` as (inputs, labels) tensors, checked.
+
+    ``skip_single``: leave out batches of one sample (with a warning), which BatchNorm cannot
+    train on (e.g. the last batch of an epoch when the data set size is 1 more than a multiple
+    of the batch size; ``DataLoader(drop_last=True)`` avoids them). ``finite``: raise
+    :class:`ConfigError` for inputs holding NaN or inf (evaluation would return a number
+    computed from them).
+    """
+    if isinstance(loader, Tensor) or not hasattr(type(loader), "__iter__"):
+        raise ConfigError(f"a loader must be an iterable of (inputs, labels) batches, got {type(loader).__name__}")
+    for index, batch in enumerate(loader):
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ConfigError("each batch must be a pair (inputs, labels)")
+        inputs, labels = as_tensors(batch[0], "inputs"), as_tensors(batch[1], "labels")
+        check_labels(labels, num_classes)
+        if finite and not all_finite(inputs):
+            raise ConfigError(f"the inputs of batch {index} contain NaN or inf; clean or impute them first")
+        if skip_single and labels.shape[0] == 1:
+            warnings.warn("skipped a training batch of one sample: BatchNorm cannot normalise a single sample "
+                          "(use DataLoader(drop_last=True) to avoid such batches)", RuntimeWarning, stacklevel=2)
+            continue
+        yield inputs, labels.long()
+
+
+def all_finite(flow: Flow) -> bool:
+    """Whether every floating-point tensor of a flow is free of NaN and inf."""
+    return all(bool(torch.isfinite(t).all()) for t in _leaves(flow) if t.is_floating_point())
+
+
+def _leaves(flow: Flow) -> list[Tensor]:
+    return [flow] if isinstance(flow, Tensor) else [t for part in flow for t in _leaves(part)]
+
+
+def check_finite_outputs(logits: Tensor) -> None:
+    """Raise :class:`ConfigError` if ``logits`` (of finite inputs) hold NaN or inf."""
+    if not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+        raise ConfigError(f"the model's outputs are NaN or inf for {bad} sample(s) of finite inputs: its weights "
+                          "are not finite (did training diverge? load a checkpoint from before)")
