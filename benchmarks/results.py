@@ -2,7 +2,9 @@
 
 Every run is one ``scpl train`` (or ``scpl eval``) command, printed on the page beside its
 number. Results are cached in ``OUT/runs.jsonl`` (one JSON line per finished run), so an
-interrupted grid continues where it stopped; a failed run is reported and the others go on.
+interrupted grid continues where it stopped: finished runs are not run again, and a run stopped
+halfway continues from its last checkpoint (``--resume``, bit for bit). A failed run is
+reported and the others go on.
 
 Tiers::
 
@@ -111,7 +113,8 @@ TRADEOFF_RUNS = [f"fmnist-cnn-parity-dascpl-s{s}" for s in SEEDS]
 
 
 def exit_runs() -> list[Spec]:
-    return [Spec(f"tradeoff-{run}", "exits", "exits", run, ("--tradeoff",), eval_of=run) for run in TRADEOFF_RUNS]
+    return [Spec(f"tradeoff-{split}-{run}", "exits", split, run, ("--tradeoff", "--split", split), eval_of=run)
+            for run in TRADEOFF_RUNS for split in ("val", "test")]
 
 
 TIERS: dict[str, Callable[[], list[Spec]]] = {"ablations": ablation_runs, "parity": parity_runs,
@@ -122,7 +125,9 @@ TIERS: dict[str, Callable[[], list[Spec]]] = {"ablations": ablation_runs, "parit
 
 def execute(spec: Spec, out: Path) -> dict:
     cmd = spec.command(out)
-    proc = subprocess.run([sys.executable, "-m", "scpl", *cmd[1:]], capture_output=True, text=True)
+    resume = spec.eval_of is None and (out / spec.name / "latest.json").exists()  # a run stopped halfway
+    proc = subprocess.run([sys.executable, "-m", "scpl", *cmd[1:], *(["--resume"] if resume else [])],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return {"name": spec.name, "tier": spec.tier, "table": spec.table, "row": spec.row, "seed": spec.seed,
@@ -264,19 +269,31 @@ def _fmt(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+EXIT_BUDGET = 0.005
+"""The accuracy an exit rule may lose on validation to be chosen (0.5 points)."""
+
+
 def exit_tables(runs: dict[str, dict]) -> list[str]:
+    """Per model: every rule's validation and test accuracy change and compute saved; the rule
+    saving most while losing at most EXIT_BUDGET on validation is chosen (marked)."""
     lines: list[str] = []
-    for spec in exit_runs():
-        if spec.name not in runs:
+    for run in TRADEOFF_RUNS:
+        val, test = (runs.get(f"tradeoff-{split}-{run}") for split in ("val", "test"))
+        if val is None or test is None:
             continue
-        r = runs[spec.name]["summary"]
-        lines += [f"#### `{spec.row}` (full path {100 * r['accuracy']:.2f} %)", "",
-                  "| rule | threshold | accuracy % | Δ | block calls saved | exits per block |",
-                  "| --- | ---: | ---: | ---: | ---: | --- |"]
-        for p in r["tradeoff"]:
-            lines.append(f"| {p['rule']} | {p['threshold']} | {100 * p['accuracy']:.2f} | "
-                         f"{100 * (p['accuracy'] - r['accuracy']):+.2f} | {100 * p['compute_saved']:.1f}% | {p['exits']} |")
-        lines += ["", f"Command: {_code(runs[spec.name]['command'])}", ""]
+        v, t = val["summary"], test["summary"]
+        ok = [i for i, p in enumerate(v["tradeoff"]) if p["accuracy"] >= v["accuracy"] - EXIT_BUDGET]
+        chosen = max(ok, key=lambda i: v["tradeoff"][i]["compute_saved"]) if ok else None
+        lines += [f"#### `{run}` (full path: val {100 * v['accuracy']:.2f} %, test {100 * t['accuracy']:.2f} %)", "",
+                  "| rule | patience | threshold | val Δ accuracy | val calls saved | test Δ accuracy | "
+                  "test calls saved | test exits per block |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for i, (pv, pt) in enumerate(zip(v["tradeoff"], t["tradeoff"])):
+            mark = " **(chosen on val)**" if i == chosen else ""
+            lines.append(f"| {pv['rule']}{mark} | {pv['patience'] or '-'} | {pv['threshold']} | "
+                         f"{100 * (pv['accuracy'] - v['accuracy']):+.2f} | {100 * pv['compute_saved']:.1f}% | "
+                         f"{100 * (pt['accuracy'] - t['accuracy']):+.2f} | {100 * pt['compute_saved']:.1f}% | "
+                         f"{pt['exits']} |")
+        lines += ["", f"Commands: {_code(val['command'])} and the same with `--split test`.", ""]
     return lines
 
 

@@ -1,5 +1,7 @@
 """The data set registry: validation split, statistics and vocabulary from the training part only."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -76,5 +78,11 @@ def test_mnist_reads_idx_files_from_its_folder(tmp_path, monkeypatch):
     assert [int(b.test[i][1]) for i in range(5)] == [0, 1, 2, 3, 4] and b.val is None
     monkeypatch.setenv("SCPL_DATA", str(tmp_path / "elsewhere"))
     with pytest.raises(FileNotFoundError,
-                       match="mnist not found in .*elsewhere/mnist.*train-images-idx3-ubyte.gz"):
+                       match=r"mnist not found: put train-images-idx3-ubyte.gz.* in \$SCPL_DATA/mnist "
+                             r"\(SCPL_DATA=.*elsewhere\)"):
+        load_dataset("mnist")
+    monkeypatch.delenv("SCPL_DATA")  # unset: the message names the default folder, not $SCPL_DATA as if set
+    if Path("~/.scpl/data/mnist").expanduser().exists():
+        pytest.skip("~/.scpl/data/mnist exists on this machine")
+    with pytest.raises(FileNotFoundError, match=r"in ~/.scpl/data/mnist \(or \$SCPL_DATA/mnist once SCPL_DATA"):
         load_dataset("mnist")

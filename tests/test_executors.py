@@ -201,3 +201,43 @@ def test_p2p_header_round_trip():
     assert specs == [(t.dtype, tuple(t.shape)) for t in tensors]
     with pytest.raises(TypeError, match="complex64"):
         p2p.encode_header(p2p.Message(p2p.DATA, tensors=[torch.zeros(2, dtype=torch.complex64)]))
+
+
+@pytest.mark.parametrize("method", ["scpl", "deinforeg", "greedy"])
+def test_two_stages_times_two_replicas_equal_one_rank_on_the_whole_batches(method, tmp_path):
+    """K=2 x R=2 on 4 real gloo ranks against the sequential engine on the whole batches.
+    All-reduce and the gathered loss sum in another order than one rank: equal to 1e-5 relative."""
+    from replica_cases import build, loader
+
+    codes, outputs, _ = run_ranks("dist_replicas.py", 4, str(tmp_path / "out"), method, "2", "2")
+    assert codes == [0] * 4, outputs
+    ref = build(method)
+    ref_history = ref.fit(loader(), epochs=2, executor=SequentialExecutor(2), progress=False)
+    ref_metrics = ref.evaluate(loader())
+    for rank in range(4):
+        saved = torch.load(tmp_path / f"out.{rank}")
+        for k, v in ref.blocks[saved["stage"]].state_dict().items():
+            torch.testing.assert_close(saved["block"][k], v, rtol=1e-5, atol=1e-6, msg=f"rank {rank}: {k}")
+        for got, want in zip(saved["history"], ref_history):
+            assert got["losses"] == pytest.approx(want["losses"], rel=1e-5)
+        assert saved["metrics"]["accuracy"] == ref_metrics["accuracy"]
+        assert torch.equal(saved["preds"], ref.predict(loader()))
+        if method == "scpl":
+            assert saved["exit_accuracy"] == ref.evaluate_exits(loader())
+            report = early_exit(ref, loader(), PatienceCosine(threshold=0.5))
+            assert torch.equal(saved["exits"]["predictions"], report.predictions)
+            assert torch.equal(saved["exits"]["exit_block"], report.exit_block)
+            assert saved["exits"]["block_samples"] == report.block_samples
+
+
+@pytest.mark.parametrize("fault", ["raise:3:3", "kill:3:1"])
+def test_a_failing_replica_stops_every_rank(fault, tmp_path):
+    codes, outputs, seconds = run_ranks("dist_replicas.py", 4, str(tmp_path / "out"), "scpl", "2", "1", fault,
+                                        timeout=120)
+    assert all(c != 0 for c in codes), codes
+    failed = int(fault.split(":")[2])
+    stage = failed // 2
+    for rank in set(range(4)) - {failed}:
+        assert f"StageError: stage {stage} failed" in outputs[rank] or "lost the process group's store" in \
+            outputs[rank] or "StageError" in outputs[rank], outputs[rank][-2000:]
+    assert seconds < 90

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from cases import CASES
 from conftest import synthetic_loader, tiny_cnn
 from scpl import DecoupledModel, seed_everything
 from scpl.inference import Confidence, PatienceCosine, early_exit
@@ -78,3 +79,19 @@ def test_unreachable_thresholds_equal_the_full_path(policy):
     assert torch.equal(report.predictions, model.predict(loader))
     assert report.exits == [0, 0, 64] and report.compute_saved == 0.0
     assert report.accuracy == model.evaluate(loader)["accuracy"]
+
+
+def test_the_tradeoff_sweep_decides_exactly_as_early_exit():
+    from scpl.inference import Confidence, PatienceCosine, early_exit, exit_logits, simulate, tradeoff
+
+    model, loader, _, _ = CASES["cnn"]()
+    model.fit(loader, epochs=2, progress=False)
+    logits, labels = exit_logits(model, loader)
+    for policy in (PatienceCosine(1, 0.5), PatienceCosine(2, 0.2), Confidence(0.3), Confidence(0.99)):
+        direct, simulated = early_exit(model, loader, policy), simulate(logits, labels, policy)
+        assert torch.equal(direct.predictions, simulated.predictions)
+        assert torch.equal(direct.exit_block, simulated.exit_block)
+        assert (direct.block_samples, direct.accuracy) == (simulated.block_samples, simulated.accuracy)
+    rows = tradeoff(model, loader)
+    assert len(rows) == 14 and {r["rule"] for r in rows} == {"patience", "confidence"}
+    assert all(0.0 <= r["compute_saved"] < 1.0 and sum(r["exits"]) == labels.numel() for r in rows)

@@ -147,6 +147,9 @@ def test_exports_logs_and_early_exit_eval(tmp_path):
     val = {int(r["epoch"]): float(r["value"]) for r in rows if r["name"] == "val_accuracy" and r["block"] == ""}
     assert summary["best_epoch"] == max(val, key=val.get) and summary["val_accuracy"] == max(val.values())
     assert {r["block"] for r in rows if r["name"] == "train_loss"} == {"0", "1", "2", "3"}
+    # DASCPL switches block k on at epoch floor(3k/4): a block that did not train logs no loss (not 0.0)
+    trained = {(int(r["epoch"]), int(r["block"])) for r in rows if r["name"] == "train_loss"}
+    assert trained == {(e, k) for e in (1, 2, 3) for k in range(4) if e - 1 >= (3 * k) // 4}
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     lrs = [float(r["value"]) for r in rows if r["name"] == "lr"]
     assert lrs[0] == pytest.approx(1e-3) and lrs[0] > lrs[1] > lrs[2] > 0  # the rate each epoch trained with

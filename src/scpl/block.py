@@ -83,6 +83,11 @@ class Block(nn.Module):
         self.mode = "train"  # "train", "frozen" (forward only, eval mode) or "inactive" (not run)
         self.autocast_dtype: Optional[torch.dtype] = None  # e.g. torch.bfloat16: forward and loss under autocast
         self.clip_grad_norm: Optional[float] = None  # clip this block's gradient norm before each step
+        # What runs a training step's forward and loss, ``(inputs, labels) -> (outputs, loss)``: this
+        # block itself, or a DistributedDataParallel replica (scpl.executors.replicas) and/or its
+        # torch.compile'd version (compile()). Plain attributes, not submodules: the block owns the weights.
+        object.__setattr__(self, "replica", None)
+        object.__setattr__(self, "compiled", None)
 
     # -- set-up ---------------------------------------------------------------------------
     def configure_optimizer(self, optimizer: OptimizerFactory, scheduler: Optional[SchedulerFactory] = None) -> None:
@@ -121,6 +126,18 @@ class Block(nn.Module):
             loss = loss + self.classifier_weight * nn.functional.cross_entropy(logits, labels)
         return loss
 
+    def forward_loss(self, inputs: Flow, labels: Tensor) -> tuple[Flow, Tensor]:
+        """The block's output and its local loss: a training step's forward part."""
+        outputs = self(inputs)
+        return outputs, self.local_loss(outputs, labels)
+
+    def compile(self, dynamic: Optional[bool] = None, **options) -> None:  # type: ignore[override]
+        """Compile this block's training forward (layers, head, objective: one graph) with
+        ``torch.compile``; ``dynamic`` as there (None: shapes that change are recompiled once
+        as dynamic). Backward and the optimizer step run as compiled autograd produces them."""
+        step = self.replica if self.replica is not None else _Step(self)
+        object.__setattr__(self, "compiled", torch.compile(step, dynamic=dynamic, **options))
+
     def exit_logits(self, outputs: Flow) -> Optional[Tensor]:
         """Class logits of this block's exit classifier for ``outputs`` (None without one)."""
         if self.classifier is None:
@@ -153,15 +170,17 @@ class Block(nn.Module):
             raise ConfigError(f"block {self.index} has no optimizer; call configure_optimizer first")
         labels = labels.to(device, non_blocking=True)
         self.train()
-        with self._rng(micro), self._autocast(device):
-            outputs = self(inputs)
-            loss = self.local_loss(outputs, labels)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise NonFiniteLossError(self.index, self.steps, value)
-        if micro == 0:
-            self.optimizer.zero_grad(set_to_none=True)
-        (loss / micro_batches if micro_batches > 1 else loss).backward()
+        step = next(s for s in (self.compiled, self.replica, self.forward_loss) if s is not None)
+        accumulate = self.replica is not None and micro < micro_batches - 1  # DDP: all-reduce at the last piece
+        with self.replica.no_sync() if accumulate else contextlib.nullcontext():
+            with self._rng(micro), self._autocast(device):
+                outputs, loss = step(inputs, labels)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise NonFiniteLossError(self.index, self.steps, value)
+            if micro == 0:
+                self.optimizer.zero_grad(set_to_none=True)
+            (loss / micro_batches if micro_batches > 1 else loss).backward()
         if micro == micro_batches - 1:
             if self.clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(self.parameters(), self.clip_grad_norm)
@@ -178,3 +197,14 @@ class Block(nn.Module):
         if self.rng_seed is None:
             return contextlib.nullcontext()
         return seeded_rng(self.device, (self.rng_seed, self.index, self.steps, micro))
+
+
+class _Step(nn.Module):
+    """``block.forward_loss`` as a module call (what torch.compile compiles)."""
+
+    def __init__(self, block: Block):
+        super().__init__()
+        object.__setattr__(self, "block", block)  # not a submodule: no second owner of the weights
+
+    def forward(self, inputs: Flow, labels: Tensor) -> tuple[Flow, Tensor]:
+        return self.block.forward_loss(inputs, labels)

@@ -71,7 +71,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
     r = evaluate_run(args.run, args.split, args.early_exit, args.patience, args.cosine, args.threshold,
-                     args.histogram, by_class=args.per_class)
+                     args.histogram, by_class=args.per_class, sweep=args.tradeoff)
     print(f"{r['method']} on {r['dataset']}, {r['split']} split: accuracy {r['accuracy']:.4f}")
     if "per_class" in r:
         width = max(len("class"), *(len(row["name"]) for row in r["per_class"]))
@@ -82,6 +82,10 @@ def _eval(args: argparse.Namespace) -> int:
     if "exits" in r:
         print(f"early exit ({args.early_exit}): accuracy {r['exit_accuracy']:.4f}, exits per block {r['exits']}, "
               f"block compute saved {r['compute_saved']:.3f} (by calls), {r['compute_saved_by_time']:.3f} (by time)")
+    for row in r.get("tradeoff", []):
+        print(f"{row['rule']:<10} patience {row['patience'] or '-'} threshold {row['threshold']:<6} accuracy "
+              f"{row['accuracy']:.4f} ({row['accuracy'] - r['accuracy']:+.4f})  block calls saved "
+              f"{row['compute_saved']:.3f}  exits {row['exits']}")
     if args.json:
         print(json.dumps(r))
     return 0
@@ -205,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threshold", type=float, default=0.9, help="confidence rule: max softmax threshold")
     ev.add_argument("--histogram", help="write the exit histogram to this PNG")
     ev.add_argument("--per-class", action="store_true", help="print each class's share, recall and predicted share")
+    ev.add_argument("--tradeoff", action="store_true",
+                    help="early exit's accuracy and compute saved for a sweep of rules and thresholds (one pass)")
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ev.set_defaults(func=_eval)
 

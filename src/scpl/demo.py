@@ -29,11 +29,12 @@ def run_method(method: str, dataset: str, epochs: int, batch_size: int, seed: in
                train_limit: Optional[int] = None, lr: float = 1e-3) -> dict:
     """Train SmallCNN (4 blocks) with ``method`` through ``scpl train``'s runner, on the data set's own
     training split (no validation split: the demo keeps the last epoch); return test accuracy and
-    training+evaluation seconds.
+    training+evaluation seconds. One intra-op thread: this small model gains little from more, and
+    a busy machine slows several threads down far more than one.
     """
     start = time.perf_counter()
     summary = run(TrainConfig(dataset=dataset, method=method, epochs=epochs, batch_size=batch_size,
                               seed=seed, train_limit=train_limit if dataset != "digits" else None, lr=lr,
-                              val_fraction=0.0, progress=False, plots=False))
+                              val_fraction=0.0, progress=False, plots=False, threads=1))
     return {"method": method, "test_accuracy": summary["test_accuracy"],
             "seconds": time.perf_counter() - start}

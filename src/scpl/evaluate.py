@@ -11,7 +11,7 @@ import yaml
 
 from .checkpoint import load, read_json
 from .errors import ConfigError
-from .inference import Confidence, PatienceCosine, block_seconds, early_exit
+from .inference import Confidence, PatienceCosine, block_seconds, early_exit, tradeoff
 from .runner import TrainConfig, build
 
 
@@ -68,11 +68,12 @@ def per_class(predictions: torch.Tensor, labels: torch.Tensor, names: Sequence[s
 
 def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] = None, patience: int = 1,
                  cosine: float = 0.8, threshold: float = 0.9, histogram: Optional[str | Path] = None,
-                 by_class: bool = False) -> dict:
+                 by_class: bool = False, sweep: bool = False) -> dict:
     """Accuracy of the exported model on ``split``; with ``by_class`` also :func:`per_class`;
     with ``policy`` (``"patience"`` or ``"confidence"``) also early exit's accuracy, exit
     histogram and block compute saved (per block call, and weighted by each block's measured
-    forward time).
+    forward time); with ``sweep`` also the early-exit trade-off of every rule and threshold of
+    :data:`scpl.inference.TRADEOFF_POLICIES` (``tradeoff``: accuracy and block calls saved).
     """
     run = load_run(folder)
     batches = {"test": run.test_batches, "val": run.val_batches}.get(split)
@@ -84,6 +85,10 @@ def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] 
         labels = torch.cat([y.cpu() for _, y in batches])
         names = run.bundle.class_names or [str(c) for c in range(run.bundle.num_classes)]
         result["per_class"] = per_class(run.model.predict(batches), labels, names)
+    if sweep:
+        if run.model.blocks[0].classifier is None:
+            raise ConfigError("the early-exit trade-off needs exit classifiers: train with method dascpl or exits: true")
+        result["tradeoff"] = tradeoff(run.model, batches)
     if policy is None:
         return result
     if run.model.blocks[0].classifier is None:

@@ -23,7 +23,7 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .executors import Executor, get_executor
+from .executors import Executor
 from .flow import Flow, flow_to, map_flow
 
 
@@ -135,13 +135,14 @@ def early_exit(model, loader: Iterable, policy: Policy = PatienceCosine(),
     """Run ``model`` (a DecoupledModel with exit classifiers) with per-sample early exit.
 
     ``block_costs`` weights the compute saved (e.g. measured seconds or FLOPs per sample of each
-    block); by default every block counts the same. With a ``DistributedExecutor`` the batches
-    run through the pipeline and exited samples are not sent to later ranks.
+    block); by default every block counts the same. With a ``DistributedExecutor`` (given, or the
+    one the model trained with) the batches run through the pipeline and exited samples are not
+    sent to later ranks.
     """
     model.eval()
     blocks = list(model.blocks)
     costs = list(block_costs) if block_costs is not None else [1.0] * len(blocks)
-    preds, labels, exit_block, calls = get_executor(executor or "sequential").exit_batches(
+    preds, labels, exit_block, calls = model.inference_executor(executor).exit_batches(
         blocks, model._checked(loader), policy)
     n = labels.numel()
     full = n * sum(costs)
@@ -171,3 +172,74 @@ def block_seconds(model, x: Flow, repeats: int = 5) -> list[float]:
         out.append(statistics.median(times))
         flow = nxt
     return out
+
+
+TRADEOFF_POLICIES: tuple[Policy, ...] = (
+    *(PatienceCosine(1, t) for t in (0.5, 0.8, 0.9, 0.95, 0.99)),
+    *(PatienceCosine(2, t) for t in (0.8, 0.95)),
+    *(Confidence(t) for t in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)),
+)
+"""The rules and thresholds :func:`tradeoff` sweeps by default."""
+
+
+@torch.no_grad()
+def exit_logits(model, loader: Iterable) -> tuple[list[Optional[Tensor]], Tensor]:
+    """Every exit's logits for every sample of ``loader`` (None for a block without an exit; the
+    last block's output is the last exit) and the labels, from one pass over the data."""
+    model.eval()
+    blocks = list(model.blocks)
+    logits: list[list[Tensor]] = [[] for _ in blocks]
+    labels = []
+    for inputs, batch_labels in model._checked(loader, finite=True):
+        flow = inputs
+        for k, block in enumerate(blocks):
+            flow = block(flow_to(flow, block.device))
+            out = flow if k == len(blocks) - 1 else block.exit_logits(flow)
+            if out is not None:
+                logits[k].append(out.float().cpu())
+        labels.append(batch_labels.cpu())
+    return [torch.cat(x) if x else None for x in logits], torch.cat(labels)
+
+
+def simulate(logits: Sequence[Optional[Tensor]], labels: Tensor, policy: Policy,
+             block_costs: Optional[Sequence[float]] = None) -> ExitReport:
+    """Early exit decided from precomputed exit logits: the same decisions as :func:`early_exit`
+    (in eval mode a sample's logits do not depend on the others), for many rules at the cost of
+    one pass (see :func:`tradeoff`)."""
+    n, k_all = labels.numel(), len(logits)
+    costs = list(block_costs) if block_costs is not None else [1.0] * k_all
+    preds = torch.empty(n, dtype=torch.long)
+    exit_block = torch.empty(n, dtype=torch.long)
+    state = ExitState(torch.arange(n), torch.zeros(n, dtype=torch.long))
+    calls = [0] * k_all
+    for k, block_logits in enumerate(logits):
+        if state.ids.numel() == 0:
+            break
+        calls[k] = int(state.ids.numel())
+        if block_logits is None:
+            continue
+        here = block_logits[state.ids]
+        leave, state = decide(policy, here, state)
+        if k == k_all - 1:
+            leave = torch.ones_like(leave)
+        preds[state.ids[leave]] = here[leave].argmax(dim=1)
+        exit_block[state.ids[leave]] = k
+        state = state.keep(~leave)
+    return ExitReport(accuracy=float((preds == labels).float().mean()),
+                      exits=[int((exit_block == k).sum()) for k in range(k_all)], block_samples=calls,
+                      compute_saved=1.0 - sum(c * w for c, w in zip(calls, costs)) / (n * sum(costs)),
+                      predictions=preds, exit_block=exit_block)
+
+
+def tradeoff(model, loader: Iterable, policies: Sequence[Policy] = TRADEOFF_POLICIES,
+             block_costs: Optional[Sequence[float]] = None) -> list[dict]:
+    """Accuracy and compute saved of each exit rule in ``policies`` (one pass over the data):
+    a list of ``{"rule", "patience", "threshold", "accuracy", "compute_saved", "exits"}``."""
+    logits, labels = exit_logits(model, loader)
+    rows = []
+    for policy in policies:
+        report = simulate(logits, labels, policy, block_costs)
+        rows.append({"rule": "patience" if isinstance(policy, PatienceCosine) else "confidence",
+                     "patience": getattr(policy, "patience", None), "threshold": policy.threshold,
+                     "accuracy": report.accuracy, "compute_saved": report.compute_saved, "exits": report.exits})
+    return rows

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
-import weakref
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -20,51 +18,35 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import names
+from .assembly import (
+    LAST_BLOCKS,
+    PRECISIONS,
+    Chain,
+    assemble,
+    ce_block,
+    check_options,
+    claim,
+    context_spec,
+    get_method,
+)
 from .balance import Balance, auto_cut
 from .batches import check_finite_outputs, checked, has_batch_norm
-from .block import Block, OptimizerFactory, SchedulerFactory, run_layers
-from .context import ContextSpec, InfoProTerm, context_cost, decoder as context_decoder, wrap as context_wrap
+from .block import OptimizerFactory, SchedulerFactory
+from .context import ContextSpec, context_cost
 from .errors import ConfigError
 from .executors import DistributedExecutor, Executor, SequentialExecutor, get_executor
-from .flow import Flow, call_with_flow, flow_to
-from .heads import HeadFactory, Leading, ProjectorSpec, final_linear, per_block
-from .methods import METHODS, Method
-from .objectives import CrossEntropyLoss, ObjectiveSpec
+from .flow import Flow, flow_to
+from .heads import HeadFactory, Leading, ProjectorSpec, per_block
+from .objectives import ObjectiveSpec
 from .partition import BlockSpec, split_model
 from .progress import EpochBar, chain, epoch_line
 from .progressive import BlockSchedule
 
-PRECISIONS: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16}
-LAST_BLOCKS = names.LAST_BLOCKS
+__all__ = ["DecoupledModel", "PRECISIONS", "LAST_BLOCKS", "get_method"]
 
 
 def _adam(params):
     return torch.optim.Adam(params, lr=1e-3)
-
-
-def get_method(name: str) -> Method:
-    """The :class:`~scpl.methods.Method` called ``name``, or ConfigError listing the names."""
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
-    return METHODS[name]
-
-
-class Chain(nn.Module):
-    """Blocks' layers run as one module (the BP baseline): no stop-gradient between them."""
-
-    def __init__(self, parts: Sequence[nn.Module]):
-        super().__init__()
-        self.parts = nn.ModuleList(parts)
-
-    def forward(self, *flow):
-        out: Flow = flow[0] if len(flow) == 1 else flow
-        for part in self.parts:
-            param = next(part.parameters(), None)
-            if param is not None:
-                out = flow_to(out, param.device)
-            out = call_with_flow(part, out)
-        return out
 
 
 class DecoupledModel(nn.Module):
@@ -131,10 +113,10 @@ class DecoupledModel(nn.Module):
     ):
         super().__init__()
         spec = get_method(method)
-        _check_options(precision, clip_grad_norm, num_classes, last_block, method)
-        _claim(model)
+        check_options(precision, clip_grad_norm, num_classes, last_block, method)
+        claim(model)
         self.trained_with: Optional[Executor] = None
-        context = _context(contsup if contsup is not None else spec.contsup, method)
+        context = context_spec(contsup if contsup is not None else spec.contsup, method)
         self.method, self.num_classes, self.progressive = method, num_classes, spec.progressive
         heads = dict(objective=objective, projector=projector, features=features, projector_dim=projector_dim,
                      projector_hidden=projector_hidden, objective_kwargs=objective_kwargs, exits=exits)
@@ -147,8 +129,8 @@ class DecoupledModel(nn.Module):
         places = [torch.device(d) for d in per_block(devices or "cpu", len(parts), "devices")]
         factory = HeadFactory.for_method(spec, num_classes, max(len(parts) - 1, 1), **heads,
                                          wrap=Leading if context is not None else None)
-        built = _assemble(parts, places, factory, example_input, context, last_block) if spec.objective else \
-            [_ce_block(Chain([p.to(d) for p, d in zip(parts, places)]), 0)]
+        built = assemble(parts, places, factory, example_input, context, last_block) if spec.objective else \
+            [ce_block(Chain([p.to(d) for p, d in zip(parts, places)]), 0)]
         self.blocks = nn.ModuleList(built)
         self._check_output(example_input)
         k = len(self.blocks)
@@ -186,7 +168,7 @@ class DecoupledModel(nn.Module):
             flow = block(flow_to(flow, block.device))
         return flow
 
-    def _executor_for_inference(self, executor: Union[str, Executor, None]) -> Executor:
+    def inference_executor(self, executor: Union[str, Executor, None]) -> Executor:
         """The executor that runs inference: the given one; else the distributed executor the
         model was trained with, if any; else the blocks in order in this process (refused while a
         process group of several ranks is active: each rank holds only its own block's weights)."""
@@ -203,7 +185,7 @@ class DecoupledModel(nn.Module):
     def _outputs(self, loader: Iterable, executor: Union[str, Executor, None]) -> Iterator[tuple[Tensor, Tensor]]:
         """(logits, labels) pairs for a loader, through the executor's inference (checked finite)."""
         self.eval()
-        runner = self._executor_for_inference(executor)
+        runner = self.inference_executor(executor)
         for logits, labels in runner.forward_batches(list(self.blocks), self._checked(loader, finite=True)):
             check_finite_outputs(logits)
             yield logits, labels
@@ -242,7 +224,7 @@ class DecoupledModel(nn.Module):
     def evaluate_exits(self, loader: Iterable, executor: Union[str, Executor, None] = None) -> list[Optional[float]]:
         """Accuracy at every exit: block k's exit classifier (None without one), the last block's output."""
         self.eval()
-        runner = self._executor_for_inference(executor)
+        runner = self.inference_executor(executor)
         predictions, labels = runner.exit_predictions(list(self.blocks), self._checked(loader, finite=True))
         if labels.numel() == 0:
             raise ConfigError("evaluate_exits() got an empty loader")
@@ -323,23 +305,6 @@ class DecoupledModel(nn.Module):
                 "_reported": bar.count > 0}
 
 
-_CLAIMED: dict[int, "weakref.ref[Tensor]"] = {}  # id -> parameter, of every DecoupledModel's parameters
-
-
-def _claim(model: Union[nn.Module, Sequence[nn.Module]]) -> None:
-    """Warn when ``model``'s parameters already train in another DecoupledModel (they would be
-    shared: both models would update the same weights)."""
-    modules = list(model) if isinstance(model, (list, tuple)) else [model]
-    params = [p for m in modules if isinstance(m, nn.Module) for p in m.parameters()]
-    for key in [k for k, ref in _CLAIMED.items() if ref() is None]:
-        del _CLAIMED[key]
-    if any(_CLAIMED.get(id(p), lambda: None)() is p for p in params):
-        warnings.warn("this model's parameters already belong to another DecoupledModel, so both would train the "
-                      "same weights; give each DecoupledModel its own model (build a fresh one, or copy.deepcopy)",
-                      RuntimeWarning, stacklevel=3)
-    _CLAIMED.update((id(p), weakref.ref(p)) for p in params)
-
-
 def _length(loader: Iterable) -> Optional[int]:
     try:
         return len(loader)  # type: ignore[arg-type]
@@ -352,58 +317,3 @@ def _batch_size(loader: Iterable) -> Optional[int]:
     return size if isinstance(size, int) else None
 
 
-def _check_options(precision: str, clip_grad_norm: Optional[float], num_classes: int, last_block: str,
-                   method: str) -> None:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
-    if clip_grad_norm is not None and not clip_grad_norm > 0:
-        raise ConfigError(f"clip_grad_norm must be a positive number, got {clip_grad_norm}")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"num_classes must be an integer >= 2 (a classifier needs at least two classes), "
-                          f"got {num_classes!r}")
-    if last_block not in LAST_BLOCKS:
-        raise ConfigError(f"unknown last_block {last_block!r}; choose one of {list(LAST_BLOCKS)}")
-    if last_block != "ce" and method == "bp":
-        raise ConfigError("last_block='contrastive' trains the last block with a local objective; BP has none")
-
-
-def _context(contsup: Union[str, ContextSpec, None], method: str) -> Optional[ContextSpec]:
-    context = ContextSpec(contsup) if isinstance(contsup, str) else contsup
-    if context is not None and method == "bp":
-        raise ConfigError("ContSup adds context between decoupled blocks; it does not apply to method='bp'")
-    return context
-
-
-def _ce_block(layers: nn.Module, index: int) -> Block:
-    """A block trained with cross-entropy on its output logits (the last block; BP's only one)."""
-    return Block(layers, CrossEntropyLoss(), nn.Flatten(), nn.Identity(), index=index)
-
-
-def _assemble(parts: list[nn.Module], devices: list[torch.device], heads: HeadFactory, example_input: Flow,
-              context: Optional[ContextSpec], last_block: str) -> list[Block]:
-    """Decoupled blocks from the model's parts: each part's head is sized on the example
-    flow it produces; ContSup wraps the parts that receive context."""
-    for part, dev in zip(parts, devices):
-        part.to(dev)
-    k, built = len(parts), []
-    flow = flow_to(example_input, devices[0])
-    for i in range(k - 1):
-        if context is not None:
-            parts[i] = context_wrap(parts[i], context, flow, first=i == 0, last=False).to(devices[i])
-        with torch.no_grad():
-            parts[i].eval()
-            flow = run_layers(parts[i], flow_to(flow, devices[i]), i)
-        head = heads(i, flow)
-        block = Block(parts[i], head.objective, head.features, head.projector, head.classifier, index=i)
-        if context is not None and context.infopro is not None:
-            block.extra_loss = InfoProTerm(context_decoder(flow[0].shape[1], flow[1].shape), *context.infopro)
-        built.append(block.to(devices[i]))
-    if context is not None:
-        parts[-1] = context_wrap(parts[-1], context, flow, first=False, last=True).to(devices[-1])
-    if last_block == "contrastive":
-        head = heads.contrastive_last(final_linear(parts[-1], heads.num_classes))
-        last = Block(parts[-1], head.objective, head.features, head.projector, head.classifier, index=k - 1)
-    else:
-        last = _ce_block(parts[-1], k - 1)
-    built.append(last.to(devices[-1]))
-    return built

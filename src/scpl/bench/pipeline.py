@@ -60,22 +60,20 @@ class Settings:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for settings the benchmark cannot run, naming the fix."""
-        checks = [
-            (self.stages >= 2, f"--stages must be >= 2 (a pipeline of one stage is the sequential engine), "
-                               f"got {self.stages}"),
-            (self.micro_batch >= 1 and self.batch_size >= 1,
-             f"--batch-size and --micro-batch must be >= 1, got {self.batch_size} and {self.micro_batch}"),
-            (self.micro_batch < 1 or self.batch_size % self.micro_batch == 0,
-             f"--batch-size {self.batch_size} is not a multiple of --micro-batch {self.micro_batch}"),
-            (self.micro_batch < 1 or self.micro_batches >= self.stages,
-             f"{self.micro_batches} micro-batch(es) per batch for {self.stages} stages: the pipelines need at "
-             f"least one per stage; lower --micro-batch to {max(self.batch_size // self.stages, 1)} or less"),
-            (self.warmup >= 1 and self.steps >= 1 and self.repeats >= 1,
-             "--warmup, --steps and --repeats must be >= 1 (the clock starts after the warm-up)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        if self.stages < 2:
+            raise ConfigError(f"--stages must be >= 2 (a pipeline of one stage is the sequential engine), "
+                              f"got {self.stages}")
+        if self.micro_batch < 1 or self.batch_size < 1:
+            raise ConfigError(f"--batch-size and --micro-batch must be >= 1, got {self.batch_size} and "
+                              f"{self.micro_batch}")
+        if self.batch_size % self.micro_batch:
+            raise ConfigError(f"--batch-size {self.batch_size} is not a multiple of --micro-batch {self.micro_batch}")
+        if self.micro_batches < self.stages:
+            raise ConfigError(f"{self.micro_batches} micro-batch(es) per batch for {self.stages} stages: the "
+                              "pipelines need at least one per stage; lower --micro-batch to "
+                              f"{max(self.batch_size // self.stages, 1)} or less")
+        if self.warmup < 1 or self.steps < 1 or self.repeats < 1:
+            raise ConfigError("--warmup, --steps and --repeats must be >= 1 (the clock starts after the warm-up)")
 
 
 def bench_cnn(num_classes: int = 10) -> nn.Sequential:

@@ -80,7 +80,8 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
 
 def _mnist(root: Optional[str]) -> images.Split:
     folder = images.data_root("mnist", root)
-    return idx_split(folder, "mnist", folder, "from https://yann.lecun.com/exdb/mnist/ or a mirror")
+    where = str(folder) if root else images.where_to_put("mnist")
+    return idx_split(folder, "mnist", where, "from https://yann.lecun.com/exdb/mnist/ or a mirror")
 
 
 def _digits(root: Optional[str]) -> images.Split:

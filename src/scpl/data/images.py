@@ -64,13 +64,21 @@ def data_root(name: str, root: PathLike = None) -> Path:
     return Path(DEFAULT_DATA_DIR).expanduser() / name
 
 
+def where_to_put(name: str) -> str:
+    """Where data set ``name`` is looked for, for error messages: the root given (``--data-root``),
+    else ``$SCPL_DATA/name`` when $SCPL_DATA is set, else ``~/.scpl/data/name``."""
+    if os.environ.get("SCPL_DATA"):
+        return f"$SCPL_DATA/{name} (SCPL_DATA={os.environ['SCPL_DATA']}), or the folder passed as root= (--data-root)"
+    return (f"{DEFAULT_DATA_DIR}/{name} (or $SCPL_DATA/{name} once SCPL_DATA is set), or the folder passed as "
+            "root= (--data-root)")
+
+
 def _not_found(src: _Source, folder: Path, missing: Sequence[str]) -> FileNotFoundError:
     """The error for paths absent from ``folder``, naming them, the official download and where to put it."""
     prefix = f"{src.subdir}/" if src.subdir else ""
     return FileNotFoundError(
         f"{src.title} not found: missing {', '.join(str(folder / m) for m in missing)}. Download {src.url} "
-        f"and extract it so that ROOT/{prefix}{missing[0]} exists, where ROOT is the folder passed as "
-        f"root= or $SCPL_DATA/{src.name} (default {DEFAULT_DATA_DIR}/{src.name})."
+        f"and extract it so that ROOT/{prefix}{missing[0]} exists, where ROOT is {where_to_put(src.name)}."
     )
 
 

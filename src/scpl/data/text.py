@@ -23,7 +23,7 @@ from typing import IO, Optional, Union
 import torch
 from torch.utils.data import Dataset
 
-from .images import data_root
+from .images import data_root, where_to_put
 
 PathLike = Union[str, os.PathLike]
 TextSplits = tuple[list[str], list[int], list[str], list[int], list[str]]
@@ -62,7 +62,7 @@ def _missing(name: str, base: Path, subdir: str, files: Sequence[str], url: str)
     wanted = ", ".join(files)
     return FileNotFoundError(
         f"{name}: expected the files {wanted} in {base / subdir} or {base}; download them from {url} "
-        f"and pass the folder as root=..., or put it in $SCPL_DATA/{name}"
+        f"and put them in {where_to_put(name)}"
     )
 
 
@@ -248,8 +248,8 @@ def load_imdb(root: Optional[PathLike] = None, csv_train_rows: int = 25_000) -> 
         return _read_imdb_csv(base / IMDB_CSV, csv_train_rows)
     raise FileNotFoundError(
         f"imdb: expected the folders train/pos, train/neg, test/pos, test/neg of aclImdb in "
-        f"{base / 'aclImdb'} or {base}, or the file {base / IMDB_CSV}; download {IMDB_URL} and pass "
-        f"the folder as root=..., or put it in $SCPL_DATA/imdb"
+        f"{base / 'aclImdb'} or {base}, or the file {base / IMDB_CSV}; download {IMDB_URL} and put it in "
+        f"{where_to_put('imdb')}"
     )
 
 

@@ -7,7 +7,6 @@ for quick experiments (the demo's early-exit benchmark).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -61,10 +60,9 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[TensorDatase
 
 def find_fashion_mnist(root: Optional[str | Path] = None) -> Optional[Path]:
     """The folder holding Fashion-MNIST's four IDX files, or None if none is found."""
-    candidates = [Path(root)] if root else []
-    if os.environ.get("SCPL_DATA"):
-        candidates.append(Path(os.environ["SCPL_DATA"]) / "fashion-mnist")
-    candidates += [Path(d) for d in FASHION_MNIST_DIRS]
+    from .images import data_root
+
+    candidates = [data_root("fashion-mnist", root)] + ([] if root else [Path(d) for d in FASHION_MNIST_DIRS])
     return next((folder for folder in candidates if _has_idx(folder)), None)
 
 
@@ -79,22 +77,24 @@ def _idx_file(folder: Path, stem: str) -> Path:
     raise FileNotFoundError(f"{folder} has no {stem}[.gz]")
 
 
-def idx_split(folder: Optional[Path], name: str, where: Path, how: str) -> Split:
+def idx_split(folder: Optional[Path], name: str, where: str, how: str) -> Split:
     """MNIST-style IDX files (``.gz`` or not) in ``folder`` as uint8 (N, 1, 28, 28) images and
-    int64 labels; ``folder`` None raises FileNotFoundError saying what to put in ``where``.
+    int64 labels; ``folder`` None raises FileNotFoundError saying what to put ``where``.
     """
     if folder is None or not _has_idx(folder):
         raise FileNotFoundError(
-            f"{name} not found in {where}: put {', '.join(s + '.gz' for s in IDX_STEMS)} there ({how}), "
-            "or pass root= (--data-root on the command line).")
+            f"{name} not found: put {', '.join(s + '.gz' for s in IDX_STEMS)} in {where} ({how}).")
     x_train, y_train, x_test, y_test = (torch.from_numpy(read_idx(_idx_file(folder, s)).copy())
                                         for s in IDX_STEMS)
     return x_train[:, None], y_train.long(), x_test[:, None], y_test.long()
 
 
 def fashion_mnist_split(root: Optional[str | Path] = None) -> Split:
-    """Fashion-MNIST from ``root``, ``$SCPL_DATA/fashion-mnist`` or Debian's install folder."""
-    where = Path(root) if root else Path(os.environ.get("SCPL_DATA", "$SCPL_DATA")) / "fashion-mnist"
+    """Fashion-MNIST from ``root``, else ``$SCPL_DATA/fashion-mnist`` or ``~/.scpl/data/fashion-mnist``
+    (:func:`~scpl.data.images.data_root`), else Debian's install folder."""
+    from .images import where_to_put
+
+    where = str(root) if root else where_to_put("fashion-mnist")
     return idx_split(find_fashion_mnist(root), "Fashion-MNIST", where,
                      "on Debian/Ubuntu `apt-get install dataset-fashion-mnist` installs them system-wide; or "
                      "https://github.com/zalandoresearch/fashion-mnist")

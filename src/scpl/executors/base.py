@@ -182,7 +182,7 @@ class Failures:
         self.abort = abort
         self.items: list[tuple[int, BaseException, str]] = []
 
-    def add(self, stage: int, exc: BaseException, text: Optional[str] = None, first: bool = False) -> None:
+    def add(self, stage: Optional[int], exc: BaseException, text: Optional[str] = None, first: bool = False) -> None:
         """Record ``exc`` of ``stage`` (with the current traceback unless ``text`` is given) and abort;
         ``first`` puts it ahead of failures recorded before (a stage's own error beats its effects)."""
         item = (stage, exc, traceback.format_exc() if text is None else text)
@@ -192,8 +192,11 @@ class Failures:
     def __bool__(self) -> bool:
         return bool(self.items)
 
-    def error(self) -> StageError:
+    def error(self, stage_of: Optional[Callable[[int], int]] = None) -> StageError:
+        """The first failure as a StageError; ``stage_of`` maps a recorded rank to its stage."""
         stage, exc, text = self.items[0]
+        if stage_of is not None and stage is not None and stage >= 0:
+            stage = stage_of(stage)
         error = StageError(stage, exc, text)
         error.__cause__ = exc
         return error

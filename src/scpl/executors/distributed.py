@@ -1,14 +1,21 @@
-"""Distributed executor: one process per block on ``torch.distributed`` (gloo on CPU, NCCL on GPU).
+"""Distributed executor: one process per block on ``torch.distributed`` (gloo on CPU, NCCL on GPU),
+optionally with every block replicated on several ranks.
 
 Launch one rank per block, e.g. ``torchrun --nproc-per-node=K your_script.py``; every rank
 builds the same :class:`~scpl.DecoupledModel` (same seed, hence the same initial parameters)
 and calls ``fit`` / ``evaluate`` / ``predict`` with ``executor=DistributedExecutor()``.
 Rank k trains block k only. Rank 0 alone reads the data; activations (tensor or tuple), labels
 and the losses so far travel k -> k+1 as :mod:`~scpl.executors.p2p` messages, sent and received
-by one thread each so that communication overlaps compute. Nothing travels backward.
+by one thread each so that communication overlaps compute (:mod:`~scpl.executors.stage`).
+Nothing travels backward.
 
 After ``train_epoch`` every rank holds the same per-step loss history (broadcast from the last
 rank) and block k's parameters equal the sequential engine's (bitwise on CPU).
+
+``DistributedExecutor(replicas=R)`` on K*R ranks runs R replica pipelines, each on its shard of
+every batch, and averages each stage's gradients over its replicas with DistributedDataParallel
+(:mod:`~scpl.executors.replicas`); the parameters then equal the sequential engine's on the
+whole batches up to the order of floating-point sums (1e-5 relative).
 
 Failure: a rank that raises writes the error to the process group's store; every other rank
 polls the store and raises :class:`~scpl.errors.StageError` naming the failed stage. A rank
@@ -22,9 +29,8 @@ from __future__ import annotations
 
 import inspect
 import os
-import threading
 import warnings
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -34,8 +40,10 @@ from ..block import Block
 from ..errors import ConfigError
 from ..flow import Flow, flow_to
 from . import p2p
-from .base import Batches, Failures, Pipe, StepCallback, StepLosses, Stop, check_sizes, pieces
-from .watch import DEFAULT_TIMEOUT_S, RemoteStageFailure, Watch, announce
+from .base import Batches, StepCallback, StepLosses, check_sizes, pieces
+from .replicas import Layout, interleave, mean_over, replicate, shard, stage_groups
+from .stage import run_stage
+from .watch import DEFAULT_TIMEOUT_S, Watch
 
 if dist.is_available():
     import torch.distributed.nn.functional  # noqa: F401  (before any process group exists: see below)
@@ -48,7 +56,6 @@ if dist.is_available():
 # "terminate called without an active exception"; about 1 in 8 runs of our six-case distributed
 # test). Imported with scpl, before any group exists, the defaults are None. Scripts that call
 # init_process_group themselves should import scpl first.
-_JOIN_S = 5.0
 
 
 def _warn_if_group_kept_alive() -> None:
@@ -88,82 +95,122 @@ def init_from_env(backend: Optional[str] = None) -> tuple[int, int]:
 
 
 class DistributedExecutor:
-    """Run block ``rank`` on this process; see the module docstring for the contract.
+    """Run this rank's block (and, with replicas, its share of every batch); see the module
+    docstring for the contract.
 
     Args:
-        micro_batches: cut each batch into this many pieces (one optimizer step per batch).
+        micro_batches: cut each batch (each replica's shard) into this many pieces (one
+            optimizer step per batch).
         device: where this rank's block runs; default ``cuda:LOCAL_RANK`` under NCCL, else CPU.
         queue_size: messages buffered between the compute thread and each communication thread.
         peer_timeout: seconds without a heartbeat after which a peer rank is taken for dead
             (killed or hung) and every rank stops (see :mod:`scpl.executors.watch`).
+        replicas: R replicas of every stage on K*R ranks (rank = stage * R + replica); batches
+            must split into R equal shards.
+        sync_batchnorm: with replicas on CUDA, synchronise BatchNorm statistics over each
+            stage's replicas (torch's SyncBatchNorm); otherwise each replica uses its own.
     """
 
     name = "distributed"
 
     def __init__(self, micro_batches: int = 1, device: Optional[str] = None, queue_size: int = 2,
-                 peer_timeout: float = DEFAULT_TIMEOUT_S):
+                 peer_timeout: float = DEFAULT_TIMEOUT_S, replicas: int = 1, sync_batchnorm: bool = False):
         check_sizes(micro_batches, queue_size)
         if not peer_timeout > 0:
             raise ConfigError(f"peer_timeout must be a positive number of seconds, got {peer_timeout}")
+        if not isinstance(replicas, int) or replicas < 1:
+            raise ConfigError(f"replicas must be an integer >= 1, got {replicas!r}")
         self.micro_batches = micro_batches
         self.device = torch.device(device) if device else None
         self.queue_size = queue_size
         self.peer_timeout = peer_timeout
+        self.replicas = replicas
+        self.sync_batchnorm = sync_batchnorm
 
     # -- set-up ---------------------------------------------------------------------------
-    def _setup(self, blocks: Sequence[nn.Module]) -> tuple[int, int, torch.device, torch.device]:
+    def layout(self, num_blocks: int) -> Layout:
+        """This rank's place among ``num_blocks`` stages x ``replicas`` (checks the world size)."""
         if not dist.is_initialized():
             raise ConfigError(
                 "the distributed executor needs torch.distributed: launch with `torchrun --nproc-per-node=K ...` "
                 "and call scpl.executors.distributed.init_from_env() first"
             )
+        world = dist.get_world_size()
+        if world != num_blocks * self.replicas:
+            need = f"{num_blocks} x {self.replicas} replicas = " if self.replicas > 1 else ""
+            raise ConfigError(f"{num_blocks} blocks need {need}{num_blocks * self.replicas} ranks, but the world "
+                              f"size is {world}")
+        return Layout(dist.get_rank(), num_blocks, self.replicas)
+
+    def _setup(self, blocks: Sequence[nn.Module], training: bool = False) -> tuple[Layout, nn.Module, torch.device,
+                                                                                     torch.device, Watch]:
         _warn_if_group_kept_alive()
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if world != len(blocks):
-            raise ConfigError(f"{len(blocks)} blocks need {len(blocks)} ranks, but the world size is {world}")
+        layout = self.layout(len(blocks))
         nccl = dist.get_backend() == "nccl"
         device = self.device or (torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"))
-        blocks[rank].to(device)
-        _move_optimizer_state(blocks[rank], device)
+        block = blocks[layout.stage]
+        block.to(device)
+        _move_optimizer_state(block, device)
+        if self.replicas > 1:
+            groups = stage_groups(layout.stages, self.replicas, self.peer_timeout)  # every rank creates every group
+            if training and block.optimizer is not None:
+                replicate(block, groups[layout.stage], device, self.sync_batchnorm)
         comm_device = device if nccl else torch.device("cpu")
-        return rank, world, device, comm_device
+        watch = Watch(layout.rank, dist.get_world_size(), self.peer_timeout, stage_of=layout.stage_of)
+        return layout, block, device, comm_device, watch
+
+    def _source(self, batches: Batches, layout: Layout, m: int) -> Iterator:
+        if not layout.first:
+            return iter(())
+        if self.replicas > 1:
+            return shard(pieces(batches, m), layout.replica, self.replicas)
+        return pieces(batches, m)
+
+    def _stage(self, layout: Layout, comm: torch.device, compute, sink, batches: Batches, m: int, watch: Watch) -> None:
+        run_stage(layout.rank, layout.prev, layout.next, comm, compute, sink, self._source(batches, layout, m),
+                  watch, self.queue_size, layout.stage_of)
+
+    def _last_rank(self) -> int:
+        return dist.get_world_size() - 1
 
     # -- the public operations ------------------------------------------------------------
     def train_epoch(
         self, blocks: Sequence[Block], batches: Batches, on_step: Optional[StepCallback] = None
     ) -> list[list[float]]:
-        """Train this rank's block on every batch; return the per-step losses of all blocks.
+        """Train this rank's block on every batch; return the per-step losses of all blocks
+        (with replicas: each block's loss averaged over its replicas).
 
-        ``on_step`` is called on the last rank only (where a step's losses are complete); every
-        rank returns the full history.
+        ``on_step`` is called on the last rank only (where a step's losses are complete; with
+        replicas, that replica's losses); every rank returns the full history.
         """
-        rank, world, device, comm = self._setup(blocks)
-        block, m = blocks[rank], self.micro_batches
+        layout, block, device, comm, watch = self._setup(blocks, training=True)
+        m = self.micro_batches
 
         def compute(step: int, micro: int, flow: Flow, labels: Tensor, extras: list[Tensor]):
             out, loss = block.train_step(flow, labels, micro, m)
             losses = extras[0].tolist() if extras else []
             return out, labels, [torch.tensor(losses + [loss], dtype=torch.float64)]
 
-        record = StepLosses(world, m, on_step)
+        record = StepLosses(layout.stages, m, on_step if layout.rank == self._last_rank() else None)
 
         def sink(step: int, micro: int, out: Flow, labels: Tensor, extras: list[Tensor]) -> None:
             record.add(step, micro, extras[0].tolist())
 
-        watch = self._run(rank, world, comm, compute, sink, batches, m)
-        table = watch.meet(lambda: torch.tensor(record.history, dtype=torch.float64).reshape(-1, world),
-                           rank == world - 1)
-        return _broadcast_tensor(table, world - 1, comm).tolist()
+        self._stage(layout, comm, compute, sink, batches, m, watch)
+        table = watch.meet(lambda: torch.tensor(record.history, dtype=torch.float64).reshape(-1, layout.stages),
+                           layout.last)
+        if self.replicas > 1 and layout.last:
+            table = mean_over(table, stage_groups(layout.stages, self.replicas, self.peer_timeout)[layout.stage])
+        return _broadcast_tensor(table, self._last_rank(), comm).tolist()
 
     @torch.no_grad()
     def forward_batches(self, blocks: Sequence[nn.Module], batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
         """Logits and labels of every batch, run through the pipeline in eval mode.
 
-        Yields one pair: the concatenated (logits, labels), on every rank (broadcast from the
-        last rank).
+        Yields one pair: the concatenated (logits, labels) in data order, on every rank
+        (gathered at the last stage and broadcast from the last rank).
         """
-        rank, world, device, comm = self._setup(blocks)
-        block = blocks[rank]
+        layout, block, device, comm, watch = self._setup(blocks)
         block.eval()
 
         def compute(step: int, micro: int, flow: Flow, labels: Tensor, extras: list[Tensor]):
@@ -175,18 +222,26 @@ class DistributedExecutor:
             logits.append(out.float().cpu())
             labels_out.append(labels.cpu())
 
-        watch = self._run(rank, world, comm, compute, sink, batches, 1)
+        self._stage(layout, comm, compute, sink, batches, 1, watch)
 
         def gather() -> tuple[Tensor, Tensor]:
             if not logits:
                 raise ConfigError("evaluate()/predict() got an empty loader")
-            return torch.cat(logits), torch.cat(labels_out)
+            return self._in_data_order(layout, logits), self._in_data_order(layout, labels_out)
 
-        result = watch.meet(gather, rank == world - 1)
-        last = world - 1
+        result = watch.meet(gather, layout.last)
+        last = self._last_rank()
         all_logits = _broadcast_tensor(result[0] if result else None, last, comm)
         all_labels = _broadcast_tensor(result[1] if result else None, last, comm)
         yield all_logits, all_labels
+
+    def _in_data_order(self, layout: Layout, pieces: list[Tensor]) -> Tensor:
+        """The last stage's per-batch results back in data order (interleaving the replicas')."""
+        if self.replicas == 1:
+            return torch.cat(pieces)
+        gathered: list = [None] * self.replicas
+        dist.all_gather_object(gathered, pieces, group=stage_groups(layout.stages, self.replicas, self.peer_timeout)[layout.stage])
+        return interleave(gathered)
 
     @torch.no_grad()
     def exit_batches(self, blocks: Sequence[nn.Module], batches: Batches,
@@ -198,28 +253,25 @@ class DistributedExecutor:
         """
         from ..inference import ExitState, decide, select
 
-        rank, world, device, comm = self._setup(blocks)
-        block = blocks[rank]
+        layout, block, device, comm, watch = self._setup(blocks)
         block.eval()
-        last = rank == world - 1
         exited: list[tuple[Tensor, Tensor, Tensor]] = []  # (global ids, predictions, labels)
         processed = [0]
-        offset = [0]
+        numbering = _Numbering(layout)
 
         def compute(step: int, micro: int, flow: Flow, labels: Tensor, extras: list[Tensor]):
-            if not extras:  # rank 0: a fresh batch; number its samples globally
-                n = labels.shape[0]
-                extras = [torch.arange(offset[0], offset[0] + n), torch.zeros(n, dtype=torch.long)]
-                offset[0] += n
+            if not extras:  # the first stage: a fresh batch; number its samples globally
+                ids = numbering.ids(labels.shape[0])
+                extras = [ids, torch.zeros(ids.numel(), dtype=torch.long)]
             state = ExitState(extras[0], extras[1], extras[2] if len(extras) > 2 else None)
             out = block(flow_to(flow, device))
             processed[0] += int(state.ids.numel())
-            logits = out if last else block.exit_logits(out)
+            logits = out if layout.last else block.exit_logits(out)
             if logits is None:
                 return out, labels, extras
             logits = logits.float().cpu()
             leave, state = decide(policy, logits, state)
-            if last:
+            if layout.last:
                 leave = torch.ones_like(leave)
             exited.append((state.ids[leave], logits[leave].argmax(dim=1), labels.cpu()[leave]))
             stay = ~leave
@@ -228,148 +280,79 @@ class DistributedExecutor:
             state = state.keep(stay)
             return select(out, stay), labels[stay.to(labels.device)], [state.ids, state.counter, state.previous]
 
-        self._run(rank, world, comm, compute, lambda *args: None, batches, 1).meet(lambda: None, False)
-        mine = {"ids": torch.cat([e[0] for e in exited]) if exited else torch.empty(0, dtype=torch.long),
-                "preds": torch.cat([e[1] for e in exited]) if exited else torch.empty(0, dtype=torch.long),
-                "labels": torch.cat([e[2] for e in exited]) if exited else torch.empty(0, dtype=torch.long),
-                "processed": processed[0]}
-        gathered: list = [None] * world
-        dist.all_gather_object(gathered, mine)
+        self._stage(layout, comm, compute, lambda *args: None, batches, 1, watch)
+        watch.meet(lambda: None, False)
+        gathered = _gather_all({"ids": _cat(e[0] for e in exited), "preds": _cat(e[1] for e in exited),
+                                "labels": _cat(e[2] for e in exited), "processed": processed[0]})
         n = sum(g["ids"].numel() for g in gathered)
         preds, labels, exit_block = (torch.empty(n, dtype=torch.long) for _ in range(3))
-        for k, g in enumerate(gathered):
-            preds[g["ids"]], labels[g["ids"]], exit_block[g["ids"]] = g["preds"], g["labels"], k
-        return preds, labels, exit_block, [g["processed"] for g in gathered]
+        for rank, g in enumerate(gathered):
+            preds[g["ids"]], labels[g["ids"]], exit_block[g["ids"]] = g["preds"], g["labels"], layout.stage_of(rank)
+        processed_per_stage = [sum(gathered[r]["processed"] for r in layout.stage_ranks(k))
+                               for k in range(layout.stages)]
+        return preds, labels, exit_block, processed_per_stage
 
     @torch.no_grad()
     def exit_predictions(self, blocks: Sequence[nn.Module],
                          batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]:
         """Every exit's predictions for every sample (each rank predicts with its block's exit),
         and the labels; the same on every rank, samples in data order."""
-        rank, world, device, comm = self._setup(blocks)
-        block = blocks[rank]
+        layout, block, device, comm, watch = self._setup(blocks)
         block.eval()
-        last = rank == world - 1
-        mine: list[Tensor] = []
-        labels_seen: list[Tensor] = []
+        numbering = _Numbering(layout)
+        ids_seen, preds, labels_seen = [], [], []
 
         def compute(step: int, micro: int, flow: Flow, labels: Tensor, extras: list[Tensor]):
+            ids = numbering.ids(labels.shape[0]) if not extras else extras[0]
             out = block(flow_to(flow, device))
-            logits = out if last else block.exit_logits(out)
+            logits = out if layout.last else block.exit_logits(out)
             if logits is not None:
-                mine.append(logits.argmax(dim=1).cpu())
-            labels_seen.append(labels.cpu())
-            return out, labels, []
+                preds.append(logits.argmax(dim=1).cpu())
+            ids_seen.append(ids), labels_seen.append(labels.cpu())
+            return out, labels, [ids]
 
-        self._run(rank, world, comm, compute, lambda *args: None, batches, 1).meet(lambda: None, False)
-        gathered: list = [None] * world
-        dist.all_gather_object(gathered, {"preds": torch.cat(mine) if mine else None,
-                                          "labels": torch.cat(labels_seen) if labels_seen else torch.empty(0)})
-        return [g["preds"] for g in gathered], gathered[-1]["labels"]
-
-    # -- machinery ------------------------------------------------------------------------
-    def _run(self, rank: int, world: int, comm: torch.device, compute, sink, batches: Batches, m: int) -> Watch:
-        """The stage loop of this rank: receive (or read), compute, send (or sink). Returns the
-        call's :class:`Watch` for the closing meeting; a failure anywhere raises StageError."""
-        abort = threading.Event()
-        failures = Failures(abort)
-        watch = Watch(rank, world, self.peer_timeout)
-        inbox = Pipe(abort, self.queue_size) if rank > 0 else None
-        outbox = Pipe(abort, self.queue_size) if rank < world - 1 else None
-        threads = [threading.Thread(target=watch.run, args=(abort, lambda r, e: failures.add(r, e, "")), daemon=True)]
-        if inbox is not None:
-            threads.append(threading.Thread(target=_pump, args=(rank - 1, _receiver(rank, comm, inbox), failures),
-                                            daemon=True))
-        sender = None
-        if outbox is not None:
-            sender = threading.Thread(target=_pump, args=(rank + 1, _sender(rank, comm, outbox), failures), daemon=True)
-            threads.append(sender)
-        for t in threads:
-            t.start()
-        source = pieces(batches, m) if rank == 0 else iter(())
-        try:
-            for step, micro, flow, labels, extras in _incoming(source, inbox):
-                result = compute(step, micro, flow, labels, extras)
-                if result is None:  # nothing left to send on (e.g. every sample exited)
-                    continue
-                out, labels, extras = result
-                if outbox is not None:
-                    is_tuple = not isinstance(out, Tensor)
-                    tensors = list(out) if is_tuple else [out]
-                    flag = (len(extras) << 1) | int(is_tuple)
-                    msg = p2p.Message(p2p.DATA, step, micro, [*tensors, labels, *extras], flag=flag)
-                    msg.header = p2p.encode_header(msg)  # an unsendable output fails here, as this stage's error
-                    outbox.put(msg)
-                else:
-                    sink(step, micro, out, labels, extras)
-            if outbox is not None:
-                outbox.put(p2p.Message(p2p.END))
-                while sender.is_alive() and not abort.is_set():  # the sender drains the outbox first
-                    sender.join(0.2)
-                if abort.is_set():
-                    raise Stop
-        except Stop:
-            pass
-        except BaseException as exc:
-            failures.add(rank, exc, first=True)
-            announce(watch.store, rank, exc)
-        finally:
-            abort.set()  # stops the watchdog (and the comm threads, on failure)
-        if failures:
-            dist.destroy_process_group()  # fails the comm threads' pending operations ...
-            for t in threads:  # ... so they end before the interpreter does
-                t.join(_JOIN_S)
-            raise failures.error()
-        for t in threads:  # no thread may outlive the call (one inside a store or gloo call at
-            t.join()       # interpreter exit aborts the process)
-        return watch
+        self._stage(layout, comm, compute, lambda *args: None, batches, 1, watch)
+        watch.meet(lambda: None, False)
+        gathered = _gather_all({"ids": _cat(ids_seen), "preds": _cat(preds) if preds else None,
+                                "labels": _cat(labels_seen)})
+        n = sum(g["ids"].numel() for g in gathered[:layout.replicas])  # the first stage saw every sample
+        labels = torch.empty(n, dtype=torch.long)
+        out: list[Optional[Tensor]] = []
+        for k in range(layout.stages):
+            ranks = layout.stage_ranks(k)
+            if gathered[ranks[0]]["preds"] is None:
+                out.append(None)
+                continue
+            stage_preds = torch.empty(n, dtype=torch.long)
+            for r in ranks:
+                stage_preds[gathered[r]["ids"]] = gathered[r]["preds"]
+                labels[gathered[r]["ids"]] = gathered[r]["labels"]
+            out.append(stage_preds)
+        return out, labels
 
 
-def _incoming(source: Iterator, inbox: Optional[Pipe]) -> Iterator[tuple[int, int, Flow, Tensor, list[Tensor]]]:
-    """(step, micro, flow, labels, extra tensors) read from the data (rank 0) or received."""
-    if inbox is None:
-        for step, micro, flow, labels in source:
-            yield step, micro, flow, labels, []
-        return
-    while True:
-        msg = inbox.get()
-        if msg.kind == p2p.END:
-            return
-        n_extras, is_tuple = msg.flag >> 1, msg.flag & 1
-        n_flow = len(msg.tensors) - 1 - n_extras
-        flow, labels, extras = msg.tensors[:n_flow], msg.tensors[n_flow], msg.tensors[n_flow + 1:]
-        yield msg.step, msg.micro, (tuple(flow) if is_tuple else flow[0]), labels, list(extras)
+class _Numbering:
+    """Global sample numbers for the first stage's batches (with replicas: of its shard's rows)."""
+
+    def __init__(self, layout: Layout):
+        self.layout, self.offset = layout, 0
+
+    def ids(self, shard_size: int) -> Tensor:
+        batch = shard_size * self.layout.replicas
+        start = self.offset + self.layout.replica * shard_size
+        self.offset += batch
+        return torch.arange(start, start + shard_size)
 
 
-def _pump(peer: int, move: Callable[[], p2p.Message], failures: Failures) -> None:
-    """Move messages (receive from or send to ``peer``) until END; a broken link is a failure."""
-    try:
-        while not failures.abort.is_set():
-            if move().kind == p2p.END:
-                return
-    except Stop:
-        pass
-    except BaseException as exc:
-        if not failures.abort.is_set():
-            failures.add(peer, RemoteStageFailure(f"lost the connection to rank {peer}: {exc}"))
+def _cat(tensors) -> Tensor:
+    tensors = list(tensors)
+    return torch.cat(tensors) if tensors else torch.empty(0, dtype=torch.long)
 
 
-def _receiver(rank: int, comm: torch.device, inbox: Pipe) -> Callable[[], p2p.Message]:
-    def move() -> p2p.Message:
-        msg = p2p.recv(rank - 1, comm)
-        inbox.put(msg)
-        return msg
-
-    return move
-
-
-def _sender(rank: int, comm: torch.device, outbox: Pipe) -> Callable[[], p2p.Message]:
-    def move() -> p2p.Message:
-        msg = outbox.get()
-        p2p.send(msg, rank + 1, comm)
-        return msg
-
-    return move
+def _gather_all(obj: dict) -> list[dict]:
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def _broadcast_tensor(t: Optional[Tensor], src: int, device: torch.device) -> Tensor:

@@ -55,9 +55,10 @@ class Watch:
     ``timeout`` seconds of this call, or a store that cannot be reached.
     """
 
-    def __init__(self, rank: int, world: int, timeout: float = DEFAULT_TIMEOUT_S, peers: Optional[list[int]] = None):
+    def __init__(self, rank: int, world: int, timeout: float = DEFAULT_TIMEOUT_S, peers: Optional[list[int]] = None,
+                 stage_of: Callable[[int], int] = lambda rank: rank):
         self.store = dist.distributed_c10d._get_default_store()
-        self.rank, self.timeout = rank, timeout
+        self.rank, self.timeout, self.stage_of = rank, timeout, stage_of
         self.peers = [r for r in (peers if peers is not None else range(world)) if r != rank]
         self._seen: dict[int, tuple[int, float]] = {}  # rank -> (counter, when it last moved or was first read)
         self._next_beat = 0.0
@@ -124,5 +125,6 @@ class Watch:
                 raise StageError(None, RemoteStageFailure(f"lost the process group's store: {exc}"), "") from exc
             failure = self.check()
             if failure is not None:
-                raise StageError(failure[0], failure[1], "")
+                rank, exc = failure
+                raise StageError(None if rank is None else self.stage_of(rank), exc, "")
             time.sleep(POLL_S)

@@ -13,6 +13,8 @@ from torch import Tensor, nn
 class CrossEntropyLoss(nn.Module):
     """Cross-entropy on logits ``(N, C)`` and labels ``(N,)``; returns a scalar."""
 
+    pairwise = False  # a mean over samples: replicas compute it on their own shard
+
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
         self.label_smoothing = label_smoothing

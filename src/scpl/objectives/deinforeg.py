@@ -35,6 +35,8 @@ def sample_correlation(x: Tensor) -> Tensor:
 class DeInfoRegLoss(nn.Module):
     """DeInfoReg loss on projected features ``(N, D)`` and labels ``(N,)``; returns a scalar."""
 
+    pairwise = True  # compares samples with each other: replicas compute it on the gathered batch
+
     def __init__(
         self,
         num_classes: int,

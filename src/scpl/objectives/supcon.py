@@ -25,6 +25,8 @@ from torch import Tensor, nn
 class SupConLoss(nn.Module):
     """SupCon loss on projected features ``(N, D)`` and integer labels ``(N,)``; returns a scalar."""
 
+    pairwise = True  # compares samples with each other: replicas compute it on the gathered batch
+
     def __init__(self, temperature: float = 0.1, original: bool = False):
         super().__init__()
         if temperature <= 0:

@@ -190,6 +190,12 @@ def restore(run: Run, out: Path) -> Progress:
         raise ConfigError(f"resume: the config differs from the checkpoint's in {refused}; resume with the same "
                           f"settings.{more}")
     load_blocks(run.model, epoch_dir(out, epoch), own_blocks(run))
+    if extended:  # the loaded optimizers hold the old schedule's last rate: start the new cycle
+        for block in run.model.blocks:
+            sched = block.scheduler
+            if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+                for group, rate, base in zip(sched.optimizer.param_groups, sched.lr_lambdas, sched.base_lrs):
+                    group["lr"] = base * rate(sched.last_epoch)
     set_rng_state(run, state["rng"])
     return Progress(**state["progress"])
 

@@ -1,0 +1,125 @@
+"""Building a DecoupledModel's blocks: the method's settings checked, the model's parts wrapped
+for ContSup, each part's head sized on the example flow it produces, the last block, and a
+guard against one model's weights training in two DecoupledModels."""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from . import names
+from .block import Block, run_layers
+from .context import ContextSpec, InfoProTerm
+from .context import decoder as context_decoder
+from .context import wrap as context_wrap
+from .errors import ConfigError
+from .flow import Flow, call_with_flow, flow_to
+from .heads import HeadFactory, final_linear
+from .methods import METHODS, Method
+from .objectives import CrossEntropyLoss
+
+PRECISIONS: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16}
+LAST_BLOCKS = names.LAST_BLOCKS
+
+
+
+def get_method(name: str) -> Method:
+    """The :class:`~scpl.methods.Method` called ``name``, or ConfigError listing the names."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]
+
+
+class Chain(nn.Module):
+    """Blocks' layers run as one module (the BP baseline): no stop-gradient between them."""
+
+    def __init__(self, parts: Sequence[nn.Module]):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    def forward(self, *flow):
+        out: Flow = flow[0] if len(flow) == 1 else flow
+        for part in self.parts:
+            param = next(part.parameters(), None)
+            if param is not None:
+                out = flow_to(out, param.device)
+            out = call_with_flow(part, out)
+        return out
+
+
+def check_options(precision: str, clip_grad_norm: Optional[float], num_classes: int, last_block: str,
+                   method: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
+    if clip_grad_norm is not None and not clip_grad_norm > 0:
+        raise ConfigError(f"clip_grad_norm must be a positive number, got {clip_grad_norm}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"num_classes must be an integer >= 2 (a classifier needs at least two classes), "
+                          f"got {num_classes!r}")
+    if last_block not in LAST_BLOCKS:
+        raise ConfigError(f"unknown last_block {last_block!r}; choose one of {list(LAST_BLOCKS)}")
+    if last_block != "ce" and method == "bp":
+        raise ConfigError("last_block='contrastive' trains the last block with a local objective; BP has none")
+
+
+def context_spec(contsup: Union[str, ContextSpec, None], method: str) -> Optional[ContextSpec]:
+    context = ContextSpec(contsup) if isinstance(contsup, str) else contsup
+    if context is not None and method == "bp":
+        raise ConfigError("ContSup adds context between decoupled blocks; it does not apply to method='bp'")
+    return context
+
+
+def ce_block(layers: nn.Module, index: int) -> Block:
+    """A block trained with cross-entropy on its output logits (the last block; BP's only one)."""
+    return Block(layers, CrossEntropyLoss(), nn.Flatten(), nn.Identity(), index=index)
+
+
+def assemble(parts: list[nn.Module], devices: list[torch.device], heads: HeadFactory, example_input: Flow,
+              context: Optional[ContextSpec], last_block: str) -> list[Block]:
+    """Decoupled blocks from the model's parts: each part's head is sized on the example
+    flow it produces; ContSup wraps the parts that receive context."""
+    for part, dev in zip(parts, devices):
+        part.to(dev)
+    k, built = len(parts), []
+    flow = flow_to(example_input, devices[0])
+    for i in range(k - 1):
+        if context is not None:
+            parts[i] = context_wrap(parts[i], context, flow, first=i == 0, last=False).to(devices[i])
+        with torch.no_grad():
+            parts[i].eval()
+            flow = run_layers(parts[i], flow_to(flow, devices[i]), i)
+        head = heads(i, flow)
+        block = Block(parts[i], head.objective, head.features, head.projector, head.classifier, index=i)
+        if context is not None and context.infopro is not None:
+            block.extra_loss = InfoProTerm(context_decoder(flow[0].shape[1], flow[1].shape), *context.infopro)
+        built.append(block.to(devices[i]))
+    if context is not None:
+        parts[-1] = context_wrap(parts[-1], context, flow, first=False, last=True).to(devices[-1])
+    if last_block == "contrastive":
+        head = heads.contrastive_last(final_linear(parts[-1], heads.num_classes))
+        last = Block(parts[-1], head.objective, head.features, head.projector, head.classifier, index=k - 1)
+    else:
+        last = ce_block(parts[-1], k - 1)
+    built.append(last.to(devices[-1]))
+    return built
+
+
+_CLAIMED: dict[int, "weakref.ref[Tensor]"] = {}  # id -> parameter, of every DecoupledModel's parameters
+
+
+def claim(model: Union[nn.Module, Sequence[nn.Module]]) -> None:
+    """Warn when ``model``'s parameters already train in another DecoupledModel (they would be
+    shared: both models would update the same weights)."""
+    modules = list(model) if isinstance(model, (list, tuple)) else [model]
+    params = [p for m in modules if isinstance(m, nn.Module) for p in m.parameters()]
+    for key in [k for k, ref in _CLAIMED.items() if ref() is None]:
+        del _CLAIMED[key]
+    if any(_CLAIMED.get(id(p), lambda: None)() is p for p in params):
+        warnings.warn("this model's parameters already belong to another DecoupledModel, so both would train the "
+                      "same weights; give each DecoupledModel its own model (build a fresh one, or copy.deepcopy)",
+                      RuntimeWarning, stacklevel=3)
+    _CLAIMED.update((id(p), weakref.ref(p)) for p in params)

@@ -1,0 +1,57 @@
+"""Run by the tests on K*R real ranks: train with replicated stages, save what every rank ends with.
+
+Usage: dist_replicas.py OUT METHOD REPLICAS MICRO_BATCHES [FAULT]
+FAULT "raise:CALL:RANK" or "kill:CALL:RANK" makes that rank's objective fail at its CALL-th call.
+"""
+
+import os
+import signal
+import sys
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+from replica_cases import build, loader  # noqa: E402
+
+from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
+from scpl.inference import PatienceCosine, early_exit  # noqa: E402
+from scpl.objectives import CallableObjective  # noqa: E402
+
+
+def main() -> None:
+    out, method, replicas, micro = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    fault = sys.argv[5] if len(sys.argv) > 5 else None
+    torch.set_num_threads(1)
+    rank, world = init_from_env("gloo")
+    model = build(method)
+    ex = DistributedExecutor(micro_batches=micro, replicas=replicas, peer_timeout=20)
+    stage = rank // replicas
+    if fault:
+        kind, at, target = fault.split(":")
+        if rank == int(target):
+            inner, calls = model.blocks[stage].objective, [0]
+
+            def faulty(f, y):
+                calls[0] += 1
+                if calls[0] == int(at):
+                    if kind == "kill":
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    raise ValueError(f"injected failure at call {calls[0]}")
+                return inner(f, y)
+
+            model.blocks[stage].objective = CallableObjective(faulty)
+    history = model.fit(loader(), epochs=2, executor=ex, progress=False)
+    result = {"rank": rank, "stage": stage, "block": model.blocks[stage].state_dict(), "history": history,
+              "metrics": model.evaluate(loader()), "preds": model.predict(loader())}
+    if method == "scpl":
+        result["exit_accuracy"] = model.evaluate_exits(loader())
+        report = early_exit(model, loader(), PatienceCosine(threshold=0.5))
+        result["exits"] = {**report.as_dict(), "predictions": report.predictions, "exit_block": report.exit_block}
+    torch.save(result, f"{out}.{rank}")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
