@@ -63,3 +63,31 @@ def test_train_under_torchrun_equals_sequential_and_exports_a_model(tmp_path):
     assert all(torch.equal(merged[k], sequential[k]) for k in merged)
     model = DecoupledModel(SmallCNN(), counts, num_classes=10, example_input=torch.zeros(2, 1, 8, 8))
     model.load_state_dict(merged)
+
+
+def test_train_with_replicated_stages_under_torchrun(tmp_path):
+    """2 blocks x 2 replicas on 4 ranks: one checkpoint file per block, a loadable model, resume."""
+    import os
+
+    import torch
+
+    common = ["train", "--dataset", "digits", "--epochs", "2", "--train-limit", "512", "--batch-size", "32",
+              "--executor", "distributed", "--replicas", "2", "--blocks", "2,2", "--out", str(tmp_path / "rep"),
+              "--json"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4", "-m", "scpl", *common],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["world_size"] == 4 and summary["num_blocks"] == 2 and summary["test_accuracy"] > 0.5
+    blocks = sorted(p.name for p in (tmp_path / "rep" / "epochs" / "2").glob("block-*.pt"))
+    assert blocks == ["block-0.pt", "block-1.pt"]  # written once per stage
+    assert len(list((tmp_path / "rep" / "epochs" / "2").glob("trainer-*.pt"))) == 4
+    state = torch.load(tmp_path / "rep" / "model.pt")
+    assert any(k.startswith("blocks.1.") for k in state)
+    more = [("3" if a == "2" and common[i - 1] == "--epochs" else a) for i, a in enumerate(common)]
+    again = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4", "-m", "scpl",
+                            *more, "--resume"],
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1])["epochs"] == 3

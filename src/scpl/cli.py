@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", dest="batch_size", type=int)
     train.add_argument("--micro-batches", dest="micro_batches", type=int)
+    train.add_argument("--replicas", type=int, help="with --executor distributed: R replicas of every block on "
+                                                   "K x R ranks (each replica trains on 1/R of every batch)")
     train.add_argument("--optimizer", choices=names.OPTIMIZERS)
     train.add_argument("--lr", type=float)
     train.add_argument("--weight-decay", dest="weight_decay", type=float)

@@ -159,16 +159,20 @@ class DistributedExecutor:
         watch = Watch(layout.rank, dist.get_world_size(), self.peer_timeout, stage_of=layout.stage_of)
         return layout, block, device, comm_device, watch
 
-    def _source(self, batches: Batches, layout: Layout, m: int) -> Iterator:
+    def _source(self, batches: Batches, layout: Layout, m: int, numbered: bool) -> Iterator:
+        """The first stage's (micro-)batches (this replica's share of them), with global sample
+        numbers as an extra when ``numbered`` (inference)."""
         if not layout.first:
             return iter(())
+        source = _numbered(pieces(batches, m)) if numbered else pieces(batches, m)
         if self.replicas > 1:
-            return shard(pieces(batches, m), layout.replica, self.replicas)
-        return pieces(batches, m)
+            return shard(source, layout.replica, self.replicas, equal=not numbered)
+        return source
 
-    def _stage(self, layout: Layout, comm: torch.device, compute, sink, batches: Batches, m: int, watch: Watch) -> None:
-        run_stage(layout.rank, layout.prev, layout.next, comm, compute, sink, self._source(batches, layout, m),
-                  watch, self.queue_size, layout.stage_of)
+    def _stage(self, layout: Layout, comm: torch.device, compute, sink, batches: Batches, m: int, watch: Watch,
+               numbered: bool = False) -> None:
+        run_stage(layout.rank, layout.prev, layout.next, comm, compute, sink,
+                  self._source(batches, layout, m, numbered), watch, self.queue_size, layout.stage_of)
 
     def _last_rank(self) -> int:
         return dist.get_world_size() - 1
@@ -214,7 +218,7 @@ class DistributedExecutor:
         block.eval()
 
         def compute(step: int, micro: int, flow: Flow, labels: Tensor, extras: list[Tensor]):
-            return block(flow_to(flow, device)), labels, []
+            return block(flow_to(flow, device)), labels, []  # (the sample numbers are not needed here)
 
         logits, labels_out = [], []
 
@@ -222,7 +226,7 @@ class DistributedExecutor:
             logits.append(out.float().cpu())
             labels_out.append(labels.cpu())
 
-        self._stage(layout, comm, compute, sink, batches, 1, watch)
+        self._stage(layout, comm, compute, sink, batches, 1, watch, numbered=True)
 
         def gather() -> tuple[Tensor, Tensor]:
             if not logits:
@@ -257,12 +261,10 @@ class DistributedExecutor:
         block.eval()
         exited: list[tuple[Tensor, Tensor, Tensor]] = []  # (global ids, predictions, labels)
         processed = [0]
-        numbering = _Numbering(layout)
 
         def compute(step: int, micro: int, flow: Flow, labels: Tensor, extras: list[Tensor]):
-            if not extras:  # the first stage: a fresh batch; number its samples globally
-                ids = numbering.ids(labels.shape[0])
-                extras = [ids, torch.zeros(ids.numel(), dtype=torch.long)]
+            if len(extras) == 1:  # the first stage: a fresh batch of numbered samples
+                extras = [extras[0], torch.zeros(extras[0].numel(), dtype=torch.long)]
             state = ExitState(extras[0], extras[1], extras[2] if len(extras) > 2 else None)
             out = block(flow_to(flow, device))
             processed[0] += int(state.ids.numel())
@@ -280,7 +282,7 @@ class DistributedExecutor:
             state = state.keep(stay)
             return select(out, stay), labels[stay.to(labels.device)], [state.ids, state.counter, state.previous]
 
-        self._stage(layout, comm, compute, lambda *args: None, batches, 1, watch)
+        self._stage(layout, comm, compute, lambda *args: None, batches, 1, watch, numbered=True)
         watch.meet(lambda: None, False)
         gathered = _gather_all({"ids": _cat(e[0] for e in exited), "preds": _cat(e[1] for e in exited),
                                 "labels": _cat(e[2] for e in exited), "processed": processed[0]})
@@ -299,11 +301,10 @@ class DistributedExecutor:
         and the labels; the same on every rank, samples in data order."""
         layout, block, device, comm, watch = self._setup(blocks)
         block.eval()
-        numbering = _Numbering(layout)
         ids_seen, preds, labels_seen = [], [], []
 
         def compute(step: int, micro: int, flow: Flow, labels: Tensor, extras: list[Tensor]):
-            ids = numbering.ids(labels.shape[0]) if not extras else extras[0]
+            ids = extras[0]
             out = block(flow_to(flow, device))
             logits = out if layout.last else block.exit_logits(out)
             if logits is not None:
@@ -311,7 +312,7 @@ class DistributedExecutor:
             ids_seen.append(ids), labels_seen.append(labels.cpu())
             return out, labels, [ids]
 
-        self._stage(layout, comm, compute, lambda *args: None, batches, 1, watch)
+        self._stage(layout, comm, compute, lambda *args: None, batches, 1, watch, numbered=True)
         watch.meet(lambda: None, False)
         gathered = _gather_all({"ids": _cat(ids_seen), "preds": _cat(preds) if preds else None,
                                 "labels": _cat(labels_seen)})
@@ -331,17 +332,13 @@ class DistributedExecutor:
         return out, labels
 
 
-class _Numbering:
-    """Global sample numbers for the first stage's batches (with replicas: of its shard's rows)."""
-
-    def __init__(self, layout: Layout):
-        self.layout, self.offset = layout, 0
-
-    def ids(self, shard_size: int) -> Tensor:
-        batch = shard_size * self.layout.replicas
-        start = self.offset + self.layout.replica * shard_size
-        self.offset += batch
-        return torch.arange(start, start + shard_size)
+def _numbered(source: Iterator) -> Iterator[tuple]:
+    """(step, micro, inputs, labels, [sample numbers]): every row numbered in data order."""
+    offset = 0
+    for step, micro, flow, labels in source:
+        n = labels.shape[0]
+        yield step, micro, flow, labels, [torch.arange(offset, offset + n)]
+        offset += n
 
 
 def _cat(tensors) -> Tensor:

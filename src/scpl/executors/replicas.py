@@ -96,17 +96,19 @@ def stage_groups(stages: int, replicas: int, timeout: float) -> list:
     return _GROUPS[key]
 
 
-def shard(pieces: Iterable[tuple[int, int, Flow, Tensor]], replica: int,
-          replicas: int) -> Iterator[tuple[int, int, Flow, Tensor]]:
-    """Replica ``replica``'s rows of every (micro-)batch ``(step, micro, inputs, labels)``. Each
-    micro-batch is shared out, so the replicas' shards of micro-batch j, gathered in replica
-    order, are micro-batch j of one rank; it must split into equal shards."""
-    for step, micro, inputs, labels in pieces:
+def shard(pieces: Iterable[tuple], replica: int, replicas: int, equal: bool = True) -> Iterator[tuple]:
+    """Replica ``replica``'s rows of every (micro-)batch ``(step, micro, inputs, labels[, extras])``
+    (extras, e.g. sample ids, are cut alike). Each micro-batch is shared out, so the replicas'
+    shards of micro-batch j, gathered in replica order, are micro-batch j of one rank. Training
+    needs equal shards (``equal``); inference takes shards that differ by one row."""
+    for step, micro, inputs, labels, *extras in pieces:
         n = labels.shape[0]
-        if n % replicas:
+        if equal and n % replicas:
             raise ConfigError(f"a (micro-)batch of {n} samples does not split into {replicas} equal replica shards; "
                               f"use a batch size divisible by {replicas} x micro_batches (and drop_last=True)")
-        yield step, micro, split_flow(inputs, replicas)[replica], labels.tensor_split(replicas)[replica]
+        cut = [t.tensor_split(replicas)[replica] for t in (extras[0] if extras else [])]
+        yield (step, micro, split_flow(inputs, replicas)[replica], labels.tensor_split(replicas)[replica],
+               *([cut] if extras else []))
 
 
 class GatheredObjective(nn.Module):

@@ -91,8 +91,8 @@ def run_stage(rank: int, prev: Optional[int], next_: Optional[int], comm: torch.
 def _incoming(source: Iterator, inbox: Optional[Pipe]) -> Iterator[tuple[int, int, Flow, Tensor, list[Tensor]]]:
     """(step, micro, flow, labels, extra tensors) read from the data (first stage) or received."""
     if inbox is None:
-        for step, micro, flow, labels in source:
-            yield step, micro, flow, labels, []
+        for step, micro, flow, labels, *extras in source:  # the data may bring extras (sample ids)
+            yield step, micro, flow, labels, extras[0] if extras else []
         return
     while True:
         msg = inbox.get()

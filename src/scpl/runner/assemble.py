@@ -129,6 +129,11 @@ class Run:
     schedule: Optional[BlockSchedule]
     rank: int = 0
     world: int = 1
+
+    @property
+    def stage(self) -> int:
+        """The block this rank trains under the distributed executor (rank // replicas)."""
+        return self.rank // self.cfg.replicas
     train_eval_batches: Optional[Batches] = None  # the training split in order, unaugmented (eval_train)
     clean_labels: Optional[torch.Tensor] = None  # its true labels when label noise is on
 
@@ -137,7 +142,9 @@ def build(cfg: TrainConfig) -> Run:
     """Data, model, blocks and executor of a run (under torchrun: this rank's view of them)."""
     rank, world = _process(cfg)
     executor = (EXECUTORS["threads"](micro_batches=cfg.micro_batches, trace=bool(cfg.out and cfg.plots))
-                if cfg.executor == "threads" else EXECUTORS[cfg.executor](micro_batches=cfg.micro_batches))
+                if cfg.executor == "threads" else
+                EXECUTORS["distributed"](micro_batches=cfg.micro_batches, replicas=cfg.replicas)
+                if cfg.executor == "distributed" else EXECUTORS[cfg.executor](micro_batches=cfg.micro_batches))
     generator = seed_everything(cfg.seed)
     bundle = load_dataset(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, train_limit=cfg.train_limit,
                           max_len=cfg.max_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab)
@@ -203,9 +210,13 @@ def _process(cfg: TrainConfig) -> tuple[int, int]:
 def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any, world: int) -> DecoupledModel:
     """The reference model cut into blocks with the method's local objectives."""
     blocks = _blocks_spec(cfg.blocks)
-    num_blocks = cfg.num_blocks or (world if cfg.executor == "distributed" and blocks == "auto" else None)
+    stages = world // cfg.replicas
+    if cfg.executor == "distributed" and world % cfg.replicas:
+        raise ConfigError(f"torchrun started {world} ranks, not a multiple of replicas={cfg.replicas}: start K x R ranks")
+    num_blocks = cfg.num_blocks or (stages if cfg.executor == "distributed" and blocks == "auto" else None)
     if blocks == "auto" and num_blocks is None:
-        raise ConfigError("blocks: auto needs num_blocks K (or the distributed executor, where K is the world size)")
+        raise ConfigError("blocks: auto needs num_blocks K (or the distributed executor, where K is the world size "
+                          "divided by replicas)")
     net = _model(cfg, bundle)
     if isinstance(blocks, int) and hasattr(net, "block_counts"):  # the model's own cut (CIFAR ResNets)
         blocks = net.block_counts(blocks)
@@ -219,9 +230,9 @@ def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any,
                                               cfg.restarts or ()),
         precision=cfg.precision, clip_grad_norm=cfg.clip_grad_norm,
     )
-    if cfg.executor == "distributed" and len(model.blocks) != world:
-        raise ConfigError(f"the model has {len(model.blocks)} blocks but torchrun started {world} ranks; "
-                          "start one rank per block (--nproc-per-node) or set blocks/num_blocks")
+    if cfg.executor == "distributed" and len(model.blocks) * cfg.replicas != world:
+        raise ConfigError(f"the model has {len(model.blocks)} blocks x {cfg.replicas} replica(s) but torchrun started "
+                          f"{world} ranks; start K x R ranks (--nproc-per-node, --nnodes) or set blocks/num_blocks")
     for block in model.blocks:
         block.rng_seed = cfg.seed  # dropout draws independent of the executor (threads, ranks) and resumable
     return model

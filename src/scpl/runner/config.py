@@ -52,6 +52,7 @@ class TrainConfig:
     executor: str = "sequential"
     devices: Optional[Any] = None
     micro_batches: int = 1
+    replicas: int = 1  # distributed executor: R replicas of every block on K x R ranks
     threads: Optional[int] = None
     # optimisation
     epochs: int = 5
@@ -103,6 +104,12 @@ class TrainConfig:
              f"micro_batches ({self.micro_batches}) cannot exceed the batch size ({self.batch_size}): each "
              "micro-batch needs at least one sample"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            (self.replicas >= 1, f"replicas must be >= 1, got {self.replicas}"),
+            (self.replicas == 1 or self.executor == "distributed",
+             "replicas run on the distributed executor: launch K x R ranks with torchrun and --executor distributed"),
+            (self.batch_size % (self.replicas * self.micro_batches) == 0,
+             f"batch_size ({self.batch_size}) must be divisible by replicas x micro_batches "
+             f"({self.replicas} x {self.micro_batches}): every replica takes an equal share of every micro-batch"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
             (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"),
             (0.0 <= self.label_noise < 1.0, f"label_noise is a fraction in [0, 1) (20% is 0.2), got {self.label_noise}"),

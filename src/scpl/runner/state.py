@@ -122,9 +122,12 @@ class RunLock:
 
 # --------------------------------------------------------------------------- a run's state
 
-def own_blocks(run: Run) -> Optional[list[int]]:
-    """The blocks this process saves and loads: its own under the distributed executor, else all."""
-    return [run.rank] if run.cfg.executor == "distributed" else None
+def own_blocks(run: Run, saving: bool = False) -> Optional[list[int]]:
+    """The blocks this process loads (all, or its stage's under the distributed executor) and
+    saves (a stage's block is written once, by its first replica)."""
+    if run.cfg.executor != "distributed":
+        return None
+    return [] if saving and run.rank % run.cfg.replicas else [run.stage]
 
 
 def rng_state(run: Run) -> dict:
@@ -146,7 +149,7 @@ def set_rng_state(run: Run, state: dict) -> None:
 
 def save(run: Run, progress: Progress, out: Path) -> None:
     """Write this epoch's complete checkpoint set (all ranks), then name it the latest."""
-    write(run.model, out, progress.epoch, run.rank, own_blocks(run),
+    write(run.model, out, progress.epoch, run.rank, own_blocks(run, saving=True),
           {"progress": asdict(progress), "rng": rng_state(run), "config": asdict(run.cfg)})
     if run.cfg.executor == "distributed":
         dist.barrier()  # every rank's files are on disk before the set is named
