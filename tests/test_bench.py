@@ -22,7 +22,7 @@ def test_bench_pipeline_json_has_the_promised_fields():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("stages", "sequential_sps", "threads_sps", "processes_sps", "bp_sps", "bp_all_cores_sps",
                 "peer_pipeline_sps", "speedup_processes_vs_sequential", "efficiency",
-                "speedup_vs_peer_pipeline", "max_param_diff", "micro_batch"):
+                "speedup_vs_peer_pipeline", "max_param_diff", "micro_batch", "ddp_sps", "speedup_vs_ddp"):
         assert key in result, key
     assert result["stages"] == 2 and result["micro_batch"] == 8
     assert all(result[k] > 0 for k in ("sequential_sps", "threads_sps", "processes_sps", "peer_pipeline_sps"))
@@ -30,6 +30,19 @@ def test_bench_pipeline_json_has_the_promised_fields():
     # The executors compute the same parameters: this is exact, not a speed claim.
     assert result["max_param_diff"] == 0.0
     assert sum(result["blocks"]) == sum(result["peer_blocks"]) == 17
+    assert result["ddp_sps"] > 0
+
+
+def test_bench_pipeline_replicas_and_the_parameter_heavy_workload():
+    proc = subprocess.run(
+        [sys.executable, "-m", "scpl", "bench", "pipeline", "--model", "embed", "--replicas", "2", "--batch-size", "16",
+         "--micro-batch", "8", "--steps", "2", "--warmup", "1", "--repeats", "1", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["model"] == "embed" and result["replicas"] == 2 and result["replicated_sps"] > 0
+    assert "speedup_replicated_vs_processes" in result and result["max_param_diff"] == 0.0
 
 
 def test_bench_memory_json_and_what_it_shows():

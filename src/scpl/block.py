@@ -88,6 +88,7 @@ class Block(nn.Module):
         # torch.compile'd version (compile()). Plain attributes, not submodules: the block owns the weights.
         object.__setattr__(self, "replica", None)
         object.__setattr__(self, "compiled", None)
+        self.compile_options: Optional[dict] = None  # torch.compile's options, once compile() was called
 
     # -- set-up ---------------------------------------------------------------------------
     def configure_optimizer(self, optimizer: OptimizerFactory, scheduler: Optional[SchedulerFactory] = None) -> None:
@@ -134,9 +135,12 @@ class Block(nn.Module):
     def compile(self, dynamic: Optional[bool] = None, **options) -> None:  # type: ignore[override]
         """Compile this block's training forward (layers, head, objective: one graph) with
         ``torch.compile``; ``dynamic`` as there (None: shapes that change are recompiled once
-        as dynamic). Backward and the optimizer step run as compiled autograd produces them."""
+        as dynamic; torch bounds recompilations by ``torch._dynamo.config.cache_size_limit``).
+        Backward runs as AOTAutograd compiled it; the optimizer step stays eager. Inference
+        (``block(x)``) is not compiled."""
+        self.compile_options = dict(dynamic=dynamic, **options)
         step = self.replica if self.replica is not None else _Step(self)
-        object.__setattr__(self, "compiled", torch.compile(step, dynamic=dynamic, **options))
+        object.__setattr__(self, "compiled", torch.compile(step, **self.compile_options))
 
     def exit_logits(self, outputs: Flow) -> Optional[Tensor]:
         """Class logits of this block's exit classifier for ``outputs`` (None without one)."""

@@ -95,20 +95,29 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     from .bench.pipeline import Settings, run
 
     settings = Settings(stages=args.stages, batch_size=args.batch_size, micro_batch=args.micro_batch, steps=args.steps,
-                        warmup=args.warmup, repeats=args.repeats, method=args.method, seed=args.seed)
+                        warmup=args.warmup, repeats=args.repeats, method=args.method, seed=args.seed,
+                        model=args.model, replicas=args.replicas, compile=args.compile)
     result = run(settings, log=lambda line: print(line, file=sys.stderr))
+    ranks = result["stages"] * result["replicas"]
     rows = [("decoupled, sequential (1 thread)", "sequential_sps"), ("decoupled, threads", "threads_sps"),
-            ("decoupled, processes (gloo)", "processes_sps"), ("BP, 1 thread", "bp_sps"),
+            ("decoupled, processes (gloo)", "processes_sps"),
+            (f"decoupled, {result['stages']} x {result['replicas']} replicated ranks", "replicated_sps"),
+            ("decoupled, compiled blocks (sequential)", "compiled_sps"), ("BP, 1 thread", "bp_sps"),
             (f"BP, {result['bp_all_cores_threads']} threads", "bp_all_cores_sps"),
+            (f"BP, DistributedDataParallel on {ranks} ranks", "ddp_sps"),
             ("BP pipeline, torch.distributed.pipelining GPipe", "peer_gpipe_sps"),
             ("BP pipeline, torch.distributed.pipelining 1F1B", "peer_1f1b_sps")]
-    print(f"K={result['stages']} blocks {result['blocks']}, batch {result['batch_size']} as micro-batches of "
-          f"{result['micro_batch']}, median of {result['repeats']}")
+    print(f"{result['model']}: K={result['stages']} blocks {result['blocks']}, batch {result['batch_size']} as "
+          f"micro-batches of {result['micro_batch']}, median of {result['repeats']}")
     for label, key in rows:
-        print(f"{label:<50} {result[key]:8.1f} samples/s")
+        if key in result:
+            print(f"{label:<50} {result[key]:8.1f} samples/s")
+    extra = "".join(f"; {name} {result[key]:.3f}" for name, key in (
+        ("replicated vs processes", "speedup_replicated_vs_processes"), ("compiled vs eager", "speedup_compiled_vs_eager"))
+        if key in result)
     print(f"speed-up processes vs sequential {result['speedup_processes_vs_sequential']:.3f} "
           f"(efficiency {result['efficiency']:.3f}); vs peer pipeline {result['speedup_vs_peer_pipeline']:.3f}; "
-          f"max_param_diff {result['max_param_diff']:g}")
+          f"vs DDP {result['speedup_vs_ddp']:.3f}{extra}; max_param_diff {result['max_param_diff']:g}")
     if args.json:
         print(json.dumps(result))
     return 0
@@ -189,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warmup-epochs", dest="warmup_epochs", type=int)
     train.add_argument("--precision", choices=names.PRECISIONS)
     train.add_argument("--clip-grad-norm", dest="clip_grad_norm", type=float)
+    train.add_argument("--compile", action="store_true", default=argparse.SUPPRESS,
+                       help="torch.compile each block's training forward (one graph per block)")
     train.add_argument("--augment", choices=names.AUGMENTATIONS)
     train.add_argument("--label-noise", dest="label_noise", type=float, help="symmetric noise rate, a fraction in [0, 1)")
     train.add_argument("--val-fraction", dest="val_fraction", type=float)
@@ -226,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     pipe.add_argument("--repeats", type=int, default=3, help="runs per configuration (median reported)")
     pipe.add_argument("--method", default="scpl", choices=["scpl", "deinforeg", "greedy"])
+    pipe.add_argument("--model", default="cnn", choices=["cnn", "cnn_fc", "embed"],
+                      help="cnn: compute-heavy; cnn_fc: a 10.6M-parameter fully connected head; embed: a 12.8M-"
+                           "parameter embedding table (where DistributedDataParallel's all-reduce is large)")
+    pipe.add_argument("--replicas", type=int, default=1, help="also run K x R replicated ranks")
+    pipe.add_argument("--compile", action="store_true", help="also run the sequential engine with compiled blocks")
     pipe.add_argument("--seed", type=int, default=0)
     pipe.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     pipe.set_defaults(func=_bench_pipeline)

@@ -158,6 +158,8 @@ def replicate(block: nn.Module, group, device: torch.device, sync_batchnorm: boo
     ddp = DistributedDataParallel(LocalStep(block), process_group=group,
                                   device_ids=[device.index] if device.type == "cuda" else None)
     object.__setattr__(block, "replica", ddp)  # not a submodule: the block owns its parameters
+    if block.compile_options is not None:  # compiled before it was replicated: compile the replica
+        block.compile(**block.compile_options)
 
 
 def mean_over(table: Tensor, group) -> Tensor:

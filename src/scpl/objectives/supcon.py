@@ -45,14 +45,14 @@ class SupConLoss(nn.Module):
         self_mask = torch.eye(n, dtype=torch.bool, device=features.device)
         positives = (labels[:, None] == labels[None, :]) & ~self_mask
         num_pos = positives.sum(dim=1)
-        if not bool((num_pos > 0).any()):
+        anchors = num_pos > 0
+        if not torch.compiler.is_compiling() and not bool(anchors.any()):  # (a compiled graph has no branch)
             warnings.warn(
                 "SupConLoss: no sample in this batch has a positive (all labels distinct); the loss "
                 "is 0. Use larger batches or a class-balanced sampler.",
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return features.sum() * 0.0
         z = nn.functional.normalize(features, dim=1)
         sim = z @ z.T / self.temperature
         sim = sim - sim.max(dim=1, keepdim=True).values.detach()
@@ -61,5 +61,7 @@ class SupConLoss(nn.Module):
         pos_log_prob = (log_prob * positives).sum(dim=1)
         if self.original:
             return -(pos_log_prob / (num_pos + 1)).mean()
-        anchors = num_pos > 0
-        return -(pos_log_prob[anchors] / num_pos[anchors]).mean()
+        # mean over the anchors with a positive, without data-dependent shapes (one compiled graph);
+        # no anchor at all: 0 (0 / 1)
+        per_anchor = torch.where(anchors, pos_log_prob / num_pos.clamp(min=1), torch.zeros_like(pos_log_prob))
+        return -per_anchor.sum() / anchors.sum().clamp(min=1)

@@ -228,7 +228,7 @@ def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any,
         optimizer=_optimizers(cfg),
         scheduler=lambda opt: build_scheduler(cfg.schedule, opt, cfg.epochs, cfg.warmup_epochs, cfg.min_lr,
                                               cfg.restarts or ()),
-        precision=cfg.precision, clip_grad_norm=cfg.clip_grad_norm,
+        precision=cfg.precision, clip_grad_norm=cfg.clip_grad_norm, compile=cfg.compile,
     )
     if cfg.executor == "distributed" and len(model.blocks) * cfg.replicas != world:
         raise ConfigError(f"the model has {len(model.blocks)} blocks x {cfg.replicas} replica(s) but torchrun started "

@@ -70,6 +70,7 @@ class TrainConfig:
     min_lr: float = 0.0
     clip_grad_norm: Optional[float] = None
     precision: str = "fp32"
+    compile: bool = False  # torch.compile each block's training forward (one graph per block)
     seed: int = 0
     # output
     out: Optional[str] = None

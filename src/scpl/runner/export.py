@@ -57,6 +57,7 @@ def summary(run: Run, progress: Progress, test_accuracy: float, test_exits: list
         "precision": cfg.precision, "label_noise": cfg.label_noise, "rank": run.rank, "world_size": run.world,
         "final_train_accuracy": last.get("train_accuracy"), "final_train_clean_accuracy": last.get("train_clean_accuracy"),
         "started": started, "environment": environment(),
+        "compile": run.model.compile_report() if cfg.compile else None,
     }
 
 
