@@ -59,3 +59,25 @@ def test_bench_memory_json_and_what_it_shows():
     assert max(m["decoupled_block_bytes"]["4"]) == peaks["4"]
     # context branches hold a little more
     assert all(m["contsup_r1e_peak_bytes"][k] >= peaks[k] for k in peaks)
+
+
+def test_bench_gpu_runs_its_cpu_part_and_says_cuda_is_missing():
+    proc = subprocess.run([sys.executable, "-m", "scpl", "bench", "gpu", "--cpu-ranks", "2", "64",
+                           "--cpu-batch-size", "32", "--cpu-steps", "2", "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["cuda"] is False and "CUDA is not available" in result["note"]
+    assert "streams" not in result and result["cpu_pipeline"]["K=2"]["processes_sps"] > 0
+    assert result["cpu_pipeline"]["K=64"].startswith("skipped")
+
+
+def test_the_gpu_parts_run_their_logic_on_a_cpu():
+    """The GPU parts at a tiny size on the CPU: not a measurement, a check that the code the
+    GPU machine will run works (its time there is scarce)."""
+    from scpl.bench import gpu
+
+    small = dict(steps=2, warmup=1, batch=8, device="cpu", width=0.0625)
+    s = gpu.streams(**small)
+    assert s["max_param_diff"] == 0.0 and s["threads_sps"] > 0
+    assert gpu.bf16(**small)["bf16_sps"] > 0

@@ -138,6 +138,17 @@ def _bench_early_exit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_gpu(args: argparse.Namespace) -> int:
+    from .bench.gpu import run
+
+    r = run(args.cpu_ranks, args.cpu_batch_size, args.cpu_steps, log=lambda line: print(line, file=sys.stderr))
+    print(f"{r['device']} ({'CUDA' if r['cuda'] else 'no CUDA'}), torch {r['torch']}, {r['seconds']:.0f} s")
+    if "note" in r:
+        print(r["note"])
+    print(json.dumps(r))
+    return 0
+
+
 def _bench_memory(args: argparse.Namespace) -> int:
     from .bench.memory import run
 
@@ -253,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     ee.add_argument("--seed", type=int, default=0)
     ee.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ee.set_defaults(func=_bench_early_exit)
+    gpu = bench_sub.add_parser("gpu", help="the GPU check in one command (one JSON object); CPU ranks only "
+                                           "without CUDA")
+    gpu.add_argument("--cpu-ranks", nargs="+", type=int, default=[2, 4, 8],
+                     help="K of the CPU-rank pipeline (those beyond the machine's cores are skipped)")
+    gpu.add_argument("--cpu-batch-size", type=int, default=256)
+    gpu.add_argument("--cpu-steps", type=int, default=6)
+    gpu.add_argument("--json", action="store_true", help="(the JSON object is always the last line)")
+    gpu.set_defaults(func=_bench_gpu)
     mem = bench_sub.add_parser("memory", help="activation memory held for backward: BP vs K blocks of CIFAR ResNets")
     mem.add_argument("--models", nargs="+", default=["resnet32", "resnet110"], choices=["resnet32", "resnet110"])
     mem.add_argument("--ks", nargs="+", type=int, default=[2, 4, 8, 16])
