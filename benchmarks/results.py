@@ -1,10 +1,12 @@
 """Run the experiments behind docs/results.md and write its tables.
 
 Every run is one ``scpl train`` (or ``scpl eval``) command, printed on the page beside its
-number. Results are cached in ``OUT/runs.jsonl`` (one JSON line per finished run), so an
-interrupted grid continues where it stopped: finished runs are not run again, and a run stopped
-halfway continues from its last checkpoint (``--resume``, bit for bit). A failed run is
-reported and the others go on.
+number. Each finished run's summary and validation/training curves are cached, one JSON line per
+run, in ``benchmarks/results-cache.jsonl`` (committed, so the grid outlives a machine); its
+checkpoints live under ``--out`` (not committed). An interrupted grid continues where it
+stopped: finished runs are not run again, and a run stopped halfway continues from its last
+checkpoint (``--resume``, bit for bit) if its folder is still there. A failed run is reported
+and the others go on.
 
 Tiers::
 
@@ -20,7 +22,7 @@ Tiers::
 Usage::
 
     python benchmarks/results.py --tier parity --jobs 2 --out results    # run (or finish) a tier
-    python benchmarks/results.py --out results --render docs/results.md  # rewrite the page's tables
+    python benchmarks/results.py --render docs/results.md                # rewrite the page's tables
     python benchmarks/results.py --tier parity --list                    # the commands, without running
 
 Each run uses one intra-op thread (the recipes set ``threads: 1``); ``--jobs`` runs that many
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+CACHE = Path(__file__).with_name("results-cache.jsonl")
 SEEDS = (0, 1, 2)
 DECOUPLED = ("scpl", "deinforeg", "greedy", "contsup", "dascpl")
 TEXT_METHODS = ("bp", "scpl", "deinforeg", "greedy", "dascpl")  # ContSup's context needs conv feature maps
@@ -95,9 +98,10 @@ def ablation_runs() -> list[Spec]:
 
 
 def parity_runs() -> list[Spec]:
+    """Recipe by recipe, seed 0 of every method first (a partial grid covers every method)."""
     return [Spec(f"{recipe}-{method}-s{seed}", "parity", recipe, method,
                  ("--config", recipe, "--method", method, "--seed", str(seed)), seed)
-            for recipe, methods in PARITY.items() for method in methods for seed in SEEDS]
+            for recipe, methods in PARITY.items() for seed in SEEDS for method in methods]
 
 
 NOISE_RECIPE = "fmnist-cnn-noise"
@@ -131,11 +135,24 @@ def execute(spec: Spec, out: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return {"name": spec.name, "tier": spec.tier, "table": spec.table, "row": spec.row, "seed": spec.seed,
-            "command": shlex.join(cmd), "summary": json.loads(proc.stdout.strip().splitlines()[-1])}
+            "command": shlex.join(cmd), "summary": json.loads(proc.stdout.strip().splitlines()[-1]),
+            "curves": curves(out / spec.name / "metrics.csv")}
 
 
-def load(out: Path) -> dict[str, dict]:
-    path = out / "runs.jsonl"
+def curves(path: Path) -> dict[str, list[float]]:
+    """The whole-model metrics per epoch of a run (validation and training accuracy, lr)."""
+    if not path.exists():
+        return {}
+    import csv
+
+    out: dict[str, dict[int, float]] = {}
+    for row in csv.DictReader(open(path)):
+        if row["block"] == "":
+            out.setdefault(row["name"], {})[int(row["epoch"])] = float(row["value"])
+    return {name: [v for _, v in sorted(values.items())] for name, values in out.items()}
+
+
+def load(path: Path = CACHE) -> dict[str, dict]:
     runs: dict[str, dict] = {}
     if path.exists():
         for line in path.read_text().splitlines():
@@ -149,11 +166,11 @@ def load(out: Path) -> dict[str, dict]:
 
 def run_tier(tier: str, out: Path, jobs: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    done = load(out)
+    done = load()
     todo = [s for s in TIERS[tier]() if s.name not in done]
-    print(f"{tier}: {len(done)} runs cached in {out}, {len(todo)} to go", file=sys.stderr)
+    print(f"{tier}: {len(done)} runs cached in {CACHE}, {len(todo)} to go", file=sys.stderr)
     failed = []
-    with ThreadPoolExecutor(jobs) as pool, open(out / "runs.jsonl", "a") as log:
+    with ThreadPoolExecutor(jobs) as pool, open(CACHE, "a") as log:
         futures = [pool.submit(execute, s, out) for s in todo]
         for future in as_completed(futures):
             try:
@@ -204,23 +221,17 @@ def ablation_tables(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _curve_gain(record: dict, out: Path) -> Optional[float]:
-    """Validation accuracy gained over the last quarter of the epochs (convergence evidence)."""
-    path = out / record["name"] / "metrics.csv"
-    if not path.exists():
-        return None
-    import csv
-
-    val = {int(r["epoch"]): float(r["value"]) for r in csv.DictReader(open(path))
-           if r["name"] == "val_accuracy" and r["block"] == ""}
+def _curve_gain(record: dict) -> Optional[float]:
+    """Best validation accuracy minus the best before the last quarter of the epochs: what the
+    last quarter still added (convergence evidence)."""
+    val = record.get("curves", {}).get("val_accuracy")
     if not val:
         return None
-    last = max(val)
-    start = last - max(last // 4, 1)
-    return max(val.values()) - max(v for e, v in val.items() if e <= start)
+    start = len(val) - max(len(val) // 4, 1)
+    return max(val) - max(val[:start])
 
 
-def parity_tables(runs: dict[str, dict], out: Path) -> list[str]:
+def parity_tables(runs: dict[str, dict]) -> list[str]:
     lines: list[str] = []
     for recipe, methods in PARITY.items():
         rows = {m: [runs[f"{recipe}-{m}-s{s}"] for s in SEEDS if f"{recipe}-{m}-s{s}" in runs] for m in methods}
@@ -237,7 +248,7 @@ def parity_tables(runs: dict[str, dict], out: Path) -> list[str]:
             ss = [r["summary"] for r in rs]
             tests = [s["test_accuracy"] for s in ss]
             gap = f"{100 * (statistics.mean(tests) - statistics.mean(bp)):+.2f}" if bp and method != "bp" else ""
-            gains = [g for g in (_curve_gain(r, out) for r in rs) if g is not None]
+            gains = [g for g in (_curve_gain(r) for r in rs) if g is not None]
             gain = f"{100 * max(gains):.2f}" if gains else "-"
             seeds = "" if len(rs) == len(SEEDS) else f" ({len(rs)} seeds)"
             lines.append(
@@ -297,16 +308,16 @@ def exit_tables(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
-def tables(out: Path) -> str:
-    runs = load(out)
-    lines = ["### Converged parity", ""] + parity_tables(runs, out)
+def tables() -> str:
+    runs = load()
+    lines = ["### Converged parity", ""] + parity_tables(runs)
     lines += ["### Ablations (validation accuracy, one factor at a time)", ""] + ablation_tables(runs)
     lines += noise_table(runs)
     lines += ["### Early exit on the converged models", ""] + exit_tables(runs)
     return "\n".join(lines) + "\n"
 
 
-def render(out: Path, page: Path) -> None:
+def render(page: Path) -> None:
     """Replace the text between the page's table markers with freshly rendered tables."""
     start, end = "<!-- tables:start -->", "<!-- tables:end -->"
     text = page.read_text()
@@ -314,7 +325,7 @@ def render(out: Path, page: Path) -> None:
         raise SystemExit(f"{page} needs the markers {start} and {end}")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    page.write_text(f"{head}{start}\n{tables(out)}{end}{tail}")
+    page.write_text(f"{head}{start}\n{tables()}{end}{tail}")
 
 
 def main() -> None:
@@ -332,7 +343,7 @@ def main() -> None:
     elif args.tier:
         run_tier(args.tier, out, args.jobs)
     if args.render:
-        render(out, Path(args.render))
+        render(Path(args.render))
 
 
 if __name__ == "__main__":
