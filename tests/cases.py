@@ -3,22 +3,23 @@
 import torch
 from torch import nn
 
+from conftest import synthetic_loader, tiny_cnn
 from scpl import DecoupledModel, seed_everything
 from scpl.heads import masked_mean
 from scpl.progressive import BlockSchedule
 
-from conftest import synthetic_loader, tiny_cnn
-
 
 def cnn_case():
     seed_everything(0)
-    model = DecoupledModel(tiny_cnn(), [3, 3, 2], method="scpl", num_classes=4, example_input=torch.zeros(2, 1, 8, 8), exits=True)
+    model = DecoupledModel(tiny_cnn(), [3, 3, 2], method="scpl", num_classes=4,
+                           example_input=torch.zeros(2, 1, 8, 8), exits=True)
     return model, synthetic_loader(n=96, batch_size=16), 2, 2
 
 
 def dropout_case():
     seed_everything(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 4))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.3),
+                        nn.Linear(32, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 4))
     model = DecoupledModel(net, [4, 4], method="greedy", num_classes=4, example_input=torch.zeros(2, 1, 8, 8))
     for block in model.blocks:
         block.rng_seed = 123
@@ -73,14 +74,15 @@ class VariableLengthBatches:
 
 def text_case():
     seed_everything(0)
-    model = DecoupledModel([Embed(), Mixer(), Head()], method="scpl", num_classes=3, example_input=torch.ones(2, 4, dtype=torch.long))
+    model = DecoupledModel([Embed(), Mixer(), Head()], method="scpl", num_classes=3,
+                           example_input=torch.ones(2, 4, dtype=torch.long))
     return model, VariableLengthBatches(), 2, 1
 
 
 def contsup_case():
     seed_everything(0)
-    model = DecoupledModel(tiny_cnn(), [3, 3, 2], method="scpl", num_classes=4, example_input=torch.zeros(2, 1, 8, 8),
-                           contsup="R1E")
+    model = DecoupledModel(tiny_cnn(), [3, 3, 2], method="scpl", num_classes=4,
+                           example_input=torch.zeros(2, 1, 8, 8), contsup="R1E")
     return model, synthetic_loader(n=64, batch_size=16), 2, 2
 
 
@@ -96,7 +98,8 @@ def extension_case():
     return model, loader, 2, 2
 
 
-CASES = {"extension": extension_case, "cnn": cnn_case, "dropout": dropout_case, "text": text_case, "contsup": contsup_case, "dascpl": cnn_case}
+CASES = {"extension": extension_case, "cnn": cnn_case, "dropout": dropout_case, "text": text_case,
+         "contsup": contsup_case, "dascpl": cnn_case}
 
 # Extra arguments of fit() per case: DASCPL switches block 2 on in epoch 1 and freezes block 0 then.
 FIT_KWARGS = {"dascpl": dict(block_schedule=BlockSchedule(activate=[0, 0, 1], freeze=[1, None, None]))}

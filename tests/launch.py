@@ -16,12 +16,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(script: str, world: int, *args: str, timeout: float = 120) -> tuple[list[int], list[str], float]:
+def run_ranks(script: str, world: int, *args: str,
+              timeout: float = 120) -> tuple[list[int], list[str], float]:
     """Run ``world`` ranks of ``script``; return their exit codes, their outputs and the seconds taken."""
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(world),
+               OMP_NUM_THREADS="1")
     start = time.monotonic()
     procs = [
-        subprocess.Popen([sys.executable, str(SCRIPTS / script), *args], env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
+        subprocess.Popen([sys.executable, str(SCRIPTS / script), *args],
+                         env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for r in range(world)
     ]

@@ -4,9 +4,8 @@ compute what one rank computes on the whole batch (BatchNorm would use each shar
 import torch
 from torch import nn
 
-from scpl import DecoupledModel, seed_everything
-
 from conftest import synthetic_loader
+from scpl import DecoupledModel, seed_everything
 
 METHODS = {"scpl": dict(method="scpl", exits=True), "deinforeg": dict(method="deinforeg", projector="mlp"),
            "greedy": dict(method="greedy")}
@@ -14,9 +13,10 @@ METHODS = {"scpl": dict(method="scpl", exits=True), "deinforeg": dict(method="de
 
 def build(method: str) -> DecoupledModel:
     seed_everything(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
-                        nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(96, 4))
-    return DecoupledModel(net, [2, 5], num_classes=4, example_input=torch.zeros(2, 1, 8, 8), **METHODS[method])
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(96, 4))
+    return DecoupledModel(net, [2, 5], num_classes=4, example_input=torch.zeros(2, 1, 8, 8),
+                          **METHODS[method])
 
 
 def loader():

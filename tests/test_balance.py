@@ -48,7 +48,8 @@ def test_auto_cut_finds_the_cut_a_deterministic_cost_model_calls_for(monkeypatch
     import scpl.balance as B
 
     real = [2.0, 2.0, 2.0, 1.0, 1.0, 1.0]
-    monkeypatch.setattr(B, "profile", lambda layers, sample, labels, head=None, repeats=3: ([1.0] * 6, [0.0] * 6, [0] * 6))
+    monkeypatch.setattr(B, "profile",
+                        lambda layers, sample, labels, head=None, repeats=3: ([1.0] * 6, [0.0] * 6, [0] * 6))
 
     def measured(blocks, sample, labels, repeats=3):
         counts = [len(b.layers) for b in blocks]

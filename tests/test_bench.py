@@ -35,8 +35,9 @@ def test_bench_pipeline_json_has_the_promised_fields():
 
 def test_bench_pipeline_replicas_and_the_parameter_heavy_workload():
     proc = subprocess.run(
-        [sys.executable, "-m", "scpl", "bench", "pipeline", "--model", "embed", "--replicas", "2", "--batch-size", "16",
-         "--micro-batch", "8", "--steps", "2", "--warmup", "1", "--repeats", "1", "--json"],
+        [sys.executable, "-m", "scpl", "bench", "pipeline", "--model", "embed", "--replicas", "2",
+         "--batch-size", "16", "--micro-batch", "8", "--steps", "2", "--warmup", "1", "--repeats", "1",
+         "--json"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -72,17 +72,19 @@ def test_a_damaged_checkpoint_is_named_not_loaded(tmp_path):
 
 
 def test_loading_blocks_of_another_model_is_refused_with_the_file_named(tmp_path):
-    from scpl import DecoupledModel, seed_everything
-
     from conftest import tiny_cnn
+    from scpl import DecoupledModel, seed_everything
 
     model, _, _, _ = CASES["cnn"]()  # scpl with exit classifiers
     save_blocks(model, tmp_path, 0)
     seed_everything(0)
-    greedy = DecoupledModel(tiny_cnn(), [3, 3, 2], method="greedy", num_classes=4, example_input=torch.zeros(2, 1, 8, 8))
-    with pytest.raises(ConfigError, match=r"block-0.pt holds a block of a 'scpl' model; this model's method is 'greedy'"):
+    greedy = DecoupledModel(tiny_cnn(), [3, 3, 2], method="greedy", num_classes=4,
+                            example_input=torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ConfigError,
+                       match=r"block-0.pt holds a block of a 'scpl' model; this model's method is 'greedy'"):
         load_blocks(greedy, tmp_path, 0)
     seed_everything(0)
-    no_exits = DecoupledModel(tiny_cnn(), [3, 3, 2], method="scpl", num_classes=4, example_input=torch.zeros(2, 1, 8, 8))
+    no_exits = DecoupledModel(tiny_cnn(), [3, 3, 2], method="scpl", num_classes=4,
+                              example_input=torch.zeros(2, 1, 8, 8))
     with pytest.raises(ConfigError, match=r"block-0.pt does not fit block 0 of this model"):
         load_blocks(no_exits, tmp_path, 0)

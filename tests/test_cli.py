@@ -6,7 +6,8 @@ import sys
 
 
 def run_cli(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "scpl", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "scpl", *args], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_demo_json_last_line():
@@ -52,8 +53,8 @@ def test_train_under_torchrun_equals_sequential_and_exports_a_model(tmp_path):
         f"{name}{end}" for name in ("block-0.pt", "block-1.pt", "trainer-0.pt", "trainer-1.pt")
         for end in ("", ".sha256")]
 
-    seq_run = run_cli(*common, "--executor", "sequential", "--threads", "1", "--blocks", ",".join(map(str, counts)),
-                      "--out", str(tmp_path / "seq"))
+    seq_run = run_cli(*common, "--executor", "sequential", "--threads", "1",
+                      "--blocks", ",".join(map(str, counts)), "--out", str(tmp_path / "seq"))
     assert seq_run.returncode == 0, seq_run.stderr[-3000:]
     seq_summary = json.loads(seq_run.stdout.strip().splitlines()[-1])
     assert seq_summary["test_accuracy"] == summary["test_accuracy"]
@@ -72,11 +73,11 @@ def test_train_with_replicated_stages_under_torchrun(tmp_path):
     import torch
 
     common = ["train", "--dataset", "digits", "--epochs", "2", "--train-limit", "512", "--batch-size", "32",
-              "--executor", "distributed", "--replicas", "2", "--blocks", "2,2", "--out", str(tmp_path / "rep"),
-              "--json"]
+              "--executor", "distributed", "--replicas", "2", "--blocks", "2,2",
+              "--out", str(tmp_path / "rep"), "--json"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4", "-m", "scpl", *common],
-                         capture_output=True, text=True, timeout=300, env=env)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4", "-m", "scpl",
+                          *common], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert summary["world_size"] == 4 and summary["num_blocks"] == 2 and summary["test_accuracy"] > 0.5

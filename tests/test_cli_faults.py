@@ -13,7 +13,8 @@ import pytest
 from scpl.cli import main
 from scpl.runner.state import RunLock
 
-FAST = ["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--no-progress", "--threads", "1"]
+FAST = ["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--no-progress",
+        "--threads", "1"]
 
 
 def one_error_line(capsys, *argv) -> str:
@@ -35,9 +36,11 @@ def trained(tmp_path, name="run", *extra):
     (["--devices", "cuda:0"], "CUDA is not available on this machine"),
     (["--devices", "tpu"], "unknown device 'tpu'"),
     (["--threads", "-1"], "threads must be >= 1"),
-    (["--set", "model_args={widthz: [8, 8, 8, 8]}"], "model_args for small_cnn: .*widthz.*accepts \\['in_channels', "
-                                                     "'num_classes', 'widths'\\]"),
+    (["--set", "model_args={widthz: [8, 8, 8, 8]}"], "model_args for small_cnn: .*widthz.*accepts "
+                                                     "\\['in_channels', 'num_classes', 'widths'\\]"),
     (["--micro-batches", "100"], "micro_batches \\(100\\) cannot exceed the batch size \\(64\\)"),
+    (["--set", "objective_args={temp: 0.5}"], "objective_args for 'supcon': .*'temp'.*accepts \\['original', "
+                                               "'temperature'\\]"),
 ])
 def test_bad_settings_fail_before_training_in_one_line(capsys, args, message):
     import re
@@ -88,7 +91,8 @@ def test_eval_refuses_an_edited_config(capsys, tmp_path):
     config = out / "config.yaml"
     config.write_text(config.read_text().replace("widths", "widths_old") if "widths" in config.read_text()
                       else config.read_text().replace("model_args: {}", "model_args: {widths: [8, 8, 8, 8]}"))
-    assert "config.yaml differs from the config the run trained with" in one_error_line(capsys, "eval", str(out))
+    assert ("config.yaml differs from the config the run trained with"
+            in one_error_line(capsys, "eval", str(out)))
 
 
 @pytest.mark.parametrize("args, message", [

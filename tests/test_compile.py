@@ -5,7 +5,7 @@ a CPU, so these tests are few and small."""
 import pytest
 import torch
 
-from cases import VariableLengthBatches, Embed, Head, Mixer
+from cases import Embed, Head, Mixer, VariableLengthBatches
 from conftest import synthetic_loader
 from scpl import DecoupledModel, seed_everything
 
@@ -27,12 +27,13 @@ def test_a_compiled_cnn_trains_like_eager_with_one_graph_per_block():
 
     def build(compile):
         seed_everything(0)
-        net = torch.nn.Sequential(  # no bias before BatchNorm: its gradient is rounding noise that Adam amplifies
+        # no bias before BatchNorm: its gradient is rounding noise that Adam amplifies
+        net = torch.nn.Sequential(
             torch.nn.Conv2d(1, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
             torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
             torch.nn.Flatten(), torch.nn.Linear(6 * 4 * 4, 4))
-        return DecoupledModel(net, [3, 5], method="scpl", num_classes=4, example_input=torch.zeros(2, 1, 8, 8),
-                              compile=compile)
+        return DecoupledModel(net, [3, 5], method="scpl", num_classes=4,
+                              example_input=torch.zeros(2, 1, 8, 8), compile=compile)
 
     eager, compiled = pair(build)
     counters.clear()

@@ -3,11 +3,10 @@
 import pytest
 import torch
 
+from cases import CASES
 from scpl import ConfigError
 from scpl.executors import SequentialExecutor, ThreadedExecutor
 from scpl.progressive import BlockSchedule
-
-from cases import CASES
 
 
 def snapshot(model):
@@ -45,7 +44,8 @@ def test_scheduled_training_is_the_same_under_threads():
     runs = []
     for executor in (SequentialExecutor(2), ThreadedExecutor(2)):
         model, loader, _, _ = CASES["cnn"]()
-        model.fit(loader, epochs=3, block_schedule=BlockSchedule(activate=[0, 1, 1], freeze=[2, None, None]), executor=executor)
+        model.fit(loader, epochs=3, block_schedule=BlockSchedule(activate=[0, 1, 1], freeze=[2, None, None]),
+                  executor=executor)
         runs.append(model.state_dict())
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 

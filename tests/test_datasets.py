@@ -84,5 +84,6 @@ def test_mnist_reads_idx_files_from_its_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("SCPL_DATA")  # unset: the message names the default folder, not $SCPL_DATA as if set
     if Path("~/.scpl/data/mnist").expanduser().exists():
         pytest.skip("~/.scpl/data/mnist exists on this machine")
-    with pytest.raises(FileNotFoundError, match=r"in ~/.scpl/data/mnist \(or \$SCPL_DATA/mnist once SCPL_DATA"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"in ~/.scpl/data/mnist \(or \$SCPL_DATA/mnist once SCPL_DATA"):
         load_dataset("mnist")

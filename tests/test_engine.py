@@ -6,10 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import synthetic_loader, tiny_cnn
 from scpl import DecoupledModel, seed_everything
 from scpl.executors import SequentialExecutor
-
-from conftest import synthetic_loader, tiny_cnn
 
 EXAMPLE = torch.zeros(2, 1, 8, 8)
 BLOCKS = [3, 3, 2]
@@ -102,7 +101,8 @@ def test_bp_mode_equals_plain_pytorch_loop_step_for_step(loader):
     assert len(model.blocks) == 1
     expected = plain_loop(reference, loader, epochs=2)
     got = []
-    model.fit(loader, epochs=2, on_step=lambda step, losses: got.append([p.detach().clone() for p in net.parameters()]))
+    model.fit(loader, epochs=2,
+              on_step=lambda step, losses: got.append([p.detach().clone() for p in net.parameters()]))
     assert len(got) == len(expected) == 8
     for step, (g, e) in enumerate(zip(got, expected)):
         assert all(torch.equal(a, b) for a, b in zip(g, e)), f"BP differs from the plain loop at step {step}"

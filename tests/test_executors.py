@@ -11,16 +11,16 @@ from cases import CASES, FIT_KWARGS
 from launch import run_ranks
 from scpl import ConfigError
 from scpl.errors import NonFiniteLossError, StageError
-from scpl.executors import DistributedExecutor, SequentialExecutor, ThreadedExecutor
-from scpl.executors import p2p
-from scpl.objectives import CallableObjective
+from scpl.executors import DistributedExecutor, SequentialExecutor, ThreadedExecutor, p2p
 from scpl.inference import PatienceCosine, early_exit
+from scpl.objectives import CallableObjective
 
 
 def trained(case, executor, steps=None):
     model, loader, epochs, micro = CASES[case]()
     on_step = (lambda s, losses: steps.append((s, losses))) if steps is not None else None
-    history = model.fit(loader, epochs=epochs, executor=executor(micro), on_step=on_step, **FIT_KWARGS.get(case, {}))
+    history = model.fit(loader, epochs=epochs, executor=executor(micro), on_step=on_step,
+                        **FIT_KWARGS.get(case, {}))
     return model, [r["losses"] for r in history]
 
 
@@ -42,7 +42,8 @@ def test_threads_equal_sequential_bitwise(case):
 def test_threads_call_on_step_in_order():
     model, loader, _, _ = CASES["cnn"]()
     steps = []
-    model.fit(loader, epochs=1, executor=ThreadedExecutor(micro_batches=3), on_step=lambda s, losses: steps.append((s, len(losses))))
+    model.fit(loader, epochs=1, executor=ThreadedExecutor(micro_batches=3),
+              on_step=lambda s, losses: steps.append((s, len(losses))))
     assert steps == [(i, 3) for i in range(len(loader))]
 
 
@@ -96,7 +97,8 @@ def test_threads_with_seeded_dropout_equal_sequential_and_unseeded_warns():
         model.fit(loader, executor=ThreadedExecutor())
 
 
-@pytest.mark.parametrize("case,world", [("cnn", 3), ("text", 3), ("dropout", 2), ("contsup", 3), ("dascpl", 3), ("extension", 5)])
+@pytest.mark.parametrize("case,world", [("cnn", 3), ("text", 3), ("dropout", 2), ("contsup", 3),
+                                        ("dascpl", 3), ("extension", 5)])
 def test_distributed_equals_sequential_bitwise(case, world, tmp_path):
     codes, outputs, _ = run_ranks("dist_train.py", world, str(tmp_path / "out"), case)
     assert codes == [0] * world, outputs
@@ -114,7 +116,8 @@ def test_distributed_equals_sequential_bitwise(case, world, tmp_path):
         # on_step (what scpl train's progress bar shows) runs on the last rank only, once per step
         assert saved["steps"] == (ref_steps if rank == world - 1 else []), f"rank {rank}"
         assert saved["metrics"]["accuracy"] == ref_metrics["accuracy"]
-        assert saved["default_metrics"] == saved["metrics"]  # evaluate() without an executor uses the pipeline
+        # evaluate() without an executor uses the pipeline
+        assert saved["default_metrics"] == saved["metrics"]
         assert saved["exit_accuracy"] == ref.evaluate_exits(CASES[case]()[1])
         assert saved["metrics"]["loss"] == pytest.approx(ref_metrics["loss"], rel=1e-6)
         assert torch.equal(saved["preds"], ref_preds)
@@ -135,19 +138,22 @@ def test_distributed_failure_stops_every_rank(fault, tmp_path):
         assert "StageError: stage 1 failed" in outputs[rank], outputs[rank][-2000:]
     if fault.startswith("raise"):
         assert "injected failure at call 3" in outputs[1]
-        assert "rank 1 failed: ValueError: injected failure" in outputs[2] or "lost the connection to rank 1" in outputs[2]
+        assert ("rank 1 failed: ValueError: injected failure" in outputs[2]
+                or "lost the connection to rank 1" in outputs[2])
 
 
 def test_a_rank_killed_in_the_last_micro_batch_stops_every_rank(tmp_path, monkeypatch):
     # Without the torchrun agent nobody kills the others, and ranks 0 and 1 have sent everything:
     # no socket breaks. Their heartbeat watch notices that rank 2 stopped beating.
     monkeypatch.setenv("PEER_TIMEOUT", "10")  # a loaded CI machine can stall a rank for seconds
-    codes, outputs, seconds = run_ranks("dist_train.py", 3, str(tmp_path / "out"), "cnn", "kill:last:2", timeout=90)
+    codes, outputs, seconds = run_ranks("dist_train.py", 3, str(tmp_path / "out"), "cnn", "kill:last:2",
+                                        timeout=90)
     assert codes[2] == -9 and codes[0] != 0 and codes[1] != 0, codes
     assert "StageError: stage 2 failed" in outputs[0], outputs[0][-2000:]
     assert "rank 2 stopped responding: no heartbeat for 10 s" in outputs[0], outputs[0][-2000:]
     # rank 1 reads rank 0's announcement, unless rank 0 (hosting the store) is gone by then
-    assert ("rank 2 stopped responding" in outputs[1] or "lost the process group's store" in outputs[1]), outputs[1]
+    assert ("rank 2 stopped responding" in outputs[1]
+            or "lost the process group's store" in outputs[1]), outputs[1]
     assert seconds < 60
 
 
@@ -194,7 +200,8 @@ def test_distributed_needs_a_process_group_of_matching_size():
 
 
 def test_p2p_header_round_trip():
-    tensors = [torch.zeros(3, 4, 5), torch.ones(2, dtype=torch.int64), torch.zeros((), dtype=torch.bool), torch.zeros(7, 0, dtype=torch.bfloat16)]
+    tensors = [torch.zeros(3, 4, 5), torch.ones(2, dtype=torch.int64), torch.zeros((), dtype=torch.bool),
+               torch.zeros(7, 0, dtype=torch.bfloat16)]
     header = p2p.encode_header(p2p.Message(p2p.DATA, step=12, micro=3, tensors=tensors, flag=1))
     msg, specs = p2p.decode_header(header)
     assert (msg.kind, msg.step, msg.micro, msg.flag) == (p2p.DATA, 12, 3, 1)

@@ -9,12 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import synthetic_loader, tiny_cnn
 from scpl import ConfigError, DecoupledModel, StageError, seed_everything
 from scpl.checkpoint import load_blocks, save_blocks
 from scpl.executors import ThreadedExecutor
 from scpl.objectives import CallableObjective
-
-from conftest import synthetic_loader, tiny_cnn
 
 EXAMPLE = torch.zeros(2, 1, 8, 8)
 

@@ -4,12 +4,11 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import synthetic_loader, tiny_cnn
 from scpl import ConfigError, DecoupledModel, seed_everything
 from scpl.heads import ConvFeatures, HeadFactory, PooledFeatures, build_features, output_kind
 from scpl.methods import METHODS
 from scpl.progressive import BlockSchedule
-
-from conftest import synthetic_loader, tiny_cnn
 
 EXAMPLE = torch.zeros(2, 1, 8, 8)
 

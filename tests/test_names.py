@@ -25,7 +25,8 @@ def test_every_registry_holds_exactly_the_offered_names():
 
 
 def test_the_command_line_parses_without_importing_torch():
-    code = ("import sys; from scpl.cli import build_parser; build_parser().parse_args(['train', '--method', 'dascpl']); "
+    code = ("import sys; from scpl.cli import build_parser; "
+            "build_parser().parse_args(['train', '--method', 'dascpl']); "
             "from scpl.runner.config import TrainConfig; TrainConfig.from_dict({'method': 'contsup'}); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -222,6 +222,7 @@ def test_missing_data_set_error_names_the_fix(tmp_path):
 def test_the_progress_bar_is_drawn_by_the_rank_that_sees_every_step():
     # under the distributed executor on_step (the bar's only feed) runs on the last rank alone
     from types import SimpleNamespace
+
     from scpl.runner.loop import shows_progress
 
     assert shows_progress(SimpleNamespace(rank=0, world=1))

@@ -9,8 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import (BlockInputError, ConfigError, LabelError, NonFiniteLossError, ScplError, StageError,
-                     TrainingDiverged)
+from .errors import (
+    BlockInputError,
+    ConfigError,
+    LabelError,
+    NonFiniteLossError,
+    ScplError,
+    StageError,
+    TrainingDiverged,
+)
 from .methods import METHODS
 
 __version__ = "0.1.0"

@@ -1,3 +1,5 @@
+"""``python -m scpl``: the command-line interface."""
+
 from .cli import main
 
 raise SystemExit(main())

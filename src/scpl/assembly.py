@@ -42,6 +42,7 @@ class Chain(nn.Module):
         self.parts = nn.ModuleList(parts)
 
     def forward(self, *flow):
+        """Run the parts in order on ``flow``, moving it onto each part's device."""
         out: Flow = flow[0] if len(flow) == 1 else flow
         for part in self.parts:
             param = next(part.parameters(), None)
@@ -53,6 +54,7 @@ class Chain(nn.Module):
 
 def check_options(precision: str, clip_grad_norm: Optional[float], num_classes: int, last_block: str,
                    method: str) -> None:
+    """ConfigError unless precision, clip_grad_norm, num_classes and last_block are valid for ``method``."""
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
@@ -63,10 +65,12 @@ def check_options(precision: str, clip_grad_norm: Optional[float], num_classes: 
     if last_block not in LAST_BLOCKS:
         raise ConfigError(f"unknown last_block {last_block!r}; choose one of {list(LAST_BLOCKS)}")
     if last_block != "ce" and method == "bp":
-        raise ConfigError("last_block='contrastive' trains the last block with a local objective; BP has none")
+        raise ConfigError("last_block='contrastive' trains the last block with a local objective; "
+                          "BP has none")
 
 
 def context_spec(contsup: Union[str, ContextSpec, None], method: str) -> Optional[ContextSpec]:
+    """``contsup`` as a ContextSpec (a string names the mode), or None; ConfigError with method 'bp'."""
     context = ContextSpec(contsup) if isinstance(contsup, str) else contsup
     if context is not None and method == "bp":
         raise ConfigError("ContSup adds context between decoupled blocks; it does not apply to method='bp'")
@@ -119,7 +123,7 @@ def claim(model: Union[nn.Module, Sequence[nn.Module]]) -> None:
     for key in [k for k, ref in _CLAIMED.items() if ref() is None]:
         del _CLAIMED[key]
     if any(_CLAIMED.get(id(p), lambda: None)() is p for p in params):
-        warnings.warn("this model's parameters already belong to another DecoupledModel, so both would train the "
-                      "same weights; give each DecoupledModel its own model (build a fresh one, or copy.deepcopy)",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn("this model's parameters already belong to another DecoupledModel, so both would train "
+                      "the same weights; give each DecoupledModel its own model (build a fresh one, or "
+                      "copy.deepcopy)", RuntimeWarning, stacklevel=3)
     _CLAIMED.update((id(p), weakref.ref(p)) for p in params)

@@ -42,7 +42,8 @@ class Balance:
                 for i, (c, s, b) in enumerate(zip(self.counts, self.block_seconds, self.block_saved_bytes))]
         slowest = max(self.block_seconds)
         kind = "measured" if self.measured else "predicted"
-        rows.append(f"{kind} pipeline efficiency {sum(self.block_seconds) / (len(self.counts) * slowest):.3f} "
+        rows.append(f"{kind} pipeline efficiency "
+                    f"{sum(self.block_seconds) / (len(self.counts) * slowest):.3f} "
                     f"(block times {kind} per step on the sample batch)")
         return "\n".join(rows)
 
@@ -148,7 +149,8 @@ def time_blocks(blocks: Sequence[nn.Module], sample: Flow, labels: Tensor, repea
     seconds, flow = [], sample
     for block in blocks:
         out: list = []
-        seconds.append(_timed(lambda block=block, flow=flow: out.append(block.train_step(flow, labels)[0]), repeats))
+        seconds.append(_timed(lambda block=block, flow=flow: out.append(block.train_step(flow, labels)[0]),
+                              repeats))
         flow = out[-1]
     return seconds
 
@@ -192,7 +194,8 @@ def refine(initial: Balance, measure: BlockTimer, rounds: int = 3) -> Balance:
             start = end
         counts = best_cut(layer_s, k, head_s)
     counts, measured = best
-    return Balance(counts, measured, _sum_by_block(initial.layer_saved_bytes, counts), layer_s, head_s, initial.layer_saved_bytes, measured=True)
+    return Balance(counts, measured, _sum_by_block(initial.layer_saved_bytes, counts), layer_s, head_s,
+                   initial.layer_saved_bytes, measured=True)
 
 
 def _sum_by_block(values: Sequence, counts: Sequence[int]) -> list:
@@ -215,6 +218,7 @@ class HeadLoss(nn.Module):
         self.feat, self.proj, self.obj = feat, proj, obj
 
     def forward(self, output: Flow, labels: Tensor) -> Tensor:
+        """The head's loss on the block output ``output``."""
         return self.obj(self.proj(self.feat(output)), labels)
 
 
@@ -248,7 +252,8 @@ def auto_cut(model: nn.Sequential, num_blocks: Optional[int], example_input: Flo
         return HeadLoss(built.features, built.projector, built.objective).train()
 
     def choose() -> Balance:
-        found = balance(list(model.children()), num_blocks, example_input, labels, head if spec.objective else None)
+        found = balance(list(model.children()), num_blocks, example_input, labels,
+                        head if spec.objective else None)
         if spec.objective is None or num_blocks == 1:
             return found
 

@@ -22,12 +22,14 @@ _INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int
 def check_labels(labels: Tensor, num_classes: int) -> None:
     """Raise :class:`LabelError` unless ``labels`` is a 1-D integer tensor in ``[0, num_classes)``."""
     if not isinstance(labels, Tensor) or labels.dtype not in _INTEGER_DTYPES:
-        raise LabelError(f"labels must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels))}")
+        raise LabelError("labels must be an integer tensor of class indices, "
+                         f"got {getattr(labels, 'dtype', type(labels))}")
     if labels.dim() != 1:
         raise LabelError(f"labels must be 1-D (batch,), got shape {tuple(labels.shape)}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise LabelError(
-            f"labels must lie in [0, {num_classes}), got values from {int(labels.min())} to {int(labels.max())}; "
+            f"labels must lie in [0, {num_classes}), "
+            f"got values from {int(labels.min())} to {int(labels.max())}; "
             "check num_classes or remap the labels"
         )
 
@@ -36,12 +38,14 @@ def as_tensors(value: Any, what: str) -> Any:
     """A tensor, or a tuple of tensors, from tensors or NumPy arrays (converted, not copied)."""
     if isinstance(value, np.ndarray):
         if value.dtype == object:
-            raise ConfigError(f"{what} is a NumPy array of Python objects; give numbers (e.g. .astype(np.float32))")
+            raise ConfigError(f"{what} is a NumPy array of Python objects; "
+                              "give numbers (e.g. .astype(np.float32))")
         return torch.from_numpy(value)
     if isinstance(value, (tuple, list)):
         return tuple(as_tensors(v, what) for v in value)
     if not isinstance(value, Tensor):
-        raise ConfigError(f"{what} must be a tensor, a NumPy array or a tuple of them, got {type(value).__name__}")
+        raise ConfigError(f"{what} must be a tensor, a NumPy array or a tuple of them, "
+                          f"got {type(value).__name__}")
     return value
 
 
@@ -61,7 +65,8 @@ def checked(loader: Iterable, num_classes: int, skip_single: bool = False,
     computed from them).
     """
     if isinstance(loader, Tensor) or not hasattr(type(loader), "__iter__"):
-        raise ConfigError(f"a loader must be an iterable of (inputs, labels) batches, got {type(loader).__name__}")
+        raise ConfigError("a loader must be an iterable of (inputs, labels) batches, "
+                          f"got {type(loader).__name__}")
     for index, batch in enumerate(loader):
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise ConfigError("each batch must be a pair (inputs, labels)")
@@ -70,8 +75,9 @@ def checked(loader: Iterable, num_classes: int, skip_single: bool = False,
         if finite and not all_finite(inputs):
             raise ConfigError(f"the inputs of batch {index} contain NaN or inf; clean or impute them first")
         if skip_single and labels.shape[0] == 1:
-            warnings.warn("skipped a training batch of one sample: BatchNorm cannot normalise a single sample "
-                          "(use DataLoader(drop_last=True) to avoid such batches)", RuntimeWarning, stacklevel=2)
+            warnings.warn("skipped a training batch of one sample: BatchNorm cannot normalise a single "
+                          "sample (use DataLoader(drop_last=True) to avoid such batches)", RuntimeWarning,
+                          stacklevel=2)
             continue
         yield inputs, labels.long()
 
@@ -89,5 +95,5 @@ def check_finite_outputs(logits: Tensor) -> None:
     """Raise :class:`ConfigError` if ``logits`` (of finite inputs) hold NaN or inf."""
     if not bool(torch.isfinite(logits).all()):
         bad = int((~torch.isfinite(logits)).any(dim=1).sum())
-        raise ConfigError(f"the model's outputs are NaN or inf for {bad} sample(s) of finite inputs: its weights "
-                          "are not finite (did training diverge? load a checkpoint from before)")
+        raise ConfigError(f"the model's outputs are NaN or inf for {bad} sample(s) of finite inputs: "
+                          "its weights are not finite (did training diverge? load a checkpoint from before)")

@@ -28,7 +28,9 @@ class LossTerm(Protocol):
     """An extra local loss term (a module): ``(loss, outputs) -> loss``, e.g. InfoPro's
     reconstruction of the input from the block's output (:class:`scpl.context.InfoProTerm`)."""
 
-    def __call__(self, loss: Tensor, outputs: Flow) -> Tensor: ...
+    def __call__(self, loss: Tensor, outputs: Flow) -> Tensor:
+        """The block's local ``loss`` combined with this term, computed from its ``outputs``."""
+        ...
 
 
 def run_layers(layers: nn.Module, inputs: Flow, index: int) -> Flow:
@@ -38,8 +40,10 @@ def run_layers(layers: nn.Module, inputs: Flow, index: int) -> Flow:
     except torch.OutOfMemoryError:
         raise
     except (RuntimeError, TypeError, ValueError) as exc:
-        hint = " If this is a shape mismatch, check the data's shape against the model's first layer." if index == 0 else ""
-        raise BlockInputError(f"block {index} failed on its input of shape {flow_shape(inputs)}: {exc}.{hint}") from exc
+        hint = (" If this is a shape mismatch, check the data's shape against the model's first layer."
+                if index == 0 else "")
+        raise BlockInputError(f"block {index} failed on its input of shape {flow_shape(inputs)}: "
+                              f"{exc}.{hint}") from exc
 
 
 class Block(nn.Module):
@@ -81,7 +85,7 @@ class Block(nn.Module):
         self.extra_loss: Optional[nn.Module] = None  # a LossTerm, e.g. InfoPro's reconstruction
         self.rng_seed: Optional[int] = None
         self.mode = "train"  # "train", "frozen" (forward only, eval mode) or "inactive" (not run)
-        self.autocast_dtype: Optional[torch.dtype] = None  # e.g. torch.bfloat16: forward and loss under autocast
+        self.autocast_dtype: Optional[torch.dtype] = None  # e.g. torch.bfloat16: forward, loss under autocast
         self.clip_grad_norm: Optional[float] = None  # clip this block's gradient norm before each step
         # What runs a training step's forward and loss, ``(inputs, labels) -> (outputs, loss)``: this
         # block itself, or a DistributedDataParallel replica (scpl.executors.replicas) and/or its
@@ -91,19 +95,22 @@ class Block(nn.Module):
         self.compile_options: Optional[dict] = None  # torch.compile's options, once compile() was called
 
     # -- set-up ---------------------------------------------------------------------------
-    def configure_optimizer(self, optimizer: OptimizerFactory, scheduler: Optional[SchedulerFactory] = None) -> None:
+    def configure_optimizer(self, optimizer: OptimizerFactory,
+                            scheduler: Optional[SchedulerFactory] = None) -> None:
         """Build this block's optimizer (and LR scheduler) from factories over its parameters."""
         self.optimizer = optimizer(list(self.parameters()))
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
 
     def configure(self, optimizer: OptimizerFactory, scheduler: Optional[SchedulerFactory] = None,
-                  autocast_dtype: Optional[torch.dtype] = None, clip_grad_norm: Optional[float] = None) -> None:
+                  autocast_dtype: Optional[torch.dtype] = None,
+                  clip_grad_norm: Optional[float] = None) -> None:
         """Optimizer, LR schedule, autocast dtype and gradient clipping of this block's steps."""
         self.configure_optimizer(optimizer, scheduler)
         self.autocast_dtype, self.clip_grad_norm = autocast_dtype, clip_grad_norm
 
     @property
     def device(self) -> torch.device:
+        """The device of the block's first parameter (else buffer); CPU when it has neither."""
         for p in self.parameters():
             return p.device
         for b in self.buffers():
@@ -148,7 +155,8 @@ class Block(nn.Module):
             return None
         return self.classifier(self.features(outputs))
 
-    def train_step(self, inputs: Flow, labels: Tensor, micro: int = 0, micro_batches: int = 1) -> tuple[Flow, float]:
+    def train_step(self, inputs: Flow, labels: Tensor, micro: int = 0,
+                   micro_batches: int = 1) -> tuple[Flow, float]:
         """Forward on sg(inputs), local loss, backward, and (after the last micro-batch) a step.
 
         With ``micro_batches = m > 1`` the batch arrives as m pieces, ``micro = 0..m-1``: gradients
@@ -156,8 +164,9 @@ class Block(nn.Module):
         detached output (computed before the update) and the loss value. Raises
         :class:`NonFiniteLossError` if the loss is NaN or infinite (before any step).
         A ``"frozen"`` block only runs forward (eval mode); an ``"inactive"`` one returns its
-        input; both report loss 0. With ``rng_seed`` set, the block's random numbers (dropout) come from a generator seeded
-        by (rng_seed, block index, step, micro), so they do not depend on the executor.
+        input; both report loss 0. With ``rng_seed`` set, the block's random numbers (dropout)
+        come from a generator seeded by (rng_seed, block index, step, micro), so they do not
+        depend on the executor.
         With ``autocast_dtype`` (e.g. bf16) the forward pass and loss run under ``torch.autocast``
         (parameters and optimizer state stay fp32); with ``clip_grad_norm`` the block's gradient
         norm is clipped before the step. The returned output is whatever dtype autocast produced.
@@ -175,7 +184,7 @@ class Block(nn.Module):
         labels = labels.to(device, non_blocking=True)
         self.train()
         step = next(s for s in (self.compiled, self.replica, self.forward_loss) if s is not None)
-        accumulate = self.replica is not None and micro < micro_batches - 1  # DDP: all-reduce at the last piece
+        accumulate = self.replica is not None and micro < micro_batches - 1  # DDP: all-reduce at last piece
         with self.replica.no_sync() if accumulate else contextlib.nullcontext():
             with self._rng(micro), self._autocast(device):
                 outputs, loss = step(inputs, labels)

@@ -68,8 +68,8 @@ def verify(path: str | Path) -> None:
         raise ConfigError(f"{path} is missing")
     recorded = checksum_path(path)
     if recorded.exists() and recorded.read_text().strip() != sha256(path):
-        raise ConfigError(f"{path} is corrupted: its SHA-256 differs from the one recorded when it was written "
-                          f"({recorded.name}); restore it from a copy or use an earlier checkpoint")
+        raise ConfigError(f"{path} is corrupted: its SHA-256 differs from the one recorded when it was "
+                          f"written ({recorded.name}); restore it from a copy or use an earlier checkpoint")
 
 
 def load(path: str | Path, weights_only: bool = True) -> Any:
@@ -142,7 +142,8 @@ def _read(directory: str | Path, k: int, num_blocks: int, method: Optional[str] 
     if data["num_blocks"] != num_blocks:
         raise ConfigError(f"{path} belongs to a model of {data['num_blocks']} blocks, not {num_blocks}")
     if method is not None and data.get("method", method) != method:
-        raise ConfigError(f"{path} holds a block of a {data['method']!r} model; this model's method is {method!r}")
+        raise ConfigError(f"{path} holds a block of a {data['method']!r} model; "
+                          f"this model's method is {method!r}")
     return data
 
 
@@ -159,8 +160,8 @@ def load_blocks(model, directory: str | Path, blocks: Union[int, Iterable[int], 
         try:
             block.load_state_dict(data["state"])
         except RuntimeError as exc:
-            raise ConfigError(f"{block_path(directory, k)} does not fit block {k} of this model (a model of other "
-                              f"layers or heads): {str(exc).splitlines()[0][:300]}") from exc
+            raise ConfigError(f"{block_path(directory, k)} does not fit block {k} of this model (a model of "
+                              f"other layers or heads): {str(exc).splitlines()[0][:300]}") from exc
         if weights_only:
             continue
         if data["optimizer"] is not None and block.optimizer is not None:

@@ -39,7 +39,8 @@ class StageError(ScplError, RuntimeError):
 
     def __init__(self, stage: Optional[int], cause: BaseException, traceback_text: str):
         self.stage, self.cause, self.traceback_text = stage, cause, traceback_text
-        where = {-1: "the data loader (stage -1)", None: "a stage on another rank"}.get(stage, f"stage {stage}")
+        where = {-1: "the data loader (stage -1)",
+                 None: "a stage on another rank"}.get(stage, f"stage {stage}")
         super().__init__(
             f"{where} failed with {type(cause).__name__}: {cause}\n"
             f"--- original traceback of {where} ---\n{traceback_text.rstrip()}"

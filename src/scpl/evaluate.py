@@ -34,8 +34,9 @@ def load_run(folder: str | Path, **overrides):
     saved = summary.get("config", {})
     edited = sorted(k for k in saved if isinstance(values, dict) and values.get(k) != saved[k])
     if not isinstance(values, dict) or edited:
-        raise ConfigError(f"{folder / 'config.yaml'} differs from the config the run trained with (summary.json) "
-                          f"in {edited or 'its structure'}; it was edited: restore it, or retrain")
+        raise ConfigError(f"{folder / 'config.yaml'} differs from the config the run trained with "
+                          f"(summary.json) in {edited or 'its structure'}; "
+                          "it was edited: restore it, or retrain")
     values.update(blocks=summary["blocks"], executor="sequential", out=None, resume=False, progress=False,
                   num_blocks=None)
     values.update(overrides)
@@ -87,7 +88,8 @@ def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] 
         result["per_class"] = per_class(run.model.predict(batches), labels, names)
     if sweep:
         if run.model.blocks[0].classifier is None:
-            raise ConfigError("the early-exit trade-off needs exit classifiers: train with method dascpl or exits: true")
+            raise ConfigError("the early-exit trade-off needs exit classifiers: "
+                              "train with method dascpl or exits: true")
         result["tradeoff"] = tradeoff(run.model, batches)
     if policy is None:
         return result

@@ -58,6 +58,7 @@ class PooledFeatures(nn.Module):
         self.grid = grid
 
     def forward(self, out: Flow) -> Tensor:
+        """(B, D) features of a block output (see the class docstring)."""
         out, mask = _main(out)
         if out.dim() == 4:
             return nn.functional.adaptive_avg_pool2d(out, self.grid).flatten(1)
@@ -68,6 +69,7 @@ class PooledFeatures(nn.Module):
         return out.flatten(1)
 
     def extra_repr(self) -> str:
+        """The grid, for ``print(model)``."""
         return f"grid={self.grid}"
 
 
@@ -78,11 +80,12 @@ class ConvFeatures(nn.Module):
 
     def __init__(self, channels: int, grid: int = 2):
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-                                  nn.ReLU(inplace=True))
+        self.conv = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
         self.pool = PooledFeatures(grid)
 
     def forward(self, out: Flow) -> Tensor:
+        """Pooled features of the conv head applied to the block's maps."""
         return self.pool(self.conv(_main(out)[0]))
 
 
@@ -96,12 +99,14 @@ class Leading(nn.Module):
         self.inner, self.stop = inner, stop
 
     def forward(self, flow: Flow):
+        """``inner`` of the flow's leading part."""
         if not isinstance(flow, (tuple, list)):
             return self.inner(flow)
         part = flow[: self.stop]
         return self.inner(part[0] if len(part) == 1 else tuple(part))
 
     def extra_repr(self) -> str:
+        """The cut, for ``print(model)``."""
         return f"stop={self.stop}"
 
 
@@ -165,7 +170,8 @@ def build_projector(spec: ProjectorSpec, in_dim: int, out_dim: int, hidden: int 
             return mlp([in_dim, hidden, out_dim], batch_norm=True)
         if spec == "deinforeg":
             return mlp([in_dim, hidden, hidden, hidden], batch_norm=True)
-        raise ConfigError(f"unknown projector {spec!r}; choose one of {list(PROJECTORS)} or pass a module/factory")
+        raise ConfigError(f"unknown projector {spec!r}; choose one of {list(PROJECTORS)} or pass a "
+                          "module/factory")
     if callable(spec):
         module = spec(in_dim)
         if not isinstance(module, nn.Module):
@@ -187,7 +193,8 @@ def per_block(value: Any, k: int, what: str) -> list:
     """``value`` repeated for ``k`` blocks, or a list/tuple with exactly ``k`` entries."""
     if isinstance(value, (list, tuple)):
         if len(value) != k:
-            raise ConfigError(f"{what} has {len(value)} entries for {k} blocks; give one per block or a single value")
+            raise ConfigError(f"{what} has {len(value)} entries for {k} blocks; give one per block or a "
+                              "single value")
         return list(value)
     return [value] * k
 
@@ -229,15 +236,23 @@ class HeadFactory:
             feat_dim = feat(output).shape[1]
             feat.train(was_training)
         proj = _by_kind(self.projectors[i], kind)
-        dim = self.projector_dim or self.default_dim or (self.hidden if proj == "deinforeg" else self.num_classes)
-        return Head(feat, build_projector(proj, feat_dim, dim, self.hidden),
-                    build_objective(_by_kind(self.objectives[i], kind), self.num_classes, **self.objective_kwargs),
+        return Head(feat, build_projector(proj, feat_dim, self._out_dim(proj), self.hidden),
+                    self._objective(_by_kind(self.objectives[i], kind)),
                     nn.Linear(feat_dim, self.num_classes) if self.exits else None)
 
+    def _out_dim(self, projector: ProjectorSpec) -> int:
+        if self.projector_dim or self.default_dim:
+            return self.projector_dim or self.default_dim
+        return self.hidden if projector == "deinforeg" else self.num_classes
+
+    def _objective(self, spec: ObjectiveSpec) -> nn.Module:
+        return build_objective(spec, self.num_classes, **self.objective_kwargs)
+
     @classmethod
-    def for_method(cls, method: Method, num_classes: int, n: int, *, objective: Any = None, projector: Any = None,
-                   features: Any = None, projector_dim: Optional[int] = None, projector_hidden: int = 512,
-                   objective_kwargs: Optional[dict] = None, exits: Optional[bool] = None,
+    def for_method(cls, method: Method, num_classes: int, n: int, *, objective: Any = None,
+                   projector: Any = None, features: Any = None, projector_dim: Optional[int] = None,
+                   projector_hidden: int = 512, objective_kwargs: Optional[dict] = None,
+                   exits: Optional[bool] = None,
                    wrap: Optional[Callable[[nn.Module], nn.Module]] = None) -> "HeadFactory":
         """The factory for ``n`` blocks of ``method``, each spec overriding the method's default
         (a single value, or a list with one per block)."""
@@ -246,18 +261,17 @@ class HeadFactory:
                    projectors=per_block(projector or method.projector, n, "projector"),
                    features=per_block(features or method.features, n, "features"),
                    default_dim=method.out_dim, projector_dim=projector_dim, hidden=projector_hidden,
-                   objective_kwargs=dict(objective_kwargs or {}), exits=method.exits if exits is None else exits,
-                   wrap=wrap)
+                   objective_kwargs=dict(objective_kwargs or {}),
+                   exits=method.exits if exits is None else exits, wrap=wrap)
 
     def contrastive_last(self, classifier: nn.Linear) -> Head:
         """SCPL's original last block: the local objective of the blocks before it on the input
         of its final classifier layer, and that layer trained with cross-entropy on the detached
         input (see :class:`ClassifierInput`)."""
         proj = _by_kind(self.projectors[-1], "flat")
-        dim = self.projector_dim or self.default_dim or (self.hidden if proj == "deinforeg" else self.num_classes)
-        return Head(ClassifierInput(classifier), build_projector(proj, classifier.in_features, dim, self.hidden),
-                    build_objective(_by_kind(self.objectives[-1], "flat"), self.num_classes, **self.objective_kwargs),
-                    classifier)
+        return Head(ClassifierInput(classifier),
+                    build_projector(proj, classifier.in_features, self._out_dim(proj), self.hidden),
+                    self._objective(_by_kind(self.objectives[-1], "flat")), classifier)
 
 
 class ClassifierInput(nn.Module):
@@ -277,6 +291,7 @@ class ClassifierInput(nn.Module):
         self._captured = args[0]
 
     def forward(self, outputs: Flow) -> Tensor:
+        """The classifier input captured during the block's forward pass (``outputs`` unused)."""
         if self._captured is None:
             raise RuntimeError("ClassifierInput read before its block ran forward")
         captured, self._captured = self._captured, None
@@ -287,6 +302,6 @@ def final_linear(layers: nn.Module, num_classes: int) -> nn.Linear:
     """The last ``nn.Linear`` with ``num_classes`` outputs among ``layers``' submodules."""
     found = [m for m in layers.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes]
     if not found:
-        raise ConfigError(f"last_block='contrastive' needs the last block to end in an nn.Linear with {num_classes} "
-                          "outputs (its classifier); none was found")
+        raise ConfigError(f"last_block='contrastive' needs the last block to end in an nn.Linear with "
+                          f"{num_classes} outputs (its classifier); none was found")
     return found[-1]

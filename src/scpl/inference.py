@@ -241,5 +241,6 @@ def tradeoff(model, loader: Iterable, policies: Sequence[Policy] = TRADEOFF_POLI
         report = simulate(logits, labels, policy, block_costs)
         rows.append({"rule": "patience" if isinstance(policy, PatienceCosine) else "confidence",
                      "patience": getattr(policy, "patience", None), "threshold": policy.threshold,
-                     "accuracy": report.accuracy, "compute_saved": report.compute_saved, "exits": report.exits})
+                     "accuracy": report.accuracy, "compute_saved": report.compute_saved,
+                     "exits": report.exits})
     return rows

@@ -85,7 +85,8 @@ def build_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, weight
 
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int = 0,
-                    min_lr: float = 0.0, restarts: Sequence[int] = ()) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
+                    min_lr: float = 0.0,
+                    restarts: Sequence[int] = ()) -> Optional[torch.optim.lr_scheduler.LRScheduler]:
     """A per-epoch schedule: ``"constant"`` or ``"cosine"`` from each group's lr towards ``min_lr``,
     after ``warmup_epochs`` of linear warm-up (lr * (e+1)/warmup in epoch e). Epoch e of the cosine
     part trains at ``min_lr + (lr - min_lr) * (1 + cos(pi * e / span)) / 2`` with span = epochs -

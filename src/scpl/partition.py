@@ -156,9 +156,9 @@ def _check_no_unit_is_cut(graph: torch.fx.Graph, partition: dict[str, int], poin
             if common and not issubclass(common[-1][1], nn.Sequential):
                 unit = common[-1][0]
                 raise ConfigError(
-                    f"split point {points[partition[node.name] - 1]!r} lies inside {unit!r}, whose computation "
-                    "crosses it (a skip connection crosses a split point). Move the split point outside the "
-                    f"residual unit: split at {unit!r} or after it.")
+                    f"split point {points[partition[node.name] - 1]!r} lies inside {unit!r}, "
+                    "whose computation crosses it (a skip connection crosses a split point). Move the split "
+                    f"point outside the residual unit: split at {unit!r} or after it.")
 
 
 def _chain(split: torch.fx.GraphModule, k: int) -> list[nn.Module]:

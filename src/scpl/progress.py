@@ -29,14 +29,17 @@ class EpochBar:
         enabled: draw the bar (it is drawn only when stderr is a terminal).
     """
 
-    def __init__(self, epoch: int, epochs: int, total: Optional[int], batch_size: Optional[int], enabled: bool = True):
+    def __init__(self, epoch: int, epochs: int, total: Optional[int], batch_size: Optional[int],
+                 enabled: bool = True):
         self.sums: list[float] = []
         self.count, self.start, self.batch_size = 0, time.perf_counter(), batch_size
         self.bar: Optional[tqdm] = None  # no tqdm object (nor its monitor thread) unless it is drawn
         if enabled and sys.stderr.isatty():
-            self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, file=sys.stderr)
+            self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
+                            file=sys.stderr)
 
     def step(self, losses: Sequence[float]) -> None:
+        """Count one step and add its per-block ``losses`` to the sums (the bar shows their means)."""
         self.count += 1
         self.sums = [s + v for s, v in zip(self.sums, losses)] if self.sums else list(losses)
         if self.bar is not None:
@@ -47,6 +50,7 @@ class EpochBar:
             self.bar.update(1)
 
     def close(self) -> None:
+        """Close the bar, if one is drawn."""
         if self.bar is not None:
             self.bar.close()
 
@@ -60,7 +64,8 @@ def epoch_line(epoch: int, epochs: int, losses: Sequence[Optional[float]], val_a
     return f"{prefix}epoch {epoch}/{epochs}  losses {format_losses(losses)}{val}  {seconds:.1f} s"
 
 
-def chain(*callbacks: Optional[Callable[[int, list[float]], None]]) -> Optional[Callable[[int, list[float]], None]]:
+def chain(*callbacks: Optional[Callable[[int, list[float]], None]]
+          ) -> Optional[Callable[[int, list[float]], None]]:
     """One ``on_step`` callback calling each given one (None when none is given)."""
     given = [c for c in callbacks if c is not None]
     if not given:

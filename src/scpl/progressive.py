@@ -38,12 +38,14 @@ class BlockSchedule:
         return cls(activate=[math.floor(k * span * epochs / num_blocks + 1e-9) for k in range(num_blocks)])
 
     def validate(self, num_blocks: int) -> None:
+        """ConfigError unless the schedule has one entry per block and ``activate`` is valid."""
         for name, values in (("activate", self.activate), ("freeze", self.freeze)):
             if values is not None and len(values) != num_blocks:
                 raise ConfigError(f"schedule.{name} has {len(values)} entries for {num_blocks} blocks")
         if self.activate is not None:
             if self.activate[0] != 0 or any(b < a for a, b in zip(self.activate, self.activate[1:])):
-                raise ConfigError(f"schedule.activate must start at 0 and never decrease, got {list(self.activate)}")
+                raise ConfigError("schedule.activate must start at 0 and never decrease, "
+                                  f"got {list(self.activate)}")
 
     def mode(self, block: int, epoch: int) -> str:
         """``"train"``, ``"frozen"`` or ``"inactive"`` for ``block`` during ``epoch``."""

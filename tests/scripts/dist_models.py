@@ -8,7 +8,6 @@ import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from model_cases import LABELS, SPECS, build  # noqa: E402
-
 from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
 
 

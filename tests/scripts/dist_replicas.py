@@ -13,7 +13,6 @@ import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from replica_cases import build, loader  # noqa: E402
-
 from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
 from scpl.inference import PatienceCosine, early_exit  # noqa: E402
 from scpl.objectives import CallableObjective  # noqa: E402
@@ -47,7 +46,8 @@ def main() -> None:
     if method == "scpl":
         result["exit_accuracy"] = model.evaluate_exits(loader())
         report = early_exit(model, loader(), PatienceCosine(threshold=0.5))
-        result["exits"] = {**report.as_dict(), "predictions": report.predictions, "exit_block": report.exit_block}
+        result["exits"] = {**report.as_dict(), "predictions": report.predictions,
+                           "exit_block": report.exit_block}
     torch.save(result, f"{out}.{rank}")
     dist.barrier()
     dist.destroy_process_group()

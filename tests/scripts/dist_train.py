@@ -15,10 +15,9 @@ import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from cases import CASES, FIT_KWARGS  # noqa: E402
-
 from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
-from scpl.objectives import CallableObjective  # noqa: E402
 from scpl.inference import PatienceCosine, early_exit  # noqa: E402
+from scpl.objectives import CallableObjective  # noqa: E402
 
 
 def main() -> None:
@@ -55,10 +54,11 @@ def main() -> None:
             block.objective = CallableObjective(faulty)
     ex = DistributedExecutor(micro_batches=micro, peer_timeout=float(os.environ.get("PEER_TIMEOUT", 30)))
     seen = []  # on_step calls on this rank
-    history = model.fit(loader, epochs=epochs, executor=ex, on_step=lambda s, losses: seen.append((s, losses)),
-                        **FIT_KWARGS.get(case, {}))
+    history = model.fit(loader, epochs=epochs, executor=ex,
+                        on_step=lambda s, losses: seen.append((s, losses)), **FIT_KWARGS.get(case, {}))
     metrics = model.evaluate(loader, executor=ex)
-    default_metrics = model.evaluate(loader)  # no executor: the model evaluates through the one it trained with
+    # no executor: the model evaluates through the one it trained with
+    default_metrics = model.evaluate(loader)
     exit_accuracy = model.evaluate_exits(loader)
     preds = model.predict(loader, executor=ex)
     exits = None
@@ -66,8 +66,9 @@ def main() -> None:
         report = early_exit(model, loader, PatienceCosine(threshold=0.5), executor=ex)
         exits = {**report.as_dict(), "predictions": report.predictions, "exit_block": report.exit_block}
     state = {k: v for k, v in model.blocks[rank].state_dict().items()}
-    torch.save({"rank": rank, "block": state, "history": history, "steps": seen, "metrics": metrics, "preds": preds,
-                "exits": exits, "default_metrics": default_metrics, "exit_accuracy": exit_accuracy}, f"{out}.{rank}")
+    torch.save({"rank": rank, "block": state, "history": history, "steps": seen, "metrics": metrics,
+                "preds": preds, "exits": exits, "default_metrics": default_metrics,
+                "exit_accuracy": exit_accuracy}, f"{out}.{rank}")
     dist.barrier()
     dist.destroy_process_group()
 

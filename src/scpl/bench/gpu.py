@@ -61,19 +61,21 @@ def _batches(n: int, batch: int, device: str) -> list:
              torch.randint(0, 10, (batch,), generator=g).to(device)) for _ in range(n)]
 
 
-def streams(steps: int = 20, warmup: int = 3, batch: int = 256, device: str = "cuda", width: float = 1.0) -> dict:
+def streams(steps: int = 20, warmup: int = 3, batch: int = 256, device: str = "cuda",
+            width: float = 1.0) -> dict:
     """Threaded (one stream per block) against sequential on one GPU, same batches."""
     batches = _batches(warmup + steps, batch, device)
     seq, thr = _vgg(device, width=width), _vgg(device, width=width)
     seq_sps = _timed_fit(seq, batches, SequentialExecutor(), warmup)
     thr_sps = _timed_fit(thr, batches, ThreadedExecutor(threads_per_stage=None), warmup)
-    diff = max((a.double() - b.double()).abs().max().item() for a, b in zip(seq.state_dict().values(),
-                                                                               thr.state_dict().values()) if a.numel())
+    diff = max((a.double() - b.double()).abs().max().item()
+               for a, b in zip(seq.state_dict().values(), thr.state_dict().values()) if a.numel())
     return {"model": "vgg8", "blocks": len(seq.blocks), "batch_size": batch, "sequential_sps": seq_sps,
             "threads_sps": thr_sps, "threads_vs_sequential": thr_sps / seq_sps, "max_param_diff": diff}
 
 
-def bf16(steps: int = 20, warmup: int = 3, batch: int = 256, device: str = "cuda", width: float = 1.0) -> dict:
+def bf16(steps: int = 20, warmup: int = 3, batch: int = 256, device: str = "cuda",
+         width: float = 1.0) -> dict:
     """The sequential engine in bf16 autocast against fp32."""
     batches = _batches(warmup + steps, batch, device)
     fp32_sps = _timed_fit(_vgg(device, "fp32", width=width), batches, SequentialExecutor(), warmup)
@@ -81,13 +83,15 @@ def bf16(steps: int = 20, warmup: int = 3, batch: int = 256, device: str = "cuda
     return {"fp32_sps": fp32_sps, "bf16_sps": bf16_sps, "bf16_vs_fp32": bf16_sps / fp32_sps}
 
 
-def compiled(steps: int = 20, warmup: int = 3, batch: int = 256, device: str = "cuda", width: float = 1.0) -> dict:
+def compiled(steps: int = 20, warmup: int = 3, batch: int = 256, device: str = "cuda",
+             width: float = 1.0) -> dict:
     """Compiled blocks against eager (the first ``warmup`` steps compile)."""
     batches = _batches(warmup + steps, batch, device)
     eager_sps = _timed_fit(_vgg(device, width=width), batches, SequentialExecutor(), warmup)
     start = time.perf_counter()
     compiled_sps = _timed_fit(_vgg(device, compile=True, width=width), batches, SequentialExecutor(), warmup)
-    return {"eager_sps": eager_sps, "compiled_sps": compiled_sps, "compiled_vs_eager": compiled_sps / eager_sps,
+    return {"eager_sps": eager_sps, "compiled_sps": compiled_sps,
+            "compiled_vs_eager": compiled_sps / eager_sps,
             "seconds_with_compilation": time.perf_counter() - start}
 
 
@@ -105,7 +109,8 @@ def memory(ks: Sequence[int] = (2, 4, 8), batch: int = 1024) -> dict:
 
     out: dict = {"model": "resnet110", "batch_size": batch, "peak_bytes": {}}
     seed_everything(0)
-    bp = DecoupledModel(create_model("resnet110"), method="bp", num_classes=10, example_input=x[:2], devices="cuda")
+    bp = DecoupledModel(create_model("resnet110"), method="bp", num_classes=10, example_input=x[:2],
+                        devices="cuda")
     out["peak_bytes"]["bp"] = peak(bp)
     del bp
     for k in ks:
@@ -116,7 +121,8 @@ def memory(ks: Sequence[int] = (2, 4, 8), batch: int = 1024) -> dict:
                                example_input=x[:2], devices="cuda")
         out["peak_bytes"][f"K={k}"] = peak(model)
         del model
-    out["fraction_of_bp"] = {k: v / out["peak_bytes"]["bp"] for k, v in out["peak_bytes"].items() if k != "bp"}
+    out["fraction_of_bp"] = {k: v / out["peak_bytes"]["bp"] for k, v in out["peak_bytes"].items()
+                             if k != "bp"}
     return out
 
 
@@ -133,7 +139,8 @@ def cpu_pipeline(ranks: Sequence[int] = (2, 4, 8), batch_size: int = 256, steps:
         if k > cores:
             out[f"K={k}"] = f"skipped: {cores} cores"
             continue
-        s = Settings(stages=k, batch_size=batch_size, micro_batch=micro_batch, steps=steps, warmup=2, repeats=1)
+        s = Settings(stages=k, batch_size=batch_size, micro_batch=micro_batch, steps=steps, warmup=2,
+                     repeats=1)
         s.validate()
         counts, _ = balanced_counts(s)
         seq_sps, _ = run_local(s, s.method, counts, SequentialExecutor(s.micro_batches), 1)
@@ -147,8 +154,8 @@ def run(cpu_ranks: Sequence[int] = (2, 4, 8), cpu_batch: int = 256, cpu_steps: i
         log: Callable[[str], None] = print) -> dict:
     """Every part that this machine can run; see the module docstring."""
     start = time.perf_counter()
-    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
-                    "host": platform.node(), "cuda": torch.cuda.is_available()}
+    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "torch": torch.__version__, "host": platform.node(), "cuda": torch.cuda.is_available()}
     parts: list[tuple[str, Callable[[], dict]]] = []
     if torch.cuda.is_available():
         result["device"] = f"{torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"

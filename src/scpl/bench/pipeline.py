@@ -79,16 +79,18 @@ class Settings:
             raise ConfigError(f"--batch-size and --micro-batch must be >= 1, got {self.batch_size} and "
                               f"{self.micro_batch}")
         if self.batch_size % self.micro_batch:
-            raise ConfigError(f"--batch-size {self.batch_size} is not a multiple of --micro-batch {self.micro_batch}")
+            raise ConfigError(f"--batch-size {self.batch_size} is not a multiple of "
+                              f"--micro-batch {self.micro_batch}")
         if self.micro_batches < self.stages:
             raise ConfigError(f"{self.micro_batches} micro-batch(es) per batch for {self.stages} stages: the "
                               "pipelines need at least one per stage; lower --micro-batch to "
                               f"{max(self.batch_size // self.stages, 1)} or less")
         if self.warmup < 1 or self.steps < 1 or self.repeats < 1:
-            raise ConfigError("--warmup, --steps and --repeats must be >= 1 (the clock starts after the warm-up)")
+            raise ConfigError("--warmup, --steps and --repeats must be >= 1 "
+                              "(the clock starts after the warm-up)")
         if self.replicas < 1 or self.micro_batch % self.replicas or self.batch_size % self.ranks:
-            raise ConfigError(f"--replicas {self.replicas} must divide --micro-batch ({self.micro_batch}) and the "
-                              f"batch must split over the {self.ranks} DDP ranks")
+            raise ConfigError(f"--replicas {self.replicas} must divide --micro-batch ({self.micro_batch}) "
+                              f"and the batch must split over the {self.ranks} DDP ranks")
         if self.model not in workloads.WORKLOADS:
             raise ConfigError(f"unknown --model {self.model!r}; choose one of {sorted(workloads.WORKLOADS)}")
 
@@ -110,7 +112,8 @@ def balanced_counts(s: Settings) -> tuple[list[int], str]:
     torch.set_num_threads(1)
     seed_everything(s.seed)
     model = DecoupledModel(workloads.WORKLOADS[s.model](), "auto", num_blocks=s.stages, method=s.method,
-                           num_classes=10, example_input=workloads.example(s.model, s.micro_batch // s.replicas))
+                           num_classes=10,
+                           example_input=workloads.example(s.model, s.micro_batch // s.replicas))
     return model.balance.counts, str(model.balance)
 
 
@@ -124,7 +127,8 @@ def flat(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def run_local(s: Settings, method: str, counts, executor, threads: int, compile: bool = False) -> tuple[float, dict]:
+def run_local(s: Settings, method: str, counts, executor, threads: int,
+              compile: bool = False) -> tuple[float, dict]:
     """Samples/s of one in-process run and its final state."""
     torch.set_num_threads(threads)
     model = build(s, method, counts, compile)

@@ -38,7 +38,8 @@ def _free_port() -> int:
 def _spawn(fn: Callable, s: "Settings", ranks: int, *extra) -> list[dict]:
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        mp.start_processes(fn, args=(ranks, s, port, tmp, *extra), nprocs=ranks, join=True, start_method="spawn")
+        mp.start_processes(fn, args=(ranks, s, port, tmp, *extra), nprocs=ranks, join=True,
+                           start_method="spawn")
         return [torch.load(os.path.join(tmp, f"{r}.pt")) for r in range(ranks)]
 
 
@@ -52,7 +53,8 @@ def _save(tmp: str, rank: int, result: dict) -> None:
     dist.destroy_process_group()
 
 
-def _decoupled(rank: int, world: int, s: "Settings", port: int, tmp: str, counts: list[int], replicas: int) -> None:
+def _decoupled(rank: int, world: int, s: "Settings", port: int, tmp: str, counts: list[int],
+               replicas: int) -> None:
     from .pipeline import build, make_batches, sps
 
     _init(rank, world, port)
@@ -61,7 +63,8 @@ def _decoupled(rank: int, world: int, s: "Settings", port: int, tmp: str, counts
     batches = make_batches(s)
     executor = DistributedExecutor(s.micro_batches, replicas=replicas)
     dist.barrier()
-    model.fit(batches, executor=executor, progress=False, on_step=lambda step, losses: times.append(time.perf_counter()))
+    model.fit(batches, executor=executor, progress=False,
+              on_step=lambda step, losses: times.append(time.perf_counter()))
     stage = rank // replicas
     state = {f"blocks.{stage}.{k}": v for k, v in model.blocks[stage].state_dict().items()}
     _save(tmp, rank, {"sps": sps(times, s) if rank == world - 1 else None, "state": state})
@@ -75,7 +78,8 @@ def run_processes(s: "Settings", counts: list[int], replicas: int = 1) -> tuple[
     return results[-1]["sps"], state
 
 
-def _peer(rank: int, world: int, s: "Settings", port: int, tmp: str, counts: list[int], schedule_name: str) -> None:
+def _peer(rank: int, world: int, s: "Settings", port: int, tmp: str, counts: list[int],
+          schedule_name: str) -> None:
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
     from .pipeline import make_batches, sps

@@ -37,7 +37,8 @@ def cnn_fc(num_classes: int = 10) -> nn.Sequential:
     """A CNN whose parameters sit in a large fully connected head."""
     return nn.Sequential(
         *_conv(1, 32), nn.MaxPool2d(2), *_conv(32, 64), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, num_classes),
+        nn.Linear(64 * 7 * 7, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(),
+        nn.Linear(2048, num_classes),
     )
 
 
@@ -49,13 +50,14 @@ class MeanEmbedding(nn.Module):
         self.embed = nn.Embedding(vocab, dim)
 
     def forward(self, tokens: Tensor) -> Tensor:
+        """The mean embedding (B, D) of the token ids ``tokens`` (B, T)."""
         return self.embed(tokens).mean(dim=1)
 
 
 def embed(num_classes: int = 10) -> nn.Sequential:
     """A large embedding table and a small MLP."""
-    return nn.Sequential(MeanEmbedding(VOCAB, 128), nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                         nn.Linear(256, num_classes))
+    return nn.Sequential(MeanEmbedding(VOCAB, 128), nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 256),
+                         nn.ReLU(), nn.Linear(256, num_classes))
 
 
 WORKLOADS: dict[str, Callable[[], nn.Sequential]] = {"cnn": cnn, "cnn_fc": cnn_fc, "embed": embed}
@@ -71,4 +73,5 @@ def example(name: str, n: int, generator: torch.Generator | None = None) -> Tens
 def batches(name: str, batch_size: int, count: int, seed: int) -> list[tuple[Tensor, Tensor]]:
     """``count`` seeded (inputs, labels) batches: every configuration trains on the same ones."""
     g = torch.Generator().manual_seed(seed)
-    return [(example(name, batch_size, g), torch.randint(0, 10, (batch_size,), generator=g)) for _ in range(count)]
+    return [(example(name, batch_size, g), torch.randint(0, 10, (batch_size,), generator=g))
+            for _ in range(count)]

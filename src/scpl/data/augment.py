@@ -32,13 +32,27 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..names import AUGMENTATIONS
-from .transforms import (LUMA, ColorJitter, Compose, Normalize, RandomApply, RandomCrop, RandomGrayscale,
-                         RandomHorizontalFlip, Transform, TwoViews, grayscale, hsv_to_rgb, rgb_to_hsv)
+from .transforms import (
+    LUMA,
+    ColorJitter,
+    Compose,
+    Normalize,
+    RandomApply,
+    RandomCrop,
+    RandomGrayscale,
+    RandomHorizontalFlip,
+    Transform,
+    TwoViews,
+    grayscale,
+    hsv_to_rgb,
+    rgb_to_hsv,
+)
 
 PRESETS = AUGMENTATIONS
 
-__all__ = ["Augment", "preset", "PRESETS", "Transform", "LUMA", "ColorJitter", "Compose", "Normalize", "RandomApply",
-           "RandomCrop", "RandomGrayscale", "RandomHorizontalFlip", "TwoViews", "grayscale", "hsv_to_rgb", "rgb_to_hsv"]
+__all__ = ["Augment", "preset", "PRESETS", "Transform", "LUMA", "ColorJitter", "Compose", "Normalize",
+           "RandomApply", "RandomCrop", "RandomGrayscale", "RandomHorizontalFlip", "TwoViews", "grayscale",
+           "hsv_to_rgb", "rgb_to_hsv"]
 
 
 # --------------------------------------------------------------------------- driver

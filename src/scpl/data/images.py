@@ -68,9 +68,10 @@ def where_to_put(name: str) -> str:
     """Where data set ``name`` is looked for, for error messages: the root given (``--data-root``),
     else ``$SCPL_DATA/name`` when $SCPL_DATA is set, else ``~/.scpl/data/name``."""
     if os.environ.get("SCPL_DATA"):
-        return f"$SCPL_DATA/{name} (SCPL_DATA={os.environ['SCPL_DATA']}), or the folder passed as root= (--data-root)"
-    return (f"{DEFAULT_DATA_DIR}/{name} (or $SCPL_DATA/{name} once SCPL_DATA is set), or the folder passed as "
-            "root= (--data-root)")
+        return (f"$SCPL_DATA/{name} (SCPL_DATA={os.environ['SCPL_DATA']}), or the folder passed as "
+                "root= (--data-root)")
+    return (f"{DEFAULT_DATA_DIR}/{name} (or $SCPL_DATA/{name} once SCPL_DATA is set), or the folder passed "
+            "as root= (--data-root)")
 
 
 def _not_found(src: _Source, folder: Path, missing: Sequence[str]) -> FileNotFoundError:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Executor, StepCallback, StepLosses
+from .distributed import DistributedExecutor
 from .sequential import SequentialExecutor
 from .threads import ThreadedExecutor
-from .distributed import DistributedExecutor
 
-EXECUTORS = {"sequential": SequentialExecutor, "threads": ThreadedExecutor, "distributed": DistributedExecutor}
+EXECUTORS = {"sequential": SequentialExecutor, "threads": ThreadedExecutor,
+             "distributed": DistributedExecutor}
 
 
 def get_executor(spec: "str | Executor") -> Executor:
@@ -19,9 +20,10 @@ def get_executor(spec: "str | Executor") -> Executor:
         return EXECUTORS[spec]()
     if not isinstance(spec, Executor):
         raise ConfigError(f"an executor must be a name ({sorted(EXECUTORS)}) or an object with train_epoch, "
-                          f"forward_batches and exit_batches (scpl.executors.Executor), got {type(spec).__name__}")
+                          "forward_batches and exit_batches (scpl.executors.Executor), "
+                          f"got {type(spec).__name__}")
     return spec
 
 
-__all__ = ["Executor", "StepCallback", "StepLosses", "SequentialExecutor", "ThreadedExecutor", "DistributedExecutor",
-           "EXECUTORS", "get_executor"]
+__all__ = ["Executor", "StepCallback", "StepLosses", "SequentialExecutor", "ThreadedExecutor",
+           "DistributedExecutor", "EXECUTORS", "get_executor"]

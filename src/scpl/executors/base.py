@@ -48,15 +48,24 @@ class Executor(Protocol):
     micro_batches: int
 
     def train_epoch(self, blocks: Sequence[nn.Module], batches: Batches,
-                    on_step: Optional[StepCallback] = None) -> list[list[float]]: ...
+                    on_step: Optional[StepCallback] = None) -> list[list[float]]:
+        """Train every block on every batch; the per-step mean loss of every block."""
+        ...
 
-    def forward_batches(self, blocks: Sequence[nn.Module], batches: Batches) -> Iterator[tuple[Tensor, Tensor]]: ...
+    def forward_batches(self, blocks: Sequence[nn.Module],
+                        batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(logits, labels)`` of the whole network in eval mode, in one or several pieces."""
+        ...
 
     def exit_batches(self, blocks: Sequence[nn.Module], batches: Batches,
-                     policy: Any) -> tuple[Tensor, Tensor, Tensor, list[int]]: ...
+                     policy: Any) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+        """Per-sample early exit: predictions, labels, exit block per sample, samples per block."""
+        ...
 
     def exit_predictions(self, blocks: Sequence[nn.Module],
-                         batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]: ...
+                         batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]:
+        """Every exit's predicted classes for every sample (None without an exit), and the labels."""
+        ...
 
 
 def check_sizes(micro_batches: int, queue_size: int = 1) -> None:
@@ -84,6 +93,7 @@ class StepLosses:
         self._partial = [0.0] * num_blocks
 
     def add(self, step: int, micro: int, losses: Sequence[float]) -> None:
+        """Add a micro-batch's per-block losses; after a step's last one, record it and call ``on_step``."""
         for i, loss in enumerate(losses):
             self._partial[i] += loss / self.m
         if micro == self.m - 1:
@@ -98,7 +108,9 @@ class InProcessInference:
     process: inference runs the blocks in order, batch by batch."""
 
     @torch.no_grad()
-    def forward_batches(self, blocks: Sequence[nn.Module], batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
+    def forward_batches(self, blocks: Sequence[nn.Module],
+                        batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(logits, labels)`` of every batch, the blocks run in order in eval mode."""
         from ..flow import flow_to
 
         for block in blocks:
@@ -112,6 +124,7 @@ class InProcessInference:
     @torch.no_grad()
     def exit_predictions(self, blocks: Sequence[nn.Module],
                          batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]:
+        """Every exit's predicted classes (None for a block without an exit) and the labels."""
         from ..flow import flow_to
 
         for block in blocks:
@@ -130,6 +143,7 @@ class InProcessInference:
 
     def exit_batches(self, blocks: Sequence[nn.Module], batches: Batches,
                      policy: Any) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+        """Per-sample early exit under ``policy``, batch by batch (see :class:`Executor`)."""
         from ..inference import exit_batch
 
         preds, exits, labels, calls = [], [], [], [0] * len(blocks)
@@ -157,6 +171,7 @@ class Pipe:
         self.abort = abort
 
     def put(self, item: Any) -> None:
+        """Put ``item``, waiting while the queue is full; raise :class:`Stop` if the pipeline aborts."""
         while not self.abort.is_set():
             try:
                 self.q.put(item, timeout=POLL_S)
@@ -166,6 +181,7 @@ class Pipe:
         raise Stop
 
     def get(self) -> Any:
+        """The next item, waiting while the queue is empty; raise :class:`Stop` if the pipeline aborts."""
         while not self.abort.is_set():
             try:
                 return self.q.get(timeout=POLL_S)
@@ -182,7 +198,8 @@ class Failures:
         self.abort = abort
         self.items: list[tuple[int, BaseException, str]] = []
 
-    def add(self, stage: Optional[int], exc: BaseException, text: Optional[str] = None, first: bool = False) -> None:
+    def add(self, stage: Optional[int], exc: BaseException, text: Optional[str] = None,
+            first: bool = False) -> None:
         """Record ``exc`` of ``stage`` (with the current traceback unless ``text`` is given) and abort;
         ``first`` puts it ahead of failures recorded before (a stage's own error beats its effects)."""
         item = (stage, exc, traceback.format_exc() if text is None else text)

@@ -63,8 +63,9 @@ def _warn_if_group_kept_alive() -> None:
     default = inspect.signature(torch.distributed.nn.functional.broadcast).parameters["group"].default
     if default is not None:
         warnings.warn("torch.distributed.nn.functional was first imported after init_process_group, so the "
-                      "process group outlives destroy_process_group() and a rank may abort at exit (SIGABRT). "
-                      "Import scpl before calling init_process_group.", RuntimeWarning, stacklevel=3)
+                      "process group outlives destroy_process_group() and a rank may abort at exit "
+                      "(SIGABRT). Import scpl before calling init_process_group.",
+                      RuntimeWarning, stacklevel=3)
 
 
 def _move_optimizer_state(block: nn.Module, device: torch.device) -> None:
@@ -132,27 +133,29 @@ class DistributedExecutor:
         """This rank's place among ``num_blocks`` stages x ``replicas`` (checks the world size)."""
         if not dist.is_initialized():
             raise ConfigError(
-                "the distributed executor needs torch.distributed: launch with `torchrun --nproc-per-node=K ...` "
-                "and call scpl.executors.distributed.init_from_env() first"
+                "the distributed executor needs torch.distributed: launch with "
+                "`torchrun --nproc-per-node=K ...` and call scpl.executors.distributed.init_from_env() first"
             )
         world = dist.get_world_size()
         if world != num_blocks * self.replicas:
             need = f"{num_blocks} x {self.replicas} replicas = " if self.replicas > 1 else ""
-            raise ConfigError(f"{num_blocks} blocks need {need}{num_blocks * self.replicas} ranks, but the world "
-                              f"size is {world}")
+            raise ConfigError(f"{num_blocks} blocks need {need}{num_blocks * self.replicas} ranks, but the "
+                              f"world size is {world}")
         return Layout(dist.get_rank(), num_blocks, self.replicas)
 
-    def _setup(self, blocks: Sequence[nn.Module], training: bool = False) -> tuple[Layout, nn.Module, torch.device,
-                                                                                     torch.device, Watch]:
+    def _setup(self, blocks: Sequence[nn.Module],
+               training: bool = False) -> tuple[Layout, nn.Module, torch.device, torch.device, Watch]:
         _warn_if_group_kept_alive()
         layout = self.layout(len(blocks))
         nccl = dist.get_backend() == "nccl"
-        device = self.device or (torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu"))
+        device = self.device or (torch.device("cuda", torch.cuda.current_device()) if nccl
+                                 else torch.device("cpu"))
         block = blocks[layout.stage]
         block.to(device)
         _move_optimizer_state(block, device)
         if self.replicas > 1:
-            groups = stage_groups(layout.stages, self.replicas, self.peer_timeout)  # every rank creates every group
+            # every rank creates every group
+            groups = stage_groups(layout.stages, self.replicas, self.peer_timeout)
             if training and block.optimizer is not None:
                 replicate(block, groups[layout.stage], device, self.sync_batchnorm)
         comm_device = device if nccl else torch.device("cpu")
@@ -169,8 +172,8 @@ class DistributedExecutor:
             return shard(source, layout.replica, self.replicas, equal=not numbered)
         return source
 
-    def _stage(self, layout: Layout, comm: torch.device, compute, sink, batches: Batches, m: int, watch: Watch,
-               numbered: bool = False) -> None:
+    def _stage(self, layout: Layout, comm: torch.device, compute, sink, batches: Batches, m: int,
+               watch: Watch, numbered: bool = False) -> None:
         run_stage(layout.rank, layout.prev, layout.next, comm, compute, sink,
                   self._source(batches, layout, m, numbered), watch, self.queue_size, layout.stage_of)
 
@@ -201,14 +204,16 @@ class DistributedExecutor:
             record.add(step, micro, extras[0].tolist())
 
         self._stage(layout, comm, compute, sink, batches, m, watch)
-        table = watch.meet(lambda: torch.tensor(record.history, dtype=torch.float64).reshape(-1, layout.stages),
-                           layout.last)
+        table = watch.meet(
+            lambda: torch.tensor(record.history, dtype=torch.float64).reshape(-1, layout.stages), layout.last)
         if self.replicas > 1 and layout.last:
-            table = mean_over(table, stage_groups(layout.stages, self.replicas, self.peer_timeout)[layout.stage])
+            table = mean_over(table,
+                              stage_groups(layout.stages, self.replicas, self.peer_timeout)[layout.stage])
         return _broadcast_tensor(table, self._last_rank(), comm).tolist()
 
     @torch.no_grad()
-    def forward_batches(self, blocks: Sequence[nn.Module], batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
+    def forward_batches(self, blocks: Sequence[nn.Module],
+                        batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
         """Logits and labels of every batch, run through the pipeline in eval mode.
 
         Yields one pair: the concatenated (logits, labels) in data order, on every rank
@@ -244,7 +249,8 @@ class DistributedExecutor:
         if self.replicas == 1:
             return torch.cat(pieces)
         gathered: list = [None] * self.replicas
-        dist.all_gather_object(gathered, pieces, group=stage_groups(layout.stages, self.replicas, self.peer_timeout)[layout.stage])
+        dist.all_gather_object(gathered, pieces, group=stage_groups(layout.stages, self.replicas,
+                                                                    self.peer_timeout)[layout.stage])
         return interleave(gathered)
 
     @torch.no_grad()
@@ -280,7 +286,8 @@ class DistributedExecutor:
             if not bool(stay.any()):
                 return None
             state = state.keep(stay)
-            return select(out, stay), labels[stay.to(labels.device)], [state.ids, state.counter, state.previous]
+            return (select(out, stay), labels[stay.to(labels.device)],
+                    [state.ids, state.counter, state.previous])
 
         self._stage(layout, comm, compute, lambda *args: None, batches, 1, watch, numbered=True)
         watch.meet(lambda: None, False)
@@ -289,7 +296,8 @@ class DistributedExecutor:
         n = sum(g["ids"].numel() for g in gathered)
         preds, labels, exit_block = (torch.empty(n, dtype=torch.long) for _ in range(3))
         for rank, g in enumerate(gathered):
-            preds[g["ids"]], labels[g["ids"]], exit_block[g["ids"]] = g["preds"], g["labels"], layout.stage_of(rank)
+            preds[g["ids"]], labels[g["ids"]], exit_block[g["ids"]] = (g["preds"], g["labels"],
+                                                                       layout.stage_of(rank))
         processed_per_stage = [sum(gathered[r]["processed"] for r in layout.stage_ranks(k))
                                for k in range(layout.stages)]
         return preds, labels, exit_block, processed_per_stage
@@ -354,7 +362,8 @@ def _gather_all(obj: dict) -> list[dict]:
 
 def _broadcast_tensor(t: Optional[Tensor], src: int, device: torch.device) -> Tensor:
     """Broadcast a tensor of any shape and dtype from ``src`` (shape and dtype travel first)."""
-    header = p2p.encode_header(p2p.Message(p2p.DATA, tensors=[t])) if dist.get_rank() == src else torch.zeros(p2p.HEADER_LEN, dtype=torch.int64)
+    header = (p2p.encode_header(p2p.Message(p2p.DATA, tensors=[t])) if dist.get_rank() == src
+              else torch.zeros(p2p.HEADER_LEN, dtype=torch.int64))
     header = header.to(device)
     dist.broadcast(header, src)
     _, [(dtype, shape)] = p2p.decode_header(header.cpu())

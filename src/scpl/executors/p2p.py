@@ -23,12 +23,15 @@ _CODE = {dt: i for i, dt in enumerate(_DTYPES)}
 
 @dataclass
 class Message:
+    """A pipeline message: its ``kind`` (DATA or END), step, micro-batch, tensors and flag."""
+
     kind: int
     step: int = 0
     micro: int = 0
     tensors: list[Tensor] = field(default_factory=list)
     flag: int = 0  # free for the sender's use (the pipeline marks tuple flows with it)
-    header: Optional[Tensor] = field(default=None, compare=False, repr=False)  # encode_header(self), if done already
+    # encode_header(self), if done already
+    header: Optional[Tensor] = field(default=None, compare=False, repr=False)
 
 
 def encode_header(msg: Message) -> Tensor:

@@ -12,14 +12,14 @@ Layout (stage-major, like a (stage, replica) device mesh)::
     rank R-1  ->   rank 2R-1 ->   ...  rank KR-1            replica R-1
       |_ gradients averaged by DistributedDataParallel in each stage's process group _|
 
-Every replica pipeline reads its own shard of every (micro-)batch (rows ``r*b/R .. (r+1)*b/R``
-of a micro-batch of b rows) and runs it through its ranks as the plain pipeline does. Each stage's replicas average their
-gradients with torch's ``DistributedDataParallel`` over a process group of their own (its
-reducer overlaps the all-reduce with backward). A local loss that compares samples with each
-other (SupCon, DeInfoReg) sees the whole global batch: the projected features are gathered
+Every replica pipeline reads its own shard of every (micro-)batch (rows ``r*b/R .. (r+1)*b/R`` of a
+micro-batch of b rows) and runs it through its ranks as the plain pipeline does. Each stage's
+replicas average their gradients with torch's ``DistributedDataParallel`` over a process group of
+their own (its reducer overlaps the all-reduce with backward). A local loss that compares samples
+with each other (SupCon, DeInfoReg) sees the whole global batch: the projected features are gathered
 across the stage's replicas with the autograd-aware ``torch.distributed.nn.functional.all_gather``,
-so every replica computes the loss of the whole batch, and its gradients, after DDP's average,
-are those of one rank on the whole batch (up to the order of floating-point sums).
+so every replica computes the loss of the whole batch, and its gradients, after DDP's average, are
+those of one rank on the whole batch (up to the order of floating-point sums).
 BatchNorm normalises with each replica's own statistics (as DDP does by default; on CUDA,
 ``sync_batchnorm=True`` synchronises them with torch's ``SyncBatchNorm``).
 """
@@ -49,10 +49,12 @@ class Layout:
 
     @property
     def stage(self) -> int:
+        """This rank's stage."""
         return self.rank // self.replicas
 
     @property
     def replica(self) -> int:
+        """This rank's replica index within its stage."""
         return self.rank % self.replicas
 
     @property
@@ -67,16 +69,20 @@ class Layout:
 
     @property
     def first(self) -> bool:
+        """Whether this rank is at the first stage."""
         return self.stage == 0
 
     @property
     def last(self) -> bool:
+        """Whether this rank is at the last stage."""
         return self.stage == self.stages - 1
 
     def stage_ranks(self, stage: int) -> list[int]:
+        """The ranks of stage ``stage``'s replicas."""
         return [stage * self.replicas + r for r in range(self.replicas)]
 
     def stage_of(self, rank: int) -> int:
+        """The stage of rank ``rank``."""
         return rank // self.replicas
 
 
@@ -91,7 +97,8 @@ def stage_groups(stages: int, replicas: int, timeout: float) -> list:
     key = (id(dist.group.WORLD), stages, replicas, timeout)
     if key not in _GROUPS:
         _GROUPS.clear()  # groups of an earlier default group are gone with it
-        _GROUPS[key] = [dist.new_group([k * replicas + r for r in range(replicas)], timeout=timedelta(seconds=timeout))
+        _GROUPS[key] = [dist.new_group([k * replicas + r for r in range(replicas)],
+                                       timeout=timedelta(seconds=timeout))
                         for k in range(stages)]
     return _GROUPS[key]
 
@@ -104,8 +111,9 @@ def shard(pieces: Iterable[tuple], replica: int, replicas: int, equal: bool = Tr
     for step, micro, inputs, labels, *extras in pieces:
         n = labels.shape[0]
         if equal and n % replicas:
-            raise ConfigError(f"a (micro-)batch of {n} samples does not split into {replicas} equal replica shards; "
-                              f"use a batch size divisible by {replicas} x micro_batches (and drop_last=True)")
+            raise ConfigError(f"a (micro-)batch of {n} samples does not split into {replicas} equal replica "
+                              f"shards; use a batch size divisible by {replicas} x micro_batches "
+                              "(and drop_last=True)")
         cut = [t.tensor_split(replicas)[replica] for t in (extras[0] if extras else [])]
         yield (step, micro, split_flow(inputs, replicas)[replica], labels.tensor_split(replicas)[replica],
                *([cut] if extras else []))
@@ -122,6 +130,7 @@ class GatheredObjective(nn.Module):
         self.group = group
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        """The inner objective on the features and labels gathered from all the stage's replicas."""
         import torch.distributed.nn.functional as dnn
 
         all_features = torch.cat(dnn.all_gather(features.contiguous(), group=self.group))
@@ -139,6 +148,7 @@ class LocalStep(nn.Module):
         self.block = block
 
     def forward(self, inputs: Flow, labels: Tensor):
+        """The block's ``(outputs, loss)`` on ``inputs`` (its ``forward_loss``)."""
         return self.block.forward_loss(inputs, labels)
 
 
@@ -150,8 +160,8 @@ def replicate(block: nn.Module, group, device: torch.device, sync_batchnorm: boo
         return
     if sync_batchnorm:
         if device.type != "cuda":
-            raise ConfigError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm); on CPU the replicas "
-                              "normalise with their own statistics")
+            raise ConfigError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm); on CPU the "
+                              "replicas normalise with their own statistics")
         block.layers = nn.SyncBatchNorm.convert_sync_batchnorm(block.layers, group)
     if getattr(block.objective, "pairwise", True):
         block.objective = GatheredObjective(block.objective, group)

@@ -41,13 +41,15 @@ def run_stage(rank: int, prev: Optional[int], next_: Optional[int], comm: torch.
     failures = Failures(abort)
     inbox = Pipe(abort, queue_size) if prev is not None else None
     outbox = Pipe(abort, queue_size) if next_ is not None else None
-    threads = [threading.Thread(target=watch.run, args=(abort, lambda r, e: failures.add(r, e, "")), daemon=True)]
+    threads = [threading.Thread(target=watch.run, args=(abort, lambda r, e: failures.add(r, e, "")),
+                                daemon=True)]
     if inbox is not None:
         threads.append(threading.Thread(target=_pump, args=(prev, _receiver(prev, comm, inbox), failures),
                                         daemon=True))
     sender = None
     if outbox is not None:
-        sender = threading.Thread(target=_pump, args=(next_, _sender(next_, comm, outbox), failures), daemon=True)
+        sender = threading.Thread(target=_pump, args=(next_, _sender(next_, comm, outbox), failures),
+                                  daemon=True)
         threads.append(sender)
     for t in threads:
         t.start()
@@ -88,7 +90,8 @@ def run_stage(rank: int, prev: Optional[int], next_: Optional[int], comm: torch.
         t.join()       # interpreter exit aborts the process)
 
 
-def _incoming(source: Iterator, inbox: Optional[Pipe]) -> Iterator[tuple[int, int, Flow, Tensor, list[Tensor]]]:
+def _incoming(source: Iterator,
+              inbox: Optional[Pipe]) -> Iterator[tuple[int, int, Flow, Tensor, list[Tensor]]]:
     """(step, micro, flow, labels, extra tensors) read from the data (first stage) or received."""
     if inbox is None:
         for step, micro, flow, labels, *extras in source:  # the data may bring extras (sample ids)

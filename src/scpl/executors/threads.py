@@ -8,9 +8,9 @@ after the producing stage's work, and inputs are copied from pinned memory witho
 Contract: after ``train_epoch`` the parameters equal those of :class:`SequentialExecutor` on
 the same batches (bitwise on CPU with the same per-thread intra-op thread count). Blocks with
 dropout must set ``rng_seed``: random generators are per device and shared by threads, and a
-seeded block draws under a per-generator lock, so its draws do not depend on the executor. A failure in any stage
-stops every worker and is re-raised in the caller as :class:`StageError` with the stage index
-and the original traceback; nothing hangs.
+seeded block draws under a per-generator lock, so its draws do not depend on the executor. A
+failure in any stage stops every worker and is re-raised in the caller as :class:`StageError`
+with the stage index and the original traceback; nothing hangs.
 """
 
 from __future__ import annotations
@@ -27,8 +27,17 @@ from torch import Tensor, nn
 
 from ..block import Block
 from ..flow import Flow, flow_to, map_flow
-from .base import (Batches, Failures, InProcessInference, Pipe, StepCallback, StepLosses, Stop, check_sizes,
-                   pieces)
+from .base import (
+    Batches,
+    Failures,
+    InProcessInference,
+    Pipe,
+    StepCallback,
+    StepLosses,
+    Stop,
+    check_sizes,
+    pieces,
+)
 
 _JOIN_S = 1.0
 
@@ -78,7 +87,8 @@ class ThreadedExecutor(InProcessInference):
     name = "threads"
 
     def __init__(
-        self, micro_batches: int = 1, queue_size: int = 2, threads_per_stage: Optional[int] = 1, trace: bool = False
+        self, micro_batches: int = 1, queue_size: int = 2, threads_per_stage: Optional[int] = 1,
+        trace: bool = False
     ):
         check_sizes(micro_batches, queue_size)
         self.micro_batches = micro_batches
@@ -151,7 +161,8 @@ class ThreadedExecutor(InProcessInference):
                     flow, loss = block.train_step(item.flow, item.labels, item.micro, self.micro_batches)
                     if clock is not None:
                         events, t0 = clock
-                        events.append(TraceEvent(k, item.step, item.micro, start - t0, time.perf_counter() - t0))
+                        events.append(TraceEvent(k, item.step, item.micro, start - t0,
+                                                 time.perf_counter() - t0))
                     item.losses.append(loss)
                     if next_device is not None:  # hand over: copy to the next stage's device, then mark
                         item.flow = flow_to(flow, next_device, non_blocking=True)
@@ -166,7 +177,8 @@ class ThreadedExecutor(InProcessInference):
 
 def _warn_if_random(blocks: Sequence[Block]) -> None:
     def random(b: Block) -> bool:
-        return b.rng_seed is None and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in b.modules())
+        return b.rng_seed is None and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
+                                          for m in b.modules())
 
     if any(random(b) for b in blocks):
         warnings.warn(

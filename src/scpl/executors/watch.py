@@ -55,15 +55,16 @@ class Watch:
     ``timeout`` seconds of this call, or a store that cannot be reached.
     """
 
-    def __init__(self, rank: int, world: int, timeout: float = DEFAULT_TIMEOUT_S, peers: Optional[list[int]] = None,
-                 stage_of: Callable[[int], int] = lambda rank: rank):
+    def __init__(self, rank: int, world: int, timeout: float = DEFAULT_TIMEOUT_S,
+                 peers: Optional[list[int]] = None, stage_of: Callable[[int], int] = lambda rank: rank):
         self.store = dist.distributed_c10d._get_default_store()
         self.rank, self.timeout, self.stage_of = rank, timeout, stage_of
         self.peers = [r for r in (peers if peers is not None else range(world)) if r != rank]
-        self._seen: dict[int, tuple[int, float]] = {}  # rank -> (counter, when it last moved or was first read)
+        self._seen: dict[int, tuple[int, float]] = {}  # rank -> (counter, when it last moved or first read)
         self._next_beat = 0.0
 
     def check(self) -> Optional[tuple[Optional[int], BaseException]]:
+        """Beat this rank's heart; a ``(rank, exception)`` failure (rank None: not known), or None."""
         now = time.monotonic()
         try:
             if now >= self._next_beat:
@@ -72,7 +73,8 @@ class Watch:
                 stale = self._stale_peer(now)
                 if stale is not None:
                     failure = RemoteStageFailure(
-                        f"rank {stale} stopped responding: no heartbeat for {self.timeout:g} s (killed or hung)")
+                        f"rank {stale} stopped responding: no heartbeat for {self.timeout:g} s "
+                        "(killed or hung)")
                     if not self.store.check([ABORT_KEY]):  # tell the others, who may not have noticed yet
                         self.store.set(ABORT_KEY, f"{stale}\n{failure}")
                     return stale, failure
@@ -122,7 +124,8 @@ class Watch:
                 if self.store.check(keys):
                     return value
             except Exception as exc:
-                raise StageError(None, RemoteStageFailure(f"lost the process group's store: {exc}"), "") from exc
+                raise StageError(
+                    None, RemoteStageFailure(f"lost the process group's store: {exc}"), "") from exc
             failure = self.check()
             if failure is not None:
                 rank, exc = failure

@@ -19,7 +19,8 @@ def _text(kind: str) -> Callable[..., nn.Module]:
         return TextClassifier(kind=kind, **kwargs)
 
     signature = inspect.signature(TextClassifier)  # what build accepts: TextClassifier's arguments but kind
-    build.__signature__ = signature.replace(parameters=[p for n, p in signature.parameters.items() if n != "kind"])
+    build.__signature__ = signature.replace(parameters=[p for n, p in signature.parameters.items()
+                                                        if n != "kind"])
     return build
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Union
 
 from torch import Tensor, nn
@@ -60,7 +61,12 @@ def build_objective(spec: ObjectiveSpec, num_classes: int, **kwargs: Any) -> nn.
         if spec not in OBJECTIVES:
             raise ConfigError(f"unknown objective {spec!r}; choose one of {sorted(OBJECTIVES)} "
                               "or pass a module/callable")
-        return OBJECTIVES[spec](num_classes, **kwargs)
+        try:
+            return OBJECTIVES[spec](num_classes, **kwargs)
+        except TypeError as exc:
+            accepted = {"supcon": SupConLoss, "deinforeg": DeInfoRegLoss, "ce": CrossEntropyLoss}[spec]
+            names = sorted(p for p in inspect.signature(accepted).parameters if p != "num_classes")
+            raise ConfigError(f"objective_args for {spec!r}: {exc}; it accepts {names}") from exc
     if callable(spec):
         return CallableObjective(spec)
     raise ConfigError(f"objective must be a name, an nn.Module or a callable, got {type(spec).__name__}")

@@ -50,12 +50,14 @@ def summary(run: Run, progress: Progress, test_accuracy: float, test_exits: list
         "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model, "executor": cfg.executor,
         "num_blocks": len(run.model.blocks),
         "blocks": run.model.balance.counts if run.model.balance is not None else cfg.blocks,
-        "val_accuracy": progress.best_val if run.val_batches is not None else None, "best_epoch": progress.best_epoch,
+        "val_accuracy": progress.best_val if run.val_batches is not None else None,
+        "best_epoch": progress.best_epoch,
         "test_accuracy": test_accuracy, "test_exit_accuracy": test_exits or None, "epochs": cfg.epochs,
         "seed": cfg.seed, "train_seconds": progress.train_seconds,
         "samples_per_s": progress.samples / max(progress.train_seconds, 1e-9),
         "precision": cfg.precision, "label_noise": cfg.label_noise, "rank": run.rank, "world_size": run.world,
-        "final_train_accuracy": last.get("train_accuracy"), "final_train_clean_accuracy": last.get("train_clean_accuracy"),
+        "final_train_accuracy": last.get("train_accuracy"),
+        "final_train_clean_accuracy": last.get("train_clean_accuracy"),
         "started": started, "environment": environment(),
         "compile": run.model.compile_report() if cfg.compile else None,
     }
@@ -80,4 +82,5 @@ def export(run: Run, out: Path, result: dict) -> None:
         plots.plot_curves(plots.read_metrics_csv(out / "metrics.csv"), out / "curves.png")
         if isinstance(run.executor, ThreadedExecutor) and run.executor.events:
             plots.plot_timeline([e for e in run.executor.events if e.step < 8], out / "timeline.png",
-                                title=f"{run.cfg.method}, {len(run.model.blocks)} blocks, threads: first 8 steps")
+                                title=f"{run.cfg.method}, {len(run.model.blocks)} blocks, "
+                                      "threads: first 8 steps")

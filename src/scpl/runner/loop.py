@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from datetime import datetime, timezone
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -54,16 +54,16 @@ class Hook:
     """
 
     def epoch_start(self, loop: "Loop", epoch: int) -> None:
-        pass
+        """Before epoch ``epoch`` (0-based) trains."""
 
     def step(self, loop: "Loop", step: int, losses: list[float]) -> None:
-        pass
+        """After each completed step, with its per-block ``losses``."""
 
     def epoch_end(self, loop: "Loop", record: EpochRecord) -> None:
-        pass
+        """After an epoch was trained and validated, with its :class:`EpochRecord`."""
 
     def finish(self, loop: "Loop") -> None:
-        pass
+        """Once, after the last epoch (before the test evaluation)."""
 
 
 def shows_progress(run: Run) -> bool:
@@ -76,18 +76,23 @@ class Metrics(Hook):
     """Losses, validation accuracy (also at every exit), learning rate and speed per epoch."""
 
     def __init__(self, loop: "Loop"):
-        self.log = MetricsLog(loop.out if loop.run.rank == 0 else None, loop.run.cfg.tensorboard, loop.progress.rows)
+        self.log = MetricsLog(loop.out if loop.run.rank == 0 else None, loop.run.cfg.tensorboard,
+                              loop.progress.rows)
 
     def epoch_end(self, loop: "Loop", r: EpochRecord) -> None:
-        rows = [(r.epoch, i, "train_loss", v) for i, v in enumerate(r.losses) if v is not None]  # None: not trained
+        """Log the epoch's rows (``metrics.csv`` on rank 0, TensorBoard) and keep them in the progress."""
+        rows = [(r.epoch, i, "train_loss", v) for i, v in enumerate(r.losses)
+                if v is not None]  # None: not trained
         rows += [(r.epoch, i, "val_accuracy", a) for i, a in enumerate(r.val_exits) if a is not None]
         rows += [(r.epoch, "", name, v) for name, v in (("val_accuracy", r.val_accuracy), ("lr", r.lr),
-                 ("seconds", r.seconds), ("samples_per_s", r.samples / r.seconds), ("train_accuracy", r.train_accuracy),
-                 ("train_clean_accuracy", r.train_clean_accuracy)) if v is not None]
+                 ("seconds", r.seconds), ("samples_per_s", r.samples / r.seconds),
+                 ("train_accuracy", r.train_accuracy), ("train_clean_accuracy", r.train_clean_accuracy))
+                 if v is not None]
         self.log.add(rows)
         loop.progress.rows = self.log.rows
 
     def finish(self, loop: "Loop") -> None:
+        """Close the TensorBoard writer."""
         self.log.close()
 
 
@@ -95,6 +100,7 @@ class BestModel(Hook):
     """Keeps the weights of the best validation epoch (the last epoch without a validation split)."""
 
     def epoch_end(self, loop: "Loop", r: EpochRecord) -> None:
+        """Copy the weights if the epoch validates best so far (every epoch, without a validation split)."""
         if r.val_accuracy is None or r.val_accuracy > loop.progress.best_val:
             loop.progress.best_val = r.val_accuracy if r.val_accuracy is not None else -1.0
             loop.progress.best_epoch = r.epoch
@@ -105,6 +111,7 @@ class Checkpoint(Hook):
     """Writes the epoch's complete checkpoint set (:mod:`scpl.runner.state`)."""
 
     def epoch_end(self, loop: "Loop", r: EpochRecord) -> None:
+        """Save the epoch's checkpoint set into the run folder, if there is one."""
         if loop.out:
             state.save(loop.run, loop.progress, loop.out)
 
@@ -118,18 +125,23 @@ class ProgressBar(Hook):
         self.bar: Optional[EpochBar] = None
 
     def epoch_start(self, loop: "Loop", epoch: int) -> None:
+        """Open the epoch's bar."""
         cfg = loop.run.cfg
         self.bar = EpochBar(epoch + 1, cfg.epochs, len(loop.run.train_batches), cfg.batch_size, self.enabled)
 
     def step(self, loop: "Loop", step: int, losses: list[float]) -> None:
+        """Advance the bar with the step's losses."""
         self.bar.step(losses)
 
     def epoch_end(self, loop: "Loop", r: EpochRecord) -> None:
+        """Close the bar and log the epoch's line (in the process that sees every step)."""
         self.close()
         if shows_progress(loop.run):  # the bar's process also logs, so the two never interleave
-            log.info(epoch_line(r.epoch, loop.run.cfg.epochs, r.losses, r.val_accuracy, r.seconds, loop.run.cfg.method))
+            log.info(epoch_line(r.epoch, loop.run.cfg.epochs, r.losses, r.val_accuracy, r.seconds,
+                                loop.run.cfg.method))
 
     def close(self) -> None:
+        """Close the epoch's bar, if one is open."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -147,8 +159,8 @@ class Loop:
             raise ConfigError("resume needs out: the folder of the run to continue")
         self.lock = state.RunLock(self.out) if self.out and run.rank == 0 else None
         if self.out and not cfg.resume and state.latest(self.out) is not None:
-            raise ConfigError(f"{self.out} already holds a run (epoch {state.latest(self.out)}); continue it with "
-                              "--resume or choose a new --out folder")
+            raise ConfigError(f"{self.out} already holds a run (epoch {state.latest(self.out)}); continue it "
+                              "with --resume or choose a new --out folder")
         self.progress = state.restore(run, self.out) if cfg.resume else state.Progress()
         self.best = state.best_weights(run, self.out, self.progress)
         self.bar = ProgressBar(run)
@@ -185,8 +197,9 @@ class Loop:
         lr = run.model.blocks[0].optimizer.param_groups[0]["lr"]  # the rate this epoch trains with
         start = time.perf_counter()
         try:
-            fitted = run.model.fit(run.train_batches, epochs=1, executor=run.executor, block_schedule=run.schedule,
-                                   start_epoch=epoch, on_step=self._step, progress=False)[0]
+            fitted = run.model.fit(run.train_batches, epochs=1, executor=run.executor,
+                                   block_schedule=run.schedule, start_epoch=epoch, on_step=self._step,
+                                   progress=False)[0]
         except (NonFiniteLossError, StageError) as exc:
             raise self._diverged(exc, epoch) or exc
         seconds = time.perf_counter() - start
@@ -217,8 +230,8 @@ class Loop:
                 if self.out and done else "")
         fixes = f"lower the learning rate (now {cfg.lr}), set clip_grad_norm"
         fixes += ", or train in fp32" if cfg.precision != "fp32" else ", or check the inputs for NaN/inf"
-        error = TrainingDiverged(f"training stopped in epoch {epoch + 1}: block {bad.block}'s local loss became "
-                                 f"{bad.value} at its step {bad.step}: {fixes}.{kept}")
+        error = TrainingDiverged(f"training stopped in epoch {epoch + 1}: block {bad.block}'s local loss "
+                                 f"became {bad.value} at its step {bad.step}: {fixes}.{kept}")
         error.__cause__ = exc
         return error
 

@@ -24,11 +24,12 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
-                raise ConfigError("tensorboard logging needs the tensorboard package: pip install tensorboard "
-                                  "(or pip install 'scpl[logs]')") from exc
+                raise ConfigError("tensorboard logging needs the tensorboard package: pip install "
+                                  "tensorboard (or pip install 'scpl[logs]')") from exc
             self.writer = SummaryWriter(str(out / "tensorboard"))
 
     def add(self, rows: Iterable[tuple]) -> None:
+        """Append ``(epoch, block, name, value)`` rows (also to TensorBoard) and rewrite ``metrics.csv``."""
         for epoch, block, name, value in rows:
             self.rows.append({"epoch": epoch, "block": block, "name": name, "value": float(value)})
             if self.writer is not None:
@@ -42,5 +43,6 @@ class MetricsLog:
             atomic_write_text(text.getvalue(), self.out / "metrics.csv")
 
     def close(self) -> None:
+        """Close the TensorBoard writer, if any."""
         if self.writer is not None:
             self.writer.close()

@@ -52,10 +52,12 @@ class Progress:
 # --------------------------------------------------------------------------- checkpoint sets
 
 def epoch_dir(out: Path, epoch: int) -> Path:
+    """The folder of epoch ``epoch``'s checkpoint set."""
     return out / "epochs" / str(epoch)
 
 
-def write(model, out: Path, epoch: int, rank: int, blocks: Optional[Iterable[int]], trainer: dict[str, Any]) -> None:
+def write(model, out: Path, epoch: int, rank: int, blocks: Optional[Iterable[int]],
+          trainer: dict[str, Any]) -> None:
     """This rank's part of epoch ``epoch``'s set: its blocks and its trainer state."""
     folder = epoch_dir(out, epoch)
     save_blocks(model, folder, blocks)
@@ -63,7 +65,8 @@ def write(model, out: Path, epoch: int, rank: int, blocks: Optional[Iterable[int
 
 
 def commit(out: Path, epoch: int, keep: Iterable[int]) -> None:
-    """Name ``epoch`` the latest complete set (call once, after every rank wrote); drop sets not in ``keep``."""
+    """Name ``epoch`` the latest complete set (call once, after every rank wrote); drop sets not
+    in ``keep``."""
     atomic_write_text(json.dumps({"epoch": epoch}), out / LATEST)
     keep = {str(e) for e in (*keep, epoch)}
     for folder in (out / "epochs").iterdir():
@@ -78,12 +81,14 @@ def latest(out: Path) -> Optional[int]:
         return None
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("epoch"), int):
-        raise ConfigError(f"{path} is damaged (no epoch number in it); it names the latest complete checkpoint "
-                          f"set: write {{\"epoch\": E}} with the highest E among {out / 'epochs'} to resume from it")
+        raise ConfigError(f"{path} is damaged (no epoch number in it); it names the latest complete "
+                          f"checkpoint set: write {{\"epoch\": E}} with the highest E among {out / 'epochs'} "
+                          "to resume from it")
     return data["epoch"]
 
 
 def read_trainer(out: Path, epoch: int, rank: int) -> dict[str, Any]:
+    """The trainer state that rank ``rank`` wrote into epoch ``epoch``'s set."""
     return load(epoch_dir(out, epoch) / f"trainer-{rank}.pt", weights_only=False)
 
 
@@ -100,21 +105,23 @@ class RunLock:
             out.mkdir(parents=True, exist_ok=True)
             self.file = open(out / ".lock", "a+")
         except OSError as exc:
-            raise ConfigError(f"--out {out} cannot be written ({exc.strerror}); choose a writable folder") from exc
+            raise ConfigError(f"--out {out} cannot be written ({exc.strerror}); "
+                              "choose a writable folder") from exc
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.file.seek(0)
             owner = self.file.read().strip() or "unknown"
             self.file.close()
-            raise ConfigError(f"{out} is in use by another scpl train (process {owner}); wait for it to end or "
-                              "choose another --out folder") from None
+            raise ConfigError(f"{out} is in use by another scpl train (process {owner}); wait for it to end "
+                              "or choose another --out folder") from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(str(os.getpid()))
         self.file.flush()
 
     def release(self) -> None:
+        """Unlock and close the lock file (a second call does nothing)."""
         if not self.file.closed:
             fcntl.flock(self.file, fcntl.LOCK_UN)
             self.file.close()
@@ -131,12 +138,14 @@ def own_blocks(run: Run, saving: bool = False) -> Optional[list[int]]:
 
 
 def rng_state(run: Run) -> dict:
+    """The run's random generator states: torch, NumPy, Python, the data loader, augmentation, CUDA."""
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
             "loader": run.generator.get_state(), "augment": run.augment.state_dict() if run.augment else None,
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(run: Run, state: dict) -> None:
+    """Restore the random generators from a :func:`rng_state` dict."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -190,8 +199,8 @@ def restore(run: Run, out: Path) -> Progress:
     if refused:
         more = (" Only a finished run continues to more epochs (--resume --epochs N; the learning rate then "
                 "restarts its schedule over the added epochs)." if "epochs" in refused else "")
-        raise ConfigError(f"resume: the config differs from the checkpoint's in {refused}; resume with the same "
-                          f"settings.{more}")
+        raise ConfigError(f"resume: the config differs from the checkpoint's in {refused}; resume with the "
+                          f"same settings.{more}")
     load_blocks(run.model, epoch_dir(out, epoch), own_blocks(run))
     if extended:  # the loaded optimizers hold the old schedule's last rate: start the new cycle
         for block in run.model.blocks:
