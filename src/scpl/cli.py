@@ -59,9 +59,10 @@ def _train(args: argparse.Namespace) -> int:
     summary = run(TrainConfig.from_dict(values))
     if summary["rank"] == 0:
         val = "-" if summary["val_accuracy"] is None else f"{summary['val_accuracy']:.4f}"
-        print(f"{summary['method']} on {summary['dataset']} ({summary['model']}, {summary['num_blocks']} blocks, "
-              f"{summary['executor']}): val accuracy {val} (epoch {summary['best_epoch']}), test accuracy "
-              f"{summary['test_accuracy']:.4f}, {summary['train_seconds']:.1f} s, {summary['samples_per_s']:.0f} samples/s")
+        print(f"{summary['method']} on {summary['dataset']} ({summary['model']}, {summary['num_blocks']} "
+              f"blocks, {summary['executor']}): val accuracy {val} (epoch {summary['best_epoch']}), test "
+              f"accuracy {summary['test_accuracy']:.4f}, {summary['train_seconds']:.1f} s, "
+              f"{summary['samples_per_s']:.0f} samples/s")
         if args.json:
             print(json.dumps(summary))
     return 0
@@ -80,8 +81,9 @@ def _eval(args: argparse.Namespace) -> int:
             recall = f"{row['recall']:6.3f}" if row["recall"] is not None else "     -"
             print(f"{row['name']:<{width}}  {row['share']:5.3f}  {recall}  {row['predicted_share']:9.3f}")
     if "exits" in r:
-        print(f"early exit ({args.early_exit}): accuracy {r['exit_accuracy']:.4f}, exits per block {r['exits']}, "
-              f"block compute saved {r['compute_saved']:.3f} (by calls), {r['compute_saved_by_time']:.3f} (by time)")
+        print(f"early exit ({args.early_exit}): accuracy {r['exit_accuracy']:.4f}, exits per block "
+              f"{r['exits']}, block compute saved {r['compute_saved']:.3f} (by calls), "
+              f"{r['compute_saved_by_time']:.3f} (by time)")
     for row in r.get("tradeoff", []):
         print(f"{row['rule']:<10} patience {row['patience'] or '-'} threshold {row['threshold']:<6} accuracy "
               f"{row['accuracy']:.4f} ({row['accuracy'] - r['accuracy']:+.4f})  block calls saved "
@@ -94,9 +96,9 @@ def _eval(args: argparse.Namespace) -> int:
 def _bench_pipeline(args: argparse.Namespace) -> int:
     from .bench.pipeline import Settings, run
 
-    settings = Settings(stages=args.stages, batch_size=args.batch_size, micro_batch=args.micro_batch, steps=args.steps,
-                        warmup=args.warmup, repeats=args.repeats, method=args.method, seed=args.seed,
-                        model=args.model, replicas=args.replicas, compile=args.compile)
+    settings = Settings(stages=args.stages, batch_size=args.batch_size, micro_batch=args.micro_batch,
+                        steps=args.steps, warmup=args.warmup, repeats=args.repeats, method=args.method,
+                        seed=args.seed, model=args.model, replicas=args.replicas, compile=args.compile)
     result = run(settings, log=lambda line: print(line, file=sys.stderr))
     ranks = result["stages"] * result["replicas"]
     rows = [("decoupled, sequential (1 thread)", "sequential_sps"), ("decoupled, threads", "threads_sps"),
@@ -107,17 +109,19 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
             (f"BP, DistributedDataParallel on {ranks} ranks", "ddp_sps"),
             ("BP pipeline, torch.distributed.pipelining GPipe", "peer_gpipe_sps"),
             ("BP pipeline, torch.distributed.pipelining 1F1B", "peer_1f1b_sps")]
-    print(f"{result['model']}: K={result['stages']} blocks {result['blocks']}, batch {result['batch_size']} as "
-          f"micro-batches of {result['micro_batch']}, median of {result['repeats']}")
+    print(f"{result['model']}: K={result['stages']} blocks {result['blocks']}, batch {result['batch_size']} "
+          f"as micro-batches of {result['micro_batch']}, median of {result['repeats']}")
     for label, key in rows:
         if key in result:
             print(f"{label:<50} {result[key]:8.1f} samples/s")
     extra = "".join(f"; {name} {result[key]:.3f}" for name, key in (
-        ("replicated vs processes", "speedup_replicated_vs_processes"), ("compiled vs eager", "speedup_compiled_vs_eager"))
+        ("replicated vs processes", "speedup_replicated_vs_processes"),
+        ("compiled vs eager", "speedup_compiled_vs_eager"))
         if key in result)
     print(f"speed-up processes vs sequential {result['speedup_processes_vs_sequential']:.3f} "
-          f"(efficiency {result['efficiency']:.3f}); vs peer pipeline {result['speedup_vs_peer_pipeline']:.3f}; "
-          f"vs DDP {result['speedup_vs_ddp']:.3f}{extra}; max_param_diff {result['max_param_diff']:g}")
+          f"(efficiency {result['efficiency']:.3f}); vs peer pipeline "
+          f"{result['speedup_vs_peer_pipeline']:.3f}; vs DDP {result['speedup_vs_ddp']:.3f}{extra}; "
+          f"max_param_diff {result['max_param_diff']:g}")
     if args.json:
         print(json.dumps(result))
     return 0
@@ -128,11 +132,13 @@ def _bench_early_exit(args: argparse.Namespace) -> int:
 
     r = run(args.dataset, args.epochs, args.train_limit, args.batch_size, args.seed)
     exits = ", ".join("-" if a is None else f"{a:.4f}" for a in r["exit_accuracy"])
-    print(f"{r['dataset']}, {r['train_size']} training images, {r['epochs']} epochs ({r['train_seconds']:.0f} s): "
-          f"full path accuracy {r['full_path_accuracy']:.4f}; accuracy at each exit {exits}")
+    print(f"{r['dataset']}, {r['train_size']} training images, {r['epochs']} epochs "
+          f"({r['train_seconds']:.0f} s): full path accuracy {r['full_path_accuracy']:.4f}; "
+          f"accuracy at each exit {exits}")
     print(f"{'policy':<20} {'accuracy':>8} {'saved(calls)':>12} {'saved(time)':>11}  exits per block")
     for key, p in r["policies"].items():
-        print(f"{key:<20} {p['accuracy']:8.4f} {p['compute_saved']:12.3f} {p['compute_saved_by_time']:11.3f}  {p['exits']}")
+        print(f"{key:<20} {p['accuracy']:8.4f} {p['compute_saved']:12.3f} "
+              f"{p['compute_saved_by_time']:11.3f}  {p['exits']}")
     if args.json:
         print(json.dumps(r))
     return 0
@@ -141,7 +147,8 @@ def _bench_early_exit(args: argparse.Namespace) -> int:
 def _bench_gpu(args: argparse.Namespace) -> int:
     from .bench.gpu import run
 
-    r = run(args.cpu_ranks, args.cpu_batch_size, args.cpu_steps, log=lambda line: print(line, file=sys.stderr))
+    r = run(args.cpu_ranks, args.cpu_batch_size, args.cpu_steps,
+            log=lambda line: print(line, file=sys.stderr))
     print(f"{r['device']} ({'CUDA' if r['cuda'] else 'no CUDA'}), torch {r['torch']}, {r['seconds']:.0f} s")
     if "note" in r:
         print(r["note"])
@@ -152,11 +159,12 @@ def _bench_gpu(args: argparse.Namespace) -> int:
 def _bench_memory(args: argparse.Namespace) -> int:
     from .bench.memory import run
 
-    r = run(args.models, args.ks, args.batch_size, args.balance, log=lambda line: print(line, file=sys.stderr))
+    r = run(args.models, args.ks, args.batch_size, args.balance,
+            log=lambda line: print(line, file=sys.stderr))
     print(f"activation memory held for backward, batch {r['batch_size']}, {r['balance']} cuts "
           "(GiB; peak over blocks run one after another)")
-    print(f"{'model':<10} {'BP':>7} " + " ".join(f"{'K=' + str(k):>7}" for k in args.ks) + "   (+ContSup R1E: " +
-          " ".join(f"K={k}" for k in args.ks) + ")")
+    print(f"{'model':<10} {'BP':>7} " + " ".join(f"{'K=' + str(k):>7}" for k in args.ks) +
+          "   (+ContSup R1E: " + " ".join(f"K={k}" for k in args.ks) + ")")
     for name, m in r["models"].items():
         plain = " ".join(f"{m['decoupled_peak_bytes'][k] / 2**30:7.3f}" for k in args.ks)
         ctx = " ".join(f"{m['contsup_r1e_peak_bytes'][k] / 2**30:.3f}" for k in args.ks)
@@ -167,11 +175,14 @@ def _bench_memory(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scpl", description="Decoupled, pipeline-parallel training for PyTorch.")
+    """The ``scpl`` argument parser; every (sub)command sets ``func`` to the handler that runs it."""
+    parser = argparse.ArgumentParser(prog="scpl",
+                                     description="Decoupled, pipeline-parallel training for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train a small CNN with BP and each decoupled method; print a table")
     demo.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "auto"],
-                      help="digits (bundled with scikit-learn, default), fashion-mnist, or auto (Fashion-MNIST if installed)")
+                      help="digits (bundled with scikit-learn, default), fashion-mnist, or auto "
+                           "(Fashion-MNIST if installed)")
     demo.add_argument("--methods", nargs="+", choices=names.METHODS, metavar="METHOD",
                       help=f"any of {choices(names.METHODS)} (default: bp scpl deinforeg greedy)")
     demo.add_argument("--epochs", type=int, help="default 12 on digits, 3 on Fashion-MNIST")
@@ -184,24 +195,29 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train", argument_default=argparse.SUPPRESS,
         help="train one model (recipe + flags); with --executor distributed, launch under torchrun",
-        description="Settings come from TrainConfig's defaults, then --config recipes (in order), then flags, "
-                    "then --set KEY=VALUE. Shipped recipes: " + ", ".join(recipes.names()))
+        description="Settings come from TrainConfig's defaults, then --config recipes (in order), "
+                    "then flags, then --set KEY=VALUE. Shipped recipes: " + ", ".join(recipes.names()))
     train.add_argument("--config", action="append", help="a YAML recipe file or the name of a shipped recipe")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any TrainConfig key, value in YAML")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="any TrainConfig key, value in YAML")
     train.add_argument("--model", choices=names.MODELS, metavar="NAME", help=choices(names.MODELS))
     train.add_argument("--dataset", choices=names.DATASETS, metavar="NAME", help=choices(names.DATASETS))
-    train.add_argument("--data-root", dest="data_root", help="folder of the data set (default $SCPL_DATA/<name>)")
+    train.add_argument("--data-root", dest="data_root",
+                       help="folder of the data set (default $SCPL_DATA/<name>)")
     train.add_argument("--method", choices=names.METHODS, help="; ".join(
         f"{name}: {m.about}" for name, m in METHODS.items()))
-    train.add_argument("--blocks", help="'auto', layer counts '2,2', or split points 'layer2,layer3' (default: the model's own)")
-    train.add_argument("--num-blocks", dest="num_blocks", type=int, help="K for --blocks auto (under torchrun: the world size)")
+    train.add_argument("--blocks", help="'auto', layer counts '2,2', or split points 'layer2,layer3' "
+                                        "(default: the model's own)")
+    train.add_argument("--num-blocks", dest="num_blocks", type=int,
+                       help="K for --blocks auto (under torchrun: the world size)")
     train.add_argument("--devices", help="a device, or one per block: 'cuda:0,cuda:1'")
     train.add_argument("--executor", choices=names.EXECUTORS)
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", dest="batch_size", type=int)
     train.add_argument("--micro-batches", dest="micro_batches", type=int)
-    train.add_argument("--replicas", type=int, help="with --executor distributed: R replicas of every block on "
-                                                   "K x R ranks (each replica trains on 1/R of every batch)")
+    train.add_argument("--replicas", type=int,
+                       help="with --executor distributed: R replicas of every block on K x R ranks "
+                            "(each replica trains on 1/R of every batch)")
     train.add_argument("--optimizer", choices=names.OPTIMIZERS)
     train.add_argument("--lr", type=float)
     train.add_argument("--weight-decay", dest="weight_decay", type=float)
@@ -212,35 +228,44 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action="store_true", default=argparse.SUPPRESS,
                        help="torch.compile each block's training forward (one graph per block)")
     train.add_argument("--augment", choices=names.AUGMENTATIONS)
-    train.add_argument("--label-noise", dest="label_noise", type=float, help="symmetric noise rate, a fraction in [0, 1)")
+    train.add_argument("--label-noise", dest="label_noise", type=float,
+                       help="symmetric noise rate, a fraction in [0, 1)")
     train.add_argument("--val-fraction", dest="val_fraction", type=float)
     train.add_argument("--seed", type=int)
-    train.add_argument("--train-limit", dest="train_limit", type=int, help="keep the first N training samples")
-    train.add_argument("--threads", type=int, help="intra-op threads (default: torch's; 1 per rank when distributed)")
+    train.add_argument("--train-limit", dest="train_limit", type=int,
+                       help="keep the first N training samples")
+    train.add_argument("--threads", type=int,
+                       help="intra-op threads (default: torch's; 1 per rank when distributed)")
     train.add_argument("--out", help="folder for checkpoints, metrics, plots and the exported model.pt")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint")
     train.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard")
     train.add_argument("--no-progress", dest="progress", action="store_false")
-    train.add_argument("--json", action="store_true", default=False, help="print one JSON object as the last line")
+    train.add_argument("--json", action="store_true", default=False,
+                       help="print one JSON object as the last line")
     train.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="test a trained run's model.pt, optionally with per-sample early exit")
     ev.add_argument("run", help="the --out folder of a finished `scpl train` run")
     ev.add_argument("--split", default="test", choices=["test", "val"])
-    ev.add_argument("--early-exit", choices=["patience", "confidence"], help="exit rule (needs exit classifiers)")
+    ev.add_argument("--early-exit", choices=["patience", "confidence"],
+                    help="exit rule (needs exit classifiers)")
     ev.add_argument("--patience", type=int, default=1)
     ev.add_argument("--cosine", type=float, default=0.8, help="patience rule: cosine similarity threshold")
     ev.add_argument("--threshold", type=float, default=0.9, help="confidence rule: max softmax threshold")
     ev.add_argument("--histogram", help="write the exit histogram to this PNG")
-    ev.add_argument("--per-class", action="store_true", help="print each class's share, recall and predicted share")
+    ev.add_argument("--per-class", action="store_true",
+                    help="print each class's share, recall and predicted share")
     ev.add_argument("--tradeoff", action="store_true",
-                    help="early exit's accuracy and compute saved for a sweep of rules and thresholds (one pass)")
+                    help="early exit's accuracy and compute saved for a sweep of rules and thresholds "
+                         "(one pass)")
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ev.set_defaults(func=_eval)
 
     bench = sub.add_parser("bench", help="benchmarks that print ratios measured side by side")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    pipe = bench_sub.add_parser("pipeline", help="decoupled pipelines vs sequential, BP and torch.distributed.pipelining")
+    pipe = bench_sub.add_parser("pipeline",
+                                help="decoupled pipelines vs sequential, BP and torch.distributed.pipelining")
     pipe.add_argument("--stages", type=int, default=2, help="K: blocks, threads and gloo ranks")
     pipe.add_argument("--batch-size", type=int, default=256)
     pipe.add_argument("--micro-batch", type=int, default=64)
@@ -249,14 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--repeats", type=int, default=3, help="runs per configuration (median reported)")
     pipe.add_argument("--method", default="scpl", choices=["scpl", "deinforeg", "greedy"])
     pipe.add_argument("--model", default="cnn", choices=["cnn", "cnn_fc", "embed"],
-                      help="cnn: compute-heavy; cnn_fc: a 10.6M-parameter fully connected head; embed: a 12.8M-"
-                           "parameter embedding table (where DistributedDataParallel's all-reduce is large)")
+                      help="cnn: compute-heavy; cnn_fc: a 10.6M-parameter fully connected head; "
+                           "embed: a 12.8M-parameter embedding table (where DistributedDataParallel's "
+                           "all-reduce is large)")
+
     pipe.add_argument("--replicas", type=int, default=1, help="also run K x R replicated ranks")
-    pipe.add_argument("--compile", action="store_true", help="also run the sequential engine with compiled blocks")
+    pipe.add_argument("--compile", action="store_true",
+                      help="also run the sequential engine with compiled blocks")
     pipe.add_argument("--seed", type=int, default=0)
     pipe.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     pipe.set_defaults(func=_bench_pipeline)
-    ee = bench_sub.add_parser("early-exit", help="accuracy and block compute saved by early exit, on real data")
+    ee = bench_sub.add_parser("early-exit",
+                              help="accuracy and block compute saved by early exit, on real data")
     ee.add_argument("--dataset", default="fashion-mnist", choices=["digits", "fashion-mnist", "auto"])
     ee.add_argument("--epochs", type=int, default=3)
     ee.add_argument("--train-limit", type=int, default=20000)
@@ -272,8 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--cpu-steps", type=int, default=6)
     gpu.add_argument("--json", action="store_true", help="(the JSON object is always the last line)")
     gpu.set_defaults(func=_bench_gpu)
-    mem = bench_sub.add_parser("memory", help="activation memory held for backward: BP vs K blocks of CIFAR ResNets")
-    mem.add_argument("--models", nargs="+", default=["resnet32", "resnet110"], choices=["resnet32", "resnet110"])
+    mem = bench_sub.add_parser("memory",
+                               help="activation memory held for backward: BP vs K blocks of CIFAR ResNets")
+    mem.add_argument("--models", nargs="+", default=["resnet32", "resnet110"],
+                     choices=["resnet32", "resnet110"])
     mem.add_argument("--ks", nargs="+", type=int, default=[2, 4, 8, 16])
     mem.add_argument("--batch-size", type=int, default=1024)
     mem.add_argument("--balance", default="equal", choices=["equal", "memory"],
@@ -284,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``scpl`` on ``argv`` (default ``sys.argv[1:]``); return the exit status (1: error, 130: Ctrl-C)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)

@@ -52,8 +52,8 @@ def _optimizers(cfg: TrainConfig) -> Any:
     """One optimizer factory, or one per block when ``block_lr`` scales the rate per block
     (DecoupledModel checks that there is one per block)."""
     def factory(scale: float):
-        return lambda params: build_optimizer(cfg.optimizer, params, cfg.lr * scale, cfg.weight_decay, cfg.momentum,
-                                              cfg.nesterov)
+        return lambda params: build_optimizer(cfg.optimizer, params, cfg.lr * scale, cfg.weight_decay,
+                                              cfg.momentum, cfg.nesterov)
 
     if cfg.block_lr is None or cfg.method == "bp":
         return factory(1.0)
@@ -61,7 +61,8 @@ def _optimizers(cfg: TrainConfig) -> Any:
 
 
 def _blocks_spec(spec: Any) -> Any:
-    """``"auto"``; ``"4"``: 4 blocks of near-equal layer counts; ``"2,3"``: layer counts; names: split points."""
+    """``"auto"``; ``"4"``: 4 blocks of near-equal layer counts; ``"2,3"``: layer counts;
+    names: split points."""
     if isinstance(spec, str) and spec != "auto":
         parts = [p.strip() for p in spec.split(",")]
         if not all(p.isdigit() for p in parts):
@@ -77,7 +78,8 @@ def _model(cfg: TrainConfig, bundle: DataBundle) -> torch.nn.Module:
         if cfg.embeddings:
             from ..data import glove
 
-            vectors, found = (glove.load_glove_package(bundle.vocab, seed=cfg.seed) if cfg.embeddings == "glove"
+            vectors, found = (glove.load_glove_package(bundle.vocab, seed=cfg.seed)
+                              if cfg.embeddings == "glove"
                               else glove.read_glove_text(cfg.embeddings, bundle.vocab, seed=cfg.seed))
             log.info("pre-trained vectors for %d of %d vocabulary words", found, len(bundle.vocab))
             kwargs.update(vectors=vectors, dim=vectors.shape[1])
@@ -144,22 +146,26 @@ def build(cfg: TrainConfig) -> Run:
     executor = (EXECUTORS["threads"](micro_batches=cfg.micro_batches, trace=bool(cfg.out and cfg.plots))
                 if cfg.executor == "threads" else
                 EXECUTORS["distributed"](micro_batches=cfg.micro_batches, replicas=cfg.replicas)
-                if cfg.executor == "distributed" else EXECUTORS[cfg.executor](micro_batches=cfg.micro_batches))
+                if cfg.executor == "distributed" else
+                EXECUTORS[cfg.executor](micro_batches=cfg.micro_batches))
     generator = seed_everything(cfg.seed)
-    bundle = load_dataset(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction, train_limit=cfg.train_limit,
-                          max_len=cfg.max_len, min_freq=cfg.min_freq, max_vocab=cfg.max_vocab)
+    bundle = load_dataset(cfg.dataset, cfg.data_root, val_fraction=cfg.val_fraction,
+                          train_limit=cfg.train_limit, max_len=cfg.max_len, min_freq=cfg.min_freq,
+                          max_vocab=cfg.max_vocab)
     train_set = bundle.train
     if cfg.label_noise:
         train_set = NoisyLabels(train_set, cfg.label_noise, bundle.num_classes, seed=cfg.seed)
     if len(train_set) < cfg.batch_size:
-        raise ConfigError(f"the training split has {len(train_set)} samples, fewer than one batch of {cfg.batch_size}")
+        raise ConfigError(f"the training split has {len(train_set)} samples, fewer than one batch of "
+                          f"{cfg.batch_size}")
     train_aug, eval_aug = _transforms(cfg, bundle)
     devices = _devices(cfg.devices)
     first_device = torch.device(devices[0] if isinstance(devices, list) else (devices or "cpu"))
 
     def batches(dataset, size: int, shuffle: bool, transform) -> Batches:
-        loader = DataLoader(dataset, batch_size=size, shuffle=shuffle, drop_last=shuffle, collate_fn=bundle.collate,
-                            generator=generator if shuffle else None, pin_memory=first_device.type == "cuda")
+        loader = DataLoader(dataset, batch_size=size, shuffle=shuffle, drop_last=shuffle,
+                            collate_fn=bundle.collate, generator=generator if shuffle else None,
+                            pin_memory=first_device.type == "cuda")
         return Batches(loader, transform, first_device)
 
     example = next(iter(batches(bundle.train, cfg.batch_size, False, eval_aug)))[0]
@@ -167,8 +173,9 @@ def build(cfg: TrainConfig) -> Run:
     schedule = _block_schedule(cfg, model)
     return Run(cfg, bundle, model, executor, batches(train_set, cfg.batch_size, True, train_aug),
                batches(bundle.val, cfg.eval_batch_size, False, eval_aug) if bundle.val is not None else None,
-               batches(bundle.test, cfg.eval_batch_size, False, eval_aug), generator, train_aug, schedule, rank, world,
-               train_eval_batches=batches(train_set, cfg.eval_batch_size, False, eval_aug) if cfg.eval_train else None,
+               batches(bundle.test, cfg.eval_batch_size, False, eval_aug), generator, train_aug, schedule,
+               rank, world, train_eval_batches=(batches(train_set, cfg.eval_batch_size, False, eval_aug)
+                                                if cfg.eval_train else None),
                clean_labels=train_set.clean_labels if isinstance(train_set, NoisyLabels) else None)
 
 
@@ -182,8 +189,8 @@ def _devices(spec: Any) -> Any:
             raise ConfigError(f"unknown device {name!r}: give cpu, cuda or cuda:N (one per block: "
                               "cuda:0,cuda:1)") from exc
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r}: CUDA is not available on this machine (torch {torch.__version__}); "
-                              "use cpu")
+            raise ConfigError(f"device {name!r}: CUDA is not available on this machine "
+                              f"(torch {torch.__version__}); use cpu")
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         if device.type not in ("cpu", "cuda"):
@@ -207,16 +214,18 @@ def _process(cfg: TrainConfig) -> tuple[int, int]:
     return rank, world
 
 
-def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any, world: int) -> DecoupledModel:
+def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any,
+               world: int) -> DecoupledModel:
     """The reference model cut into blocks with the method's local objectives."""
     blocks = _blocks_spec(cfg.blocks)
     stages = world // cfg.replicas
     if cfg.executor == "distributed" and world % cfg.replicas:
-        raise ConfigError(f"torchrun started {world} ranks, not a multiple of replicas={cfg.replicas}: start K x R ranks")
+        raise ConfigError(f"torchrun started {world} ranks, not a multiple of replicas={cfg.replicas}: "
+                          "start K x R ranks")
     num_blocks = cfg.num_blocks or (stages if cfg.executor == "distributed" and blocks == "auto" else None)
     if blocks == "auto" and num_blocks is None:
-        raise ConfigError("blocks: auto needs num_blocks K (or the distributed executor, where K is the world size "
-                          "divided by replicas)")
+        raise ConfigError("blocks: auto needs num_blocks K (or the distributed executor, where K is the "
+                          "world size divided by replicas)")
     net = _model(cfg, bundle)
     if isinstance(blocks, int) and hasattr(net, "block_counts"):  # the model's own cut (CIFAR ResNets)
         blocks = net.block_counts(blocks)
@@ -231,8 +240,9 @@ def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any,
         precision=cfg.precision, clip_grad_norm=cfg.clip_grad_norm, compile=cfg.compile,
     )
     if cfg.executor == "distributed" and len(model.blocks) * cfg.replicas != world:
-        raise ConfigError(f"the model has {len(model.blocks)} blocks x {cfg.replicas} replica(s) but torchrun started "
-                          f"{world} ranks; start K x R ranks (--nproc-per-node, --nnodes) or set blocks/num_blocks")
+        raise ConfigError(f"the model has {len(model.blocks)} blocks x {cfg.replicas} replica(s) "
+                          f"but torchrun started {world} ranks; "
+                          "start K x R ranks (--nproc-per-node, --nnodes) or set blocks/num_blocks")
     for block in model.blocks:
         block.rng_seed = cfg.seed  # dropout draws independent of the executor (threads, ranks) and resumable
     return model
@@ -250,6 +260,7 @@ def _block_schedule(cfg: TrainConfig, model: DecoupledModel) -> Optional[BlockSc
     for k, block in enumerate(model.blocks):
         if block.optimizer is not None:
             a = schedule.activate[k]
-            block.scheduler = build_scheduler(cfg.schedule, block.optimizer, cfg.epochs - a, cfg.warmup_epochs,
-                                              cfg.min_lr, [r - a for r in cfg.restarts or ()])
+            block.scheduler = build_scheduler(
+                cfg.schedule, block.optimizer, cfg.epochs - a, cfg.warmup_epochs, cfg.min_lr,
+                [r - a for r in cfg.restarts or ()])
     return schedule
