@@ -89,67 +89,74 @@ def _ablations() -> list[tuple[str, str, str, list[str]]]:
     """(workload, method, setting, extra arguments), one factor changed at a time from a stated
     baseline; every factor that a default may change is given explicitly, so a row's command
     computes the same thing whatever the defaults are."""
-    scpl = ["--set", "projector=mlp", "--set", "features=pool2"]
-    greedy = ["--set", "projector=mlp", "--set", "features=pool2"]
-    deinforeg = ["--set", "projector=deinforeg", "--set", "features=pool2"]
+    scpl = greedy = _set(projector="mlp", features="pool2")
+    deinforeg = _set(projector="deinforeg", features="pool2")
+    temperature = '{{"temperature":{}}}'.format
     rows = [
         ("fmnist", "bp", "baseline", []),
         ("fmnist", "bp", "random crop (augment mnist)", ["--augment", "mnist"]),
+        ("fmnist", "bp", "lr x 2", ["--lr", "0.002"]),
         ("fmnist", "scpl", "baseline: MLP projector 512-128, 2x2 pooled maps, tau 0.1", scpl),
         ("fmnist", "scpl", "baseline, seed 1", [*scpl, "--seed", "1"]),
-        ("fmnist", "scpl", "linear projector (128)", ["--set", "projector=linear", "--set", "projector_dim=128",
-                                                      "--set", "features=pool2"]),
-        ("fmnist", "scpl", "identity projector", ["--set", "projector=identity", "--set", "features=pool2"]),
-        ("fmnist", "scpl", "MLP projector with BatchNorm", ["--set", "projector=mlp_bn", "--set", "features=pool2"]),
-        ("fmnist", "scpl", "MLP projector with BatchNorm, seed 1", ["--set", "projector=mlp_bn", "--set",
-                                                                    "features=pool2", "--seed", "1"]),
-        ("fmnist", "scpl", "maps pooled to 1x1", ["--set", "projector=mlp", "--set", "features=pool1"]),
-        ("fmnist", "scpl", "maps pooled to 4x4", ["--set", "projector=mlp", "--set", "features=pool4"]),
-        ("fmnist", "scpl", "conv head (3x3 conv+BN+ReLU, then 2x2)", ["--set", "projector=mlp", "--set",
-                                                                       "features=conv"]),
-        *(("fmnist", "scpl", f"temperature {t}", [*scpl, "--set", f'objective_args={{"temperature":{t}}}'])
+        ("fmnist", "scpl", "linear projector (128)", _set(projector="linear", projector_dim="128",
+                                                          features="pool2")),
+        ("fmnist", "scpl", "identity projector", _set(projector="identity", features="pool2")),
+        ("fmnist", "scpl", "MLP projector with BatchNorm", _set(projector="mlp_bn", features="pool2")),
+        ("fmnist", "scpl", "MLP projector with BatchNorm, seed 1",
+         [*_set(projector="mlp_bn", features="pool2"), "--seed", "1"]),
+        ("fmnist", "scpl", "maps pooled to 1x1", _set(projector="mlp", features="pool1")),
+        ("fmnist", "scpl", "maps pooled to 4x4", _set(projector="mlp", features="pool4")),
+        ("fmnist", "scpl", "conv head (3x3 conv+BN+ReLU, then 2x2)", _set(projector="mlp", features="conv")),
+        *(("fmnist", "scpl", f"temperature {t}", [*scpl, *_set(objective_args=temperature(t))])
           for t in ("0.05", "0.2", "0.5")),
-        ("fmnist", "scpl", "contrastive last block (SCPL's original)", [*scpl, "--set", "last_block=contrastive"]),
-        ("fmnist", "scpl", "block lr x [1, 1.5, 2, 2]", [*scpl, "--set", "block_lr=[1,1.5,2,2]"]),
-        ("fmnist", "scpl", "block lr x [0.3, 0.5, 1, 1]", [*scpl, "--set", "block_lr=[0.3,0.5,1,1]"]),
+        ("fmnist", "scpl", "contrastive last block (SCPL's original)",
+         [*scpl, *_set(last_block="contrastive")]),
+        ("fmnist", "scpl", "block lr x [1, 1.5, 2, 2]", [*scpl, *_set(block_lr="[1,1.5,2,2]")]),
+        ("fmnist", "scpl", "block lr x [1, 1.5, 2, 2], seed 1",
+         [*scpl, *_set(block_lr="[1,1.5,2,2]"), "--seed", "1"]),
+        ("fmnist", "scpl", "block lr x [0.3, 0.5, 1, 1]", [*scpl, *_set(block_lr="[0.3,0.5,1,1]")]),
+        ("fmnist", "scpl", "lr x 2", [*scpl, "--lr", "0.002"]),
         ("fmnist", "scpl", "1 warm-up epoch", [*scpl, "--warmup-epochs", "1"]),
         ("fmnist", "scpl", "2 warm-up epochs", [*scpl, "--warmup-epochs", "2"]),
         ("fmnist", "scpl", "random crop (augment mnist)", [*scpl, "--augment", "mnist"]),
-        ("fmnist", "scpl", "random crop, two views per image", [*scpl, "--augment", "mnist", "--set",
-                                                                  "two_views=true"]),
+        ("fmnist", "scpl", "random crop, two views per image", [*scpl, "--augment", "mnist",
+                                                                  *_set(two_views="true")]),
         ("fmnist", "deinforeg", "baseline: projector 512-512-512 with BatchNorm, 2x2 pooled maps", deinforeg),
         ("fmnist", "deinforeg", "baseline, seed 1", [*deinforeg, "--seed", "1"]),
-        ("fmnist", "deinforeg", "linear projector (128)", ["--set", "projector=linear", "--set", "projector_dim=128",
-                                                           "--set", "features=pool2"]),
-        ("fmnist", "deinforeg", "MLP projector 512-128", ["--set", "projector=mlp", "--set", "projector_dim=128",
-                                                          "--set", "features=pool2"]),
-        ("fmnist", "deinforeg", "maps pooled to 4x4", ["--set", "projector=deinforeg", "--set", "features=pool4"]),
-        ("fmnist", "deinforeg", "conv head", ["--set", "projector=deinforeg", "--set", "features=conv"]),
-        ("fmnist", "deinforeg", "invariance term only", [*deinforeg, "--set",
-                                                         'objective_args={"var_weight":0,"cov_weight":0}']),
+        ("fmnist", "deinforeg", "linear projector (128)", _set(projector="linear", projector_dim="128",
+                                                               features="pool2")),
+        ("fmnist", "deinforeg", "MLP projector 512-128", _set(projector="mlp", projector_dim="128",
+                                                              features="pool2")),
+        ("fmnist", "deinforeg", "maps pooled to 4x4", _set(projector="deinforeg", features="pool4")),
+        ("fmnist", "deinforeg", "conv head", _set(projector="deinforeg", features="conv")),
+        ("fmnist", "deinforeg", "invariance term only",
+         [*deinforeg, *_set(objective_args='{"var_weight":0,"cov_weight":0}')]),
+        ("fmnist", "deinforeg", "block lr x [1, 1.5, 2, 2]", [*deinforeg, *_set(block_lr="[1,1.5,2,2]")]),
         ("fmnist", "greedy", "baseline: MLP head 512-10, 2x2 pooled maps", greedy),
         ("fmnist", "greedy", "baseline, seed 1", [*greedy, "--seed", "1"]),
-        ("fmnist", "greedy", "linear head", ["--set", "projector=linear", "--set", "features=pool2"]),
-        ("fmnist", "greedy", "maps pooled to 4x4", ["--set", "projector=mlp", "--set", "features=pool4"]),
-        ("fmnist", "greedy", "maps pooled to 4x4, seed 1", ["--set", "projector=mlp", "--set", "features=pool4",
-                                                            "--seed", "1"]),
-        ("fmnist", "greedy", "conv head (DGL's auxiliary net)", ["--set", "projector=mlp", "--set", "features=conv"]),
-        ("fmnist", "greedy", "conv head, seed 1", ["--set", "projector=mlp", "--set", "features=conv", "--seed", "1"]),
+        ("fmnist", "greedy", "linear head", _set(projector="linear", features="pool2")),
+        ("fmnist", "greedy", "maps pooled to 4x4", _set(projector="mlp", features="pool4")),
+        ("fmnist", "greedy", "maps pooled to 4x4, seed 1",
+         [*_set(projector="mlp", features="pool4"), "--seed", "1"]),
+        ("fmnist", "greedy", "conv head (DGL's auxiliary net)", _set(projector="mlp", features="conv")),
+        ("fmnist", "greedy", "conv head, seed 1", [*_set(projector="mlp", features="conv"), "--seed", "1"]),
+        ("fmnist", "greedy", "block lr x [1, 1.5, 2, 2]", [*greedy, *_set(block_lr="[1,1.5,2,2]")]),
         ("fmnist", "greedy", "random crop (augment mnist)", [*greedy, "--augment", "mnist"]),
         *(("fmnist", "dascpl", f"blocks switched on within {span} of the epochs",
-           [*scpl, "--set", f"progressive_span={span}"]) for span in ("1.0", "0.5", "0.25")),
+           [*scpl, *_set(progressive_span=span)]) for span in ("1.0", "0.5", "0.25")),
     ]
     for workload in ("transformer", "lstm"):
         rows += [(workload, "bp", "baseline", []),
-                 (workload, "scpl", "baseline: MLP projector 512-128", ["--set", "projector=mlp"]),
-                 (workload, "scpl", "linear projector (128)", ["--set", "projector=linear", "--set", "projector_dim=128"]),
-                 (workload, "scpl", "identity projector", ["--set", "projector=identity"]),
-                 (workload, "deinforeg", "baseline: projector 512-512-512 with BatchNorm", ["--set", "projector=deinforeg"]),
-                 (workload, "deinforeg", "linear projector (128)", ["--set", "projector=linear", "--set",
-                                                                    "projector_dim=128"]),
-                 (workload, "deinforeg", "MLP projector 512-128", ["--set", "projector=mlp", "--set", "projector_dim=128"]),
-                 (workload, "greedy", "baseline: MLP head 512-16", ["--set", "projector=mlp"]),
-                 (workload, "greedy", "linear head", ["--set", "projector=linear"])]
+                 (workload, "scpl", "baseline: MLP projector 512-128", _set(projector="mlp")),
+                 (workload, "scpl", "linear projector (128)", _set(projector="linear", projector_dim="128")),
+                 (workload, "scpl", "identity projector", _set(projector="identity")),
+                 (workload, "deinforeg", "baseline: projector 512-512-512 with BatchNorm",
+                  _set(projector="deinforeg")),
+                 (workload, "deinforeg", "linear projector (128)",
+                  _set(projector="linear", projector_dim="128")),
+                 (workload, "deinforeg", "MLP projector 512-128", _set(projector="mlp", projector_dim="128")),
+                 (workload, "greedy", "baseline: MLP head 512-16", _set(projector="mlp")),
+                 (workload, "greedy", "linear head", _set(projector="linear"))]
     return rows
 
 
@@ -188,8 +195,8 @@ TRADEOFF_RUNS = [f"fmnist-cnn-parity-dascpl-s{s}" for s in SEEDS]
 
 
 def exit_runs() -> list[Spec]:
-    return [Spec(f"tradeoff-{split}-{run}", "exits", split, run, ("--tradeoff", "--split", split), eval_of=run)
-            for run in TRADEOFF_RUNS for split in ("val", "test")]
+    return [Spec(f"tradeoff-{split}-{run}", "exits", split, run, ("--tradeoff", "--split", split),
+                 eval_of=run) for run in TRADEOFF_RUNS for split in ("val", "test")]
 
 
 TIERS: dict[str, Callable[[], list[Spec]]] = {"ablations": ablation_runs, "parity": parity_runs,
@@ -235,10 +242,10 @@ def load(path: Path = CACHE) -> dict[str, dict]:
     return runs
 
 
-def run_tier(tier: str, out: Path, jobs: int) -> None:
+def run_tier(tier: str, out: Path, jobs: int, only: Optional[str] = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     done = load()
-    todo = [s for s in TIERS[tier]() if s.name not in done]
+    todo = [s for s in TIERS[tier]() if s.name not in done and (only is None or s.table == only)]
     print(f"{tier}: {len(done)} runs cached in {CACHE}, {len(todo)} to go", file=sys.stderr)
     failed = []
     with ThreadPoolExecutor(jobs) as pool, open(CACHE, "a") as log:
@@ -278,16 +285,17 @@ def ablation_tables(runs: dict[str, dict]) -> list[str]:
         if not specs:
             continue
         lines += [f"#### {workload} (`{' '.join(ABLATION_BASES[workload])}`, seed 0)", "",
-                  "| method | setting | val accuracy % | Δ to the method's first row | best epoch | command |",
+                  "| method | setting | val accuracy % | Δ to the method's first row | best epoch "
+                  "| command |",
                   "| --- | --- | ---: | ---: | ---: | --- |"]
         first: dict[str, float] = {}
         for spec in specs:
             s = runs[spec.name]["summary"]
             method, setting = spec.row.split("|", 1)
             base = first.setdefault(method, s["val_accuracy"])
-            delta = "" if s["val_accuracy"] == base and method not in first else f"{100 * (s['val_accuracy'] - base):+.2f}"
-            lines.append(f"| {method} | {setting} | {100 * s['val_accuracy']:.2f} | {delta} | {s['best_epoch']}/"
-                         f"{s['epochs']} | {_code(runs[spec.name]['command'])} |")
+            delta = f"{100 * (s['val_accuracy'] - base):+.2f}"
+            lines.append(f"| {method} | {setting} | {100 * s['val_accuracy']:.2f} | {delta} | "
+                         f"{s['best_epoch']}/{s['epochs']} | {_code(runs[spec.name]['command'])} |")
         lines.append("")
     return lines
 
@@ -305,7 +313,8 @@ def _curve_gain(record: dict) -> Optional[float]:
 def parity_tables(runs: dict[str, dict]) -> list[str]:
     lines: list[str] = []
     for recipe, methods in PARITY.items():
-        rows = {m: [runs[f"{recipe}-{m}-s{s}"] for s in SEEDS if f"{recipe}-{m}-s{s}" in runs] for m in methods}
+        rows = {m: [runs[f"{recipe}-{m}-s{s}"] for s in SEEDS if f"{recipe}-{m}-s{s}" in runs]
+                for m in methods}
         if not any(rows.values()):
             continue
         bp = [r["summary"]["test_accuracy"] for r in rows.get("bp", [])]
@@ -318,7 +327,8 @@ def parity_tables(runs: dict[str, dict]) -> list[str]:
                 continue
             ss = [r["summary"] for r in rs]
             tests = [s["test_accuracy"] for s in ss]
-            gap = f"{100 * (statistics.mean(tests) - statistics.mean(bp)):+.2f}" if bp and method != "bp" else ""
+            gap = (f"{100 * (statistics.mean(tests) - statistics.mean(bp)):+.2f}"
+                   if bp and method != "bp" else "")
             gains = [g for g in (_curve_gain(r) for r in rs) if g is not None]
             gain = f"{100 * max(gains):.2f}" if gains else "-"
             seeds = "" if len(rs) == len(SEEDS) else f" ({len(rs)} seeds)"
@@ -336,8 +346,9 @@ def noise_table(runs: dict[str, dict]) -> list[str]:
     if not specs:
         return []
     lines = [f"### Label noise (`{NOISE_RECIPE}`, seed 0; noise on the training labels only)", "",
-             "| method | noise | test accuracy % (selected epoch) | best epoch | train accuracy on its labels, last epoch | "
-             "on the true labels | command |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| method | noise | test accuracy % (selected epoch) | best epoch | "
+             "train accuracy on its labels, last epoch | on the true labels | command |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for spec in sorted(specs, key=lambda s: (NOISE["methods"].index(s.row), s.name)):
         r = runs[spec.name]
         s = r["summary"]
@@ -366,15 +377,17 @@ def exit_tables(runs: dict[str, dict]) -> list[str]:
         v, t = val["summary"], test["summary"]
         ok = [i for i, p in enumerate(v["tradeoff"]) if p["accuracy"] >= v["accuracy"] - EXIT_BUDGET]
         chosen = max(ok, key=lambda i: v["tradeoff"][i]["compute_saved"]) if ok else None
-        lines += [f"#### `{run}` (full path: val {100 * v['accuracy']:.2f} %, test {100 * t['accuracy']:.2f} %)", "",
+        full = f"full path: val {100 * v['accuracy']:.2f} %, test {100 * t['accuracy']:.2f} %"
+        lines += [f"#### `{run}` ({full})", "",
                   "| rule | patience | threshold | val Δ accuracy | val calls saved | test Δ accuracy | "
-                  "test calls saved | test exits per block |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+                  "test calls saved | test exits per block |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for i, (pv, pt) in enumerate(zip(v["tradeoff"], t["tradeoff"])):
             mark = " **(chosen on val)**" if i == chosen else ""
+            dv, dt = pv["accuracy"] - v["accuracy"], pt["accuracy"] - t["accuracy"]
             lines.append(f"| {pv['rule']}{mark} | {pv['patience'] or '-'} | {pv['threshold']} | "
-                         f"{100 * (pv['accuracy'] - v['accuracy']):+.2f} | {100 * pv['compute_saved']:.1f}% | "
-                         f"{100 * (pt['accuracy'] - t['accuracy']):+.2f} | {100 * pt['compute_saved']:.1f}% | "
-                         f"{pt['exits']} |")
+                         f"{100 * dv:+.2f} | {100 * pv['compute_saved']:.1f}% | "
+                         f"{100 * dt:+.2f} | {100 * pt['compute_saved']:.1f}% | {pt['exits']} |")
         lines += ["", f"Commands: {_code(val['command'])} and the same with `--split test`.", ""]
     return lines
 
@@ -400,19 +413,23 @@ def render(page: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results", help="folder of the runs and runs.jsonl")
     parser.add_argument("--tier", choices=sorted(TIERS), help="run (or finish) this tier")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--list", action="store_true", help="print the tier's commands instead of running them")
+    parser.add_argument("--only", help="run only this table of the tier (a recipe, a workload, ...)")
+    parser.add_argument("--list", action="store_true",
+                        help="print the tier's commands instead of running them")
     parser.add_argument("--render", help="rewrite the tables of this page")
     args = parser.parse_args()
     out = Path(args.out)
     if args.tier and args.list:
         for spec in TIERS[args.tier]():
-            print(shlex.join(spec.command(out)))
+            if args.only is None or spec.table == args.only:
+                print(shlex.join(spec.command(out)))
     elif args.tier:
-        run_tier(args.tier, out, args.jobs)
+        run_tier(args.tier, out, args.jobs, args.only)
     if args.render:
         render(Path(args.render))
 

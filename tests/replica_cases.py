@@ -8,7 +8,7 @@ from conftest import synthetic_loader
 from scpl import DecoupledModel, seed_everything
 
 METHODS = {"scpl": dict(method="scpl", exits=True), "deinforeg": dict(method="deinforeg", projector="mlp"),
-           "greedy": dict(method="greedy")}
+           "greedy": dict(method="greedy", features="pool2")}  # greedy's default conv head has BatchNorm
 
 
 def build(method: str) -> DecoupledModel:

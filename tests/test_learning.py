@@ -1,6 +1,8 @@
 """The default path learns: every decoupled method, with the defaults a user gets, learns small
 problems about as well as BP does (a plain MLP on flat inputs, a small CNN, a small sequence
-model). Margins are wide enough to hold for any seed; docs/results.md has the real measurements."""
+model), within 5 points. Margins are wide enough to hold for any seed; docs/results.md has the
+real measurements. The budgets are not the smallest BP needs: the decoupled methods learn more
+slowly (the small CNN at 8 epochs instead of 12: SCPL 92.5 % against BP's 98.6 %)."""
 
 import pytest
 import torch
@@ -26,16 +28,18 @@ def clusters(n: int, seed: int, dim: int = 16, classes: int = 4):
 def accuracy(method: str, build, train, test, epochs: int, seed: int = 0) -> float:
     seed_everything(seed)
     net, blocks, example = build()
-    model = DecoupledModel(net, blocks, method=method, num_classes=int(train[1].max()) + 1, example_input=example)
+    num_classes = int(train[1].max()) + 1
+    model = DecoupledModel(net, blocks, method=method, num_classes=num_classes, example_input=example)
     loader = DataLoader(TensorDataset(*train), batch_size=64, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(seed))
     model.fit(loader, epochs=epochs, progress=False)
     return model.evaluate([test])["accuracy"]
 
 
-def compare(build, train, test, epochs, methods=DECOUPLED, margin=0.05):
-    bp = accuracy("bp", build, train, test, epochs)
-    got = {m: accuracy(m, build, train, test, epochs) for m in methods}
+def compare(build, train, test, epochs, methods=DECOUPLED, margin=0.05, seed=0):
+    bp = accuracy("bp", build, train, test, epochs, seed)
+    got = {m: accuracy(m, build, train, test, epochs, seed) for m in methods}
+    print(f"bp {bp:.3f}", " ".join(f"{m} {a:.3f}" for m, a in got.items()))
     assert bp > 0.8, bp  # the problem is learnable
     for method, acc in got.items():
         assert acc >= bp - margin, f"{method}: {acc:.3f} against BP {bp:.3f} ({got})"
@@ -43,11 +47,11 @@ def compare(build, train, test, epochs, methods=DECOUPLED, margin=0.05):
 
 def test_a_plain_mlp_on_flat_inputs():
     def build():
-        net = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
-                            nn.Linear(64, 4))
+        net = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                            nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
         return net, [2, 2, 3], torch.zeros(2, 16)
 
-    compare(build, clusters(2048, 0), clusters(1024, 1), epochs=12)
+    compare(build, clusters(1024, 0), clusters(1024, 1), epochs=10)
 
 
 def test_a_small_cnn():
@@ -78,11 +82,11 @@ def keywords(n: int, seed: int, length: int = 12, vocab: int = 60, classes: int 
     return tokens, y
 
 
-@pytest.mark.parametrize("kind", ["transformer", "lstm"])
-def test_a_small_sequence_model(kind):
+@pytest.mark.parametrize("kind, n, epochs", [("transformer", 2048, 8), ("lstm", 2048, 10)])
+def test_a_small_sequence_model(kind, n, epochs):
     def build():
         net = create_model(f"text_{kind}", vocab_size=60, num_classes=4, dim=16, hidden=16, heads=2, layers=2,
                            dropout=0.0, max_len=16)
         return net, None, torch.ones(2, 12, dtype=torch.long)
 
-    compare(build, keywords(2048, 0), keywords(1024, 1), epochs=10)
+    compare(build, keywords(n, 0), keywords(1024, 1), epochs=epochs)

@@ -148,14 +148,14 @@ def test_the_model_of_the_best_validation_epoch_is_tested_and_exported(tmp_path)
 
 def test_exports_logs_and_early_exit_eval(tmp_path):
     pytest.importorskip("tensorboard")
-    summary = _run(tmp_path, "run", epochs=3, method="dascpl", tensorboard=True)
+    summary = _run(tmp_path, "run", epochs=3, method="dascpl", tensorboard=True, progressive_span=1.0)
     out = tmp_path / "run"
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     val = {int(r["epoch"]): float(r["value"])
            for r in rows if r["name"] == "val_accuracy" and r["block"] == ""}
     assert summary["best_epoch"] == max(val, key=val.get) and summary["val_accuracy"] == max(val.values())
     assert {r["block"] for r in rows if r["name"] == "train_loss"} == {"0", "1", "2", "3"}
-    # DASCPL switches block k on at epoch floor(3k/4): a block that did not train logs no loss (not 0.0)
+    # span 1.0 switches block k on at epoch floor(3k/4): a block that did not train logs no loss (not 0.0)
     trained = {(int(r["epoch"]), int(r["block"])) for r in rows if r["name"] == "train_loss"}
     assert trained == {(e, k) for e in (1, 2, 3) for k in range(4) if e - 1 >= (3 * k) // 4}
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))

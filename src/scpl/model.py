@@ -121,12 +121,14 @@ class DecoupledModel(nn.Module):
         claim(model)
         self.trained_with: Optional[Executor] = None
         context = context_spec(contsup if contsup is not None else spec.contsup, method)
-        self.method, self.num_classes, self.progressive = method, num_classes, spec.progressive
+        self.method, self.num_classes = method, num_classes
+        self.progressive_span: Optional[float] = spec.progressive  # DASCPL's schedule, if any
         heads = dict(objective=objective, projector=projector, features=features, projector_dim=projector_dim,
                      projector_hidden=projector_hidden, objective_kwargs=objective_kwargs, exits=exits)
         if blocks == "auto":
             blocks = auto_cut(model, num_blocks, example_input, method=method, num_classes=num_classes,
-                              contsup=context, last_block=last_block, optimizer=optimizer, scheduler=scheduler,
+                              contsup=context, last_block=last_block, optimizer=optimizer,
+                              scheduler=scheduler,
                               devices=devices, **heads)
         self.balance = blocks if isinstance(blocks, Balance) else None
         parts = split_model(model, blocks.counts if isinstance(blocks, Balance) else blocks)
@@ -153,7 +155,9 @@ class DecoupledModel(nn.Module):
 
     def default_block_schedule(self, epochs: int) -> Optional[BlockSchedule]:
         """The method's block schedule for ``epochs`` (DASCPL: progressive), else None."""
-        return BlockSchedule.progressive(len(self.blocks), epochs) if self.progressive else None
+        if self.progressive_span is None:
+            return None
+        return BlockSchedule.progressive(len(self.blocks), epochs, self.progressive_span)
 
     def context_cost(self, example_input: Flow) -> dict[str, float]:
         """Parameters and multiply-accumulates per sample of the ContSup context branches,
@@ -187,15 +191,18 @@ class DecoupledModel(nn.Module):
         process group of several ranks is active: each rank holds only its own block's weights)."""
         if executor is not None:
             return get_executor(executor)
-        if isinstance(self.trained_with, DistributedExecutor) and dist.is_available() and dist.is_initialized():
+        distributed = dist.is_available() and dist.is_initialized()
+        if isinstance(self.trained_with, DistributedExecutor) and distributed:
             return self.trained_with
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            raise ConfigError("a torch.distributed process group is active: pass executor=DistributedExecutor(...) "
-                              "to run the blocks on their ranks, or executor='sequential' if this process holds "
-                              "every block's trained weights (e.g. loaded from merge_blocks)")
+        if distributed and dist.get_world_size() > 1:
+            raise ConfigError("a torch.distributed process group is active: pass "
+                              "executor=DistributedExecutor(...) to run the blocks on their ranks, or "
+                              "executor='sequential' if this process holds every block's trained weights "
+                              "(e.g. loaded from merge_blocks)")
         return SequentialExecutor()
 
-    def _outputs(self, loader: Iterable, executor: Union[str, Executor, None]) -> Iterator[tuple[Tensor, Tensor]]:
+    def _outputs(self, loader: Iterable,
+                 executor: Union[str, Executor, None]) -> Iterator[tuple[Tensor, Tensor]]:
         """(logits, labels) pairs for a loader, through the executor's inference (checked finite)."""
         self.eval()
         runner = self.inference_executor(executor)
@@ -234,7 +241,8 @@ class DecoupledModel(nn.Module):
         return {"accuracy": correct / total, "loss": loss_sum / total}
 
     @torch.no_grad()
-    def evaluate_exits(self, loader: Iterable, executor: Union[str, Executor, None] = None) -> list[Optional[float]]:
+    def evaluate_exits(self, loader: Iterable,
+                       executor: Union[str, Executor, None] = None) -> list[Optional[float]]:
         """Accuracy at every exit: block k's exit classifier (None without one), the last block's output."""
         self.eval()
         runner = self.inference_executor(executor)
@@ -244,8 +252,10 @@ class DecoupledModel(nn.Module):
         return [None if p is None else int((p == labels).sum()) / labels.numel() for p in predictions]
 
     # -- training -------------------------------------------------------------------------
-    def _checked(self, loader: Iterable, finite: bool = False, training: bool = False) -> Iterator[tuple[Flow, Tensor]]:
-        return checked(loader, self.num_classes, skip_single=training and has_batch_norm(self.blocks), finite=finite)
+    def _checked(self, loader: Iterable, finite: bool = False,
+                 training: bool = False) -> Iterator[tuple[Flow, Tensor]]:
+        skip_single = training and has_batch_norm(self.blocks)
+        return checked(loader, self.num_classes, skip_single=skip_single, finite=finite)
 
     def fit(
         self,
@@ -277,7 +287,8 @@ class DecoupledModel(nn.Module):
             raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
         executor = get_executor(executor)
         self.trained_with = executor
-        schedule = block_schedule if block_schedule is not None else self.default_block_schedule(start_epoch + epochs)
+        schedule = (block_schedule if block_schedule is not None
+                    else self.default_block_schedule(start_epoch + epochs))
         if schedule is not None:
             schedule.validate(len(self.blocks))
         history = []
@@ -290,8 +301,9 @@ class DecoupledModel(nn.Module):
             if val_loader is not None:
                 record["val_accuracy"] = self.evaluate(val_loader, executor)["accuracy"]
             if progress and reported:
-                tqdm.write(epoch_line(epoch + 1, start_epoch + epochs, record["losses"], record.get("val_accuracy"),
-                                      record["seconds"]), file=sys.stderr)
+                line = epoch_line(epoch + 1, start_epoch + epochs, record["losses"],
+                                  record.get("val_accuracy"), record["seconds"])
+                tqdm.write(line, file=sys.stderr)
             history.append(record)
         return history
 
@@ -306,9 +318,9 @@ class DecoupledModel(nn.Module):
         finally:
             bar.close()
         if not steps:
-            raise ConfigError(f"epoch {epoch + 1} had no batches: the loader is empty, or a one-shot iterator "
-                              "(e.g. a generator) used up by an earlier epoch; pass a re-iterable loader such as "
-                              "a list or a DataLoader")
+            raise ConfigError(f"epoch {epoch + 1} had no batches: the loader is empty, or a one-shot "
+                              "iterator (e.g. a generator) used up by an earlier epoch; pass a re-iterable "
+                              "loader such as a list or a DataLoader")
         for block, before in zip(self.blocks, steps_before):
             if block.scheduler is not None and block.steps > before:  # trained here, this epoch
                 block.scheduler.step()

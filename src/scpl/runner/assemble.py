@@ -251,10 +251,12 @@ def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any,
 def _block_schedule(cfg: TrainConfig, model: DecoupledModel) -> Optional[BlockSchedule]:
     """DASCPL's block schedule (``activate``), if any; a block switched on at epoch a anneals its
     learning rate over its own epochs - a, not over epochs it never trains."""
-    activate = cfg.activate if cfg.activate is not None else ("progressive" if model.progressive else None)
+    progressive = model.progressive_span is not None
+    activate = cfg.activate if cfg.activate is not None else ("progressive" if progressive else None)
     if activate is None:
         return None
-    schedule = (BlockSchedule.progressive(len(model.blocks), cfg.first_cycle, cfg.progressive_span)
+    span = cfg.progressive_span if cfg.progressive_span is not None else (model.progressive_span or 1.0)
+    schedule = (BlockSchedule.progressive(len(model.blocks), cfg.first_cycle, span)
                 if activate == "progressive" else BlockSchedule(activate=list(activate)))
     schedule.validate(len(model.blocks))
     for k, block in enumerate(model.blocks):

