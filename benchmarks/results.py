@@ -195,8 +195,8 @@ TRADEOFF_RUNS = [f"fmnist-cnn-parity-dascpl-s{s}" for s in SEEDS]
 
 
 def exit_runs() -> list[Spec]:
-    return [Spec(f"tradeoff-{split}-{run}", "exits", split, run, ("--tradeoff", "--split", split),
-                 eval_of=run) for run in TRADEOFF_RUNS for split in ("val", "test")]
+    return [Spec(f"tradeoff-{split}-{run}", "exits", split, run, ("--tradeoff", "--split", split), seed,
+                 eval_of=run) for seed, run in enumerate(TRADEOFF_RUNS) for split in ("val", "test")]
 
 
 TIERS: dict[str, Callable[[], list[Spec]]] = {"ablations": ablation_runs, "parity": parity_runs,
@@ -242,10 +242,17 @@ def load(path: Path = CACHE) -> dict[str, dict]:
     return runs
 
 
-def run_tier(tier: str, out: Path, jobs: int, only: Optional[str] = None) -> None:
+def selected(tier: str, only: Optional[str] = None, seeds: Optional[set[int]] = None) -> list[Spec]:
+    """The tier's runs, of one table (``only``) and some seeds, if given."""
+    return [s for s in TIERS[tier]()
+            if (only is None or s.table == only) and (seeds is None or s.seed in seeds)]
+
+
+def run_tier(tier: str, out: Path, jobs: int, only: Optional[str] = None,
+             seeds: Optional[set[int]] = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     done = load()
-    todo = [s for s in TIERS[tier]() if s.name not in done and (only is None or s.table == only)]
+    todo = [s for s in selected(tier, only, seeds) if s.name not in done]
     print(f"{tier}: {len(done)} runs cached in {CACHE}, {len(todo)} to go", file=sys.stderr)
     failed = []
     with ThreadPoolExecutor(jobs) as pool, open(CACHE, "a") as log:
@@ -415,21 +422,22 @@ def render(page: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="results", help="folder of the runs and runs.jsonl")
+    parser.add_argument("--out", default="results", help="folder of the runs (checkpoints, curves)")
     parser.add_argument("--tier", choices=sorted(TIERS), help="run (or finish) this tier")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", help="run only this table of the tier (a recipe, a workload, ...)")
+    parser.add_argument("--seeds", help="run only these seeds, e.g. 0 or 1,2")
     parser.add_argument("--list", action="store_true",
                         help="print the tier's commands instead of running them")
     parser.add_argument("--render", help="rewrite the tables of this page")
     args = parser.parse_args()
     out = Path(args.out)
+    seeds = None if args.seeds is None else {int(s) for s in args.seeds.split(",")}
     if args.tier and args.list:
-        for spec in TIERS[args.tier]():
-            if args.only is None or spec.table == args.only:
-                print(shlex.join(spec.command(out)))
+        for spec in selected(args.tier, args.only, seeds):
+            print(shlex.join(spec.command(out)))
     elif args.tier:
-        run_tier(args.tier, out, args.jobs, args.only)
+        run_tier(args.tier, out, args.jobs, args.only, seeds)
     if args.render:
         render(Path(args.render))
 

@@ -19,6 +19,10 @@ def test_demo_json_last_line():
         assert 0.5 < r["test_accuracy"] <= 1.0  # 2 epochs on digits learn well beyond chance (0.1)
         assert r["seconds"] > 0
     assert "test_accuracy" in proc.stdout.splitlines()[0]
+    epochs = [line for line in proc.stderr.splitlines() if ": epoch " in line]
+    assert [line.split(":")[0] for line in epochs] == [m for m in ("bp", "scpl", "deinforeg", "greedy")
+                                                       for _ in range(2)]  # labelled with its method
+    assert not any(" val " in line for line in epochs)  # the demo has no validation split
 
 
 def test_bad_arguments_exit_nonzero_with_message():

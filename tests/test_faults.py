@@ -126,3 +126,21 @@ def test_save_blocks_takes_one_rank_as_an_int(tmp_path):
     load_blocks(other, tmp_path, 1)
     assert all(torch.equal(a, b) for a, b in zip(model.blocks[1].state_dict().values(),
                                                  other.blocks[1].state_dict().values()))
+
+
+def test_a_block_that_did_not_train_is_printed_as_absent_not_as_zero():
+    from scpl.progress import epoch_line
+
+    line = epoch_line(2, 8, [0.5, 0.25, None, None], None, 1.0, label="dascpl")
+    assert line == "dascpl: epoch 2/8  losses 0.500 0.250 - -  1.0 s"  # no "val -" without a split
+    assert "val 0.9000" in epoch_line(2, 8, [0.5], 0.9, 1.0)
+
+
+def test_the_missing_data_message_names_where_data_is_looked_for(monkeypatch):
+    from scpl.data.images import where_to_put
+
+    monkeypatch.delenv("SCPL_DATA", raising=False)
+    message = where_to_put("cifar10")
+    assert message.startswith("~/.scpl/data/cifar10") and "once SCPL_DATA is set" in message
+    monkeypatch.setenv("SCPL_DATA", "/data/sets")
+    assert where_to_put("cifar10").startswith("$SCPL_DATA/cifar10 (SCPL_DATA=/data/sets)")

@@ -205,8 +205,8 @@ class DecoupledModel(nn.Module):
                  executor: Union[str, Executor, None]) -> Iterator[tuple[Tensor, Tensor]]:
         """(logits, labels) pairs for a loader, through the executor's inference (checked finite)."""
         self.eval()
-        runner = self.inference_executor(executor)
-        for logits, labels in runner.forward_batches(list(self.blocks), self._checked(loader, finite=True)):
+        chosen = self.inference_executor(executor)
+        for logits, labels in chosen.forward_batches(list(self.blocks), self._checked(loader, finite=True)):
             check_finite_outputs(logits)
             yield logits, labels
 
@@ -245,8 +245,8 @@ class DecoupledModel(nn.Module):
                        executor: Union[str, Executor, None] = None) -> list[Optional[float]]:
         """Accuracy at every exit: block k's exit classifier (None without one), the last block's output."""
         self.eval()
-        runner = self.inference_executor(executor)
-        predictions, labels = runner.exit_predictions(list(self.blocks), self._checked(loader, finite=True))
+        chosen = self.inference_executor(executor)
+        predictions, labels = chosen.exit_predictions(list(self.blocks), self._checked(loader, finite=True))
         if labels.numel() == 0:
             raise ConfigError("evaluate_exits() got an empty loader")
         return [None if p is None else int((p == labels).sum()) / labels.numel() for p in predictions]

@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from cases import CASES, FIT_KWARGS  # noqa: E402
+from scpl import ConfigError  # noqa: E402
 from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
 from scpl.inference import PatienceCosine, early_exit  # noqa: E402
 from scpl.objectives import CallableObjective  # noqa: E402
@@ -60,6 +61,12 @@ def main() -> None:
     # no executor: the model evaluates through the one it trained with
     default_metrics = model.evaluate(loader)
     exit_accuracy = model.evaluate_exits(loader)
+    # a model not trained on these ranks must not silently evaluate its local (untrained) copies
+    try:
+        CASES[case]()[0].evaluate(loader)
+        refused = ""
+    except ConfigError as exc:
+        refused = str(exc)
     preds = model.predict(loader, executor=ex)
     exits = None
     if case == "cnn":
@@ -68,7 +75,7 @@ def main() -> None:
     state = {k: v for k, v in model.blocks[rank].state_dict().items()}
     torch.save({"rank": rank, "block": state, "history": history, "steps": seen, "metrics": metrics,
                 "preds": preds, "exits": exits, "default_metrics": default_metrics,
-                "exit_accuracy": exit_accuracy}, f"{out}.{rank}")
+                "exit_accuracy": exit_accuracy, "refused": refused}, f"{out}.{rank}")
     dist.barrier()
     dist.destroy_process_group()
 
