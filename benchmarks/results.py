@@ -348,7 +348,7 @@ def parity_tables(runs: dict[str, dict]) -> list[str]:
                    if bp and method != "bp" else "")
             gains = [g for g in (_curve_gain(r) for r in rs) if g is not None]
             gain = f"{100 * max(gains):.2f}" if gains else "-"
-            seeds = "" if len(rs) == len(SEEDS) else f" ({len(rs)} seeds)"
+            seeds = "" if len(rs) == len(SEEDS) else f" ({len(rs)} seed{'s' if len(rs) > 1 else ''})"
             lines.append(
                 f"| {method}{seeds} | {_pct(tests)} | {gap} | {_pct([s['val_accuracy'] for s in ss])} | "
                 f"{', '.join(str(s['best_epoch']) for s in ss)} / {ss[0]['epochs']} | {gain} | "
