@@ -177,8 +177,13 @@ def ablation_name(workload: str, method: str, extra: list[str]) -> str:
 
 def ablation_runs() -> list[Spec]:
     return [Spec(ablation_name(workload, method, extra), "ablations", workload, f"{method}|{setting}",
-                 (*ABLATION_BASES[workload], "--method", method, *extra))
+                 (*ABLATION_BASES[workload], "--method", method, *extra), _seed(extra))
             for workload, method, setting, extra in ABLATIONS]
+
+
+def _seed(args: list[str]) -> int:
+    """The ``--seed`` among a run's arguments (0 when absent: the recipes' seed)."""
+    return int(args[args.index("--seed") + 1]) if "--seed" in args else 0
 
 
 def parity_runs() -> list[Spec]:
