@@ -8,7 +8,7 @@ import logging
 import os
 import shlex
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -16,6 +16,9 @@ from . import names, recipes
 from .errors import ConfigError, ScplError
 from .methods import METHODS
 from .names import choices
+
+if TYPE_CHECKING:
+    from .runner import TrainConfig
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -38,10 +41,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The checked TrainConfig of parsed ``scpl train`` arguments: recipes, then flags, then
+    ``--set`` items, later ones winning."""
     import yaml
 
-    from .runner import TrainConfig, load_recipe, run
+    from .runner import TrainConfig, load_recipe
 
     values: dict = {}
     for recipe in getattr(args, "config", None) or []:
@@ -56,7 +61,13 @@ def _train(args: argparse.Namespace) -> int:
         values[key.replace("-", "_")] = yaml.safe_load(text)
     if args.json:
         values.setdefault("progress", False)
-    summary = run(TrainConfig.from_dict(values))
+    return TrainConfig.from_dict(values)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .runner import run
+
+    summary = run(train_config(args))
     if summary["rank"] == 0:
         val = "-" if summary["val_accuracy"] is None else f"{summary['val_accuracy']:.4f}"
         print(f"{summary['method']} on {summary['dataset']} ({summary['model']}, {summary['num_blocks']} "

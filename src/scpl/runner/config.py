@@ -137,9 +137,22 @@ class TrainConfig:
                  ("last_block", self.last_block, names.LAST_BLOCKS)]
         checks += [(value in choices, f"unknown {key} {value!r}; choose one of {sorted(choices)}")
                    for key, value, choices in known]
+        for key, choices in (("projector", names.PROJECTORS), ("features", names.FEATURES)):
+            checks += [(name in choices, f"unknown {key} {name!r}; choose one of {sorted(choices)} (or a "
+                        "mapping from conv / sequence / flat to one, or a list of one per block)")
+                       for name in _named(getattr(self, key))]
+        positive = all(isinstance(v, (int, float)) and v > 0 for v in self.block_lr or [])
+        checks.append((positive, f"block_lr takes positive multipliers, one per block, got {self.block_lr}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+
+def _named(given: Any) -> list:
+    """The names in a per-kind mapping, a per-block list or a single name (None: none)."""
+    if isinstance(given, dict):
+        return list(given.values())
+    return list(given) if isinstance(given, (list, tuple)) else [] if given is None else [given]
 
 
 def _coerce(key: str, value: Any, kind: str) -> Any:

@@ -1,0 +1,53 @@
+"""benchmarks/results.py: every command of the results grid is a valid ``scpl`` command (a typo
+in a row would otherwise fail hours into a run), names are unique and stable, seeds are read
+from the arguments."""
+
+import importlib.util
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from scpl import ConfigError
+from scpl.cli import build_parser, train_config
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "results.py"
+
+
+@pytest.fixture(scope="module")
+def grid():
+    spec = importlib.util.spec_from_file_location("results_grid", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_training_command_of_every_tier_parses_into_a_checked_config(grid):
+    parser = build_parser()
+    specs = [s for tier in grid.TIERS for s in grid.TIERS[tier]()]
+    assert len({s.name for s in specs}) == len(specs)  # one cache line per run
+    for spec in specs:
+        argv = spec.command(Path("results"))[1:]
+        args = parser.parse_args(argv)
+        if spec.eval_of is None:
+            config = train_config(args)
+            assert config.seed == spec.seed, shlex.join(argv)
+            assert config.out == f"results/{spec.name}"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("projecter=mlp", "unknown config keys"), ("projector=mpl", "unknown projector 'mpl'"),
+    ("features={conv: pool3}", "unknown features 'pool3'"), ("block_lr=[1,0,2,2]", "positive multipliers")])
+def test_a_bad_setting_in_a_row_is_caught_before_any_data_is_read(setting, message):
+    args = build_parser().parse_args(["train", "--config", "fmnist-cnn-fast", "--set", setting])
+    with pytest.raises(ConfigError, match=message):
+        train_config(args)
+
+
+def test_names_are_stable_and_seeds_come_from_the_arguments(grid):
+    assert grid.ablation_name("fmnist", "scpl", ["--set", "block_lr=[1,1.5,2,2]", "--seed", "1"]) == \
+        "ablation-fmnist-scpl-set-block-lr-1-1.5-2-2-seed-1"
+    assert grid._seed(["--set", "projector=mlp", "--seed", "2"]) == 2 and grid._seed([]) == 0
+    assert {s.seed for s in grid.selected("parity", seeds={1})} == {1}
