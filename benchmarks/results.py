@@ -24,6 +24,7 @@ Usage::
     python benchmarks/results.py --tier parity --jobs 2 --out results    # run (or finish) a tier
     python benchmarks/results.py --render docs/results.md                # rewrite the page's tables
     python benchmarks/results.py --tier parity --list                    # the commands, without running
+    python benchmarks/results.py --tier noise:noise40 exits --seeds 0    # several tables, one queue
 
 Each run uses one intra-op thread (the recipes set ``threads: 1``); ``--jobs`` runs that many
 at once. Run a long tier from its own checkout of a fixed commit (``PYTHONPATH=CHECKOUT/src``)
@@ -197,9 +198,10 @@ NOISE_RECIPE = "fmnist-cnn-noise"
 
 
 def noise_runs() -> list[Spec]:
-    return [Spec(f"noise{rate}-{method}-s0", "noise", "noise", method,
+    """One table per noise rate (``--only noise40``), the largest rate first."""
+    return [Spec(f"noise{rate}-{method}-s0", "noise", f"noise{100 * rate:.0f}", method,
                  ("--config", NOISE_RECIPE, "--method", method, "--label-noise", str(rate)))
-            for rate in (0.0, *NOISE["rates"]) for method in NOISE["methods"]]
+            for rate in (*sorted(NOISE["rates"], reverse=True), 0.0) for method in NOISE["methods"]]
 
 
 TRADEOFF_RUNS = [f"fmnist-cnn-parity-dascpl-s{s}" for s in SEEDS]
@@ -259,12 +261,24 @@ def selected(tier: str, only: Optional[str] = None, seeds: Optional[set[int]] = 
             if (only is None or s.table == only) and (seeds is None or s.seed in seeds)]
 
 
-def run_tier(tier: str, out: Path, jobs: int, only: Optional[str] = None,
-             seeds: Optional[set[int]] = None) -> None:
+def queue(items: list[str], only: Optional[str] = None, seeds: Optional[set[int]] = None) -> list[Spec]:
+    """The runs of several ``TIER`` or ``TIER:TABLE`` items, in the order given, each once."""
+    specs: dict[str, Spec] = {}
+    for item in items:
+        tier, _, table = item.partition(":")
+        if tier not in TIERS:
+            raise SystemExit(f"unknown tier {tier!r} in --tier {item}: "
+                             f"choose from {', '.join(sorted(TIERS))}")
+        for spec in selected(tier, table or only, seeds):
+            specs.setdefault(spec.name, spec)
+    return list(specs.values())
+
+
+def run_tier(specs: list[Spec], out: Path, jobs: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     done = load()
-    todo = [s for s in selected(tier, only, seeds) if s.name not in done]
-    print(f"{tier}: {len(done)} runs cached in {CACHE}, {len(todo)} to go", file=sys.stderr)
+    todo = [s for s in specs if s.name not in done]
+    print(f"{len(done)} runs cached in {CACHE}, {len(todo)} to go", file=sys.stderr)
     failed = []
     with ThreadPoolExecutor(jobs) as pool, open(CACHE, "a") as log:
         futures = [pool.submit(execute, s, out) for s in todo]
@@ -438,7 +452,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results", help="folder of the runs (checkpoints, curves)")
-    parser.add_argument("--tier", choices=sorted(TIERS), help="run (or finish) this tier")
+    parser.add_argument("--tier", nargs="+", metavar="TIER[:TABLE]",
+                        help=f"run (or finish) these tiers ({', '.join(sorted(TIERS))}) or tables of a "
+                             "tier, e.g. parity:fmnist-cnn-parity, one queue in the order given")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", help="run only this table of the tier (a recipe, a workload, ...)")
     parser.add_argument("--seeds", help="run only these seeds, e.g. 0 or 1,2")
@@ -448,11 +464,12 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     seeds = None if args.seeds is None else {int(s) for s in args.seeds.split(",")}
+    specs = queue(args.tier, args.only, seeds) if args.tier else []
     if args.tier and args.list:
-        for spec in selected(args.tier, args.only, seeds):
+        for spec in specs:
             print(shlex.join(spec.command(out)))
     elif args.tier:
-        run_tier(args.tier, out, args.jobs, args.only, seeds)
+        run_tier(specs, out, args.jobs)
     if args.render:
         render(Path(args.render))
 

@@ -51,3 +51,12 @@ def test_names_are_stable_and_seeds_come_from_the_arguments(grid):
         "ablation-fmnist-scpl-set-block-lr-1-1.5-2-2-seed-1"
     assert grid._seed(["--set", "projector=mlp", "--seed", "2"]) == 2 and grid._seed([]) == 0
     assert {s.seed for s in grid.selected("parity", seeds={1})} == {1}
+
+
+def test_a_queue_of_tables_runs_in_the_order_given_and_rejects_unknown_tiers(grid):
+    specs = grid.queue(["noise:noise40", "parity:debian-lstm-parity", "noise"], seeds={0})
+    assert [s.table for s in specs[:4]] == ["noise40"] * 4
+    assert {s.table for s in specs[4:9]} == {"debian-lstm-parity"}
+    assert len(specs) == len({s.name for s in specs}) == 4 + 5 + 8  # the rest of the noise tier, once
+    with pytest.raises(SystemExit, match="unknown tier 'parit'"):
+        grid.queue(["parit:debian-lstm-parity"])
