@@ -377,21 +377,39 @@ def parity_tables(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
-def noise_table(runs: dict[str, dict]) -> list[str]:
+NOISE_CURVES = {"train_accuracy": "training accuracy, noisy labels",
+                "train_clean_accuracy": "training accuracy, true labels",
+                "val_accuracy": "validation accuracy (clean)"}
+
+
+def noise_table(runs: dict[str, dict], figures: Optional[Path] = None) -> list[str]:
+    """One table per noise rate; with ``figures``, each rate's curves as ``noiseNN.png`` there."""
     specs = [s for s in noise_runs() if s.name in runs]
     if not specs:
         return []
-    lines = [f"### Label noise (`{NOISE_RECIPE}`, seed 0; noise on the training labels only)", "",
-             "| method | noise | test accuracy % (selected epoch) | best epoch | "
-             "train accuracy on its labels, last epoch | on the true labels | command |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for spec in sorted(specs, key=lambda s: (NOISE["methods"].index(s.row), s.name)):
-        r = runs[spec.name]
-        s = r["summary"]
-        lines.append(f"| {spec.row} | {100 * s['label_noise']:.0f}% | {100 * s['test_accuracy']:.2f} | "
-                     f"{s['best_epoch']}/{s['epochs']} | {_fmt(s.get('final_train_accuracy'))} | "
-                     f"{_fmt(s.get('final_train_clean_accuracy'))} | {_code(r['command'])} |")
-    return lines + [""]
+    lines = [f"### Label noise (`{NOISE_RECIPE}`, seed 0; noise on the training labels only)", ""]
+    for table in dict.fromkeys(s.table for s in specs):
+        rows = sorted((s for s in specs if s.table == table), key=lambda s: NOISE["methods"].index(s.row))
+        lines += [f"#### {table[5:]} % noise", "",
+                  "| method | test accuracy % (selected epoch) | best epoch | training accuracy on its "
+                  "labels, epochs 10 / 20 / 30 / 40 | on the true labels, last epoch | command |",
+                  "| --- | ---: | ---: | ---: | ---: | --- |"]
+        for spec in rows:
+            r = runs[spec.name]
+            s = r["summary"]
+            fitted = " / ".join(_fmt(v) for v in r["curves"].get("train_accuracy", [])[9::10])
+            lines.append(f"| {spec.row} | {100 * s['test_accuracy']:.2f} | {s['best_epoch']}/{s['epochs']} | "
+                         f"{fitted or '-'} | {_fmt(s.get('final_train_clean_accuracy'))} | "
+                         f"{_code(r['command'])} |")
+        lines.append("")
+        if figures is not None:
+            from scpl.plots import plot_runs
+
+            path = plot_runs({s.row: runs[s.name]["curves"] for s in rows}, list(NOISE_CURVES),
+                             figures / f"{table}.png", titles=NOISE_CURVES,
+                             title=f"{table[5:]} % symmetric label noise ({NOISE_RECIPE}, seed 0)")
+            lines += [f"![curves at {table[5:]} % noise](img/{path.name})", ""]
+    return lines
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -428,11 +446,11 @@ def exit_tables(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
-def tables() -> str:
+def tables(figures: Optional[Path] = None) -> str:
     runs = load()
     lines = ["### Converged parity", ""] + parity_tables(runs)
     lines += ["### Ablations (validation accuracy, one factor at a time)", ""] + ablation_tables(runs)
-    lines += noise_table(runs)
+    lines += noise_table(runs, figures)
     lines += ["### Early exit on the converged models", ""] + exit_tables(runs)
     return "\n".join(lines) + "\n"
 
@@ -445,7 +463,7 @@ def render(page: Path) -> None:
         raise SystemExit(f"{page} needs the markers {start} and {end}")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    page.write_text(f"{head}{start}\n{tables()}{end}{tail}")
+    page.write_text(f"{head}{start}\n{tables(page.parent / 'img')}{end}{tail}")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from conftest import synthetic_loader, tiny_cnn
 from scpl import DecoupledModel, seed_everything
 from scpl.executors import ThreadedExecutor
 from scpl.executors.threads import TraceEvent
-from scpl.plots import plot_curves, plot_exit_histogram, plot_timeline, read_metrics_csv
+from scpl.plots import plot_curves, plot_exit_histogram, plot_runs, plot_timeline, read_metrics_csv
 
 ROWS = [
     {"epoch": e, "block": b, "name": n, "value": v}
@@ -55,6 +55,18 @@ def test_plot_errors(tmp_path):
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['block', 'value'\]"):
         read_metrics_csv(bad)
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_plot_runs_compares_curves_and_names_what_is_missing(tmp_path):
+    runs = {"bp": {"val_accuracy": [0.5, 0.7, 0.8], "train_accuracy": [0.4, 0.6, 0.9]},
+            "scpl": {"val_accuracy": [0.45, 0.65]}}  # shorter, and without training accuracy
+    assert_png(plot_runs(runs, ["train_accuracy", "val_accuracy"], tmp_path / "r.png",
+                         titles={"val_accuracy": "validation"}, title="two runs"))
+    with pytest.raises(ValueError, match=r"no run has \['lr'\]"):
+        plot_runs(runs, ["val_accuracy", "lr"], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_runs({}, ["val_accuracy"], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_plot_timeline_and_exit_histogram(tmp_path):

@@ -1,4 +1,4 @@
-"""PNG plots of training curves, pipeline timelines and early-exit histograms.
+"""PNG plots of training curves, run comparisons, pipeline timelines and early-exit histograms.
 
 Every function draws on its own :class:`matplotlib.figure.Figure` with the Agg canvas (no
 pyplot, no global state, no display needed), writes a PNG to ``path`` and returns it as a
@@ -11,7 +11,7 @@ import csv
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -75,6 +75,34 @@ def plot_curves(rows: Iterable[dict], path: PathLike) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_runs(runs: Mapping[str, Mapping[str, Sequence[float]]], metrics: Sequence[str],
+              path: PathLike, titles: Optional[Mapping[str, str]] = None, title: str = "") -> Path:
+    """Several runs side by side: one panel per metric, one line per run.
+
+    ``runs`` maps a run's label to its whole-model curves (metric name to one value per epoch,
+    epoch 1 first, as in ``benchmarks/results-cache.jsonl``); ``metrics`` picks and orders the
+    panels, ``titles`` names them (default: the metric name). A run lacking a metric has no line
+    in that panel; a metric no run has raises :class:`ValueError`.
+    """
+    if not runs or not metrics:
+        raise ValueError(f"plot_runs: nothing to plot ({len(runs)} runs, metrics {list(metrics)})")
+    missing = [m for m in metrics if not any(run.get(m) for run in runs.values())]
+    if missing:
+        raise ValueError(f"plot_runs: no run has {missing}; runs: {sorted(runs)}")
+    fig = _figure((4.6 * len(metrics), 3.6))
+    for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics):
+        for label, curves in runs.items():
+            values = curves.get(metric) or []
+            ax.plot(range(1, len(values) + 1), values, label=label, linewidth=1.4)
+        ax.set(title=(titles or {}).get(metric, metric), xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)
 
 
