@@ -434,14 +434,15 @@ def exit_tables(runs: dict[str, dict]) -> list[str]:
         full = f"full path: val {100 * v['accuracy']:.2f} %, test {100 * t['accuracy']:.2f} %"
         lines += [f"#### `{run}` ({full})", "",
                   "| rule | patience | threshold | val Δ accuracy | val calls saved | test Δ accuracy | "
-                  "test calls saved | test exits per block |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+                  "test calls saved | test time saved | test exits per block |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for i, (pv, pt) in enumerate(zip(v["tradeoff"], t["tradeoff"])):
             mark = " **(chosen on val)**" if i == chosen else ""
             dv, dt = pv["accuracy"] - v["accuracy"], pt["accuracy"] - t["accuracy"]
             lines.append(f"| {pv['rule']}{mark} | {pv['patience'] or '-'} | {pv['threshold']} | "
                          f"{100 * dv:+.2f} | {100 * pv['compute_saved']:.1f}% | "
-                         f"{100 * dt:+.2f} | {100 * pt['compute_saved']:.1f}% | {pt['exits']} |")
+                         f"{100 * dt:+.2f} | {100 * pt['compute_saved']:.1f}% | "
+                         f"{_fmt(pt.get('compute_saved_by_time'))}% | {pt['exits']} |")
         lines += ["", f"Commands: {_code(val['command'])} and the same with `--split test`.", ""]
     return lines
 

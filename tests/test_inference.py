@@ -92,6 +92,10 @@ def test_the_tradeoff_sweep_decides_exactly_as_early_exit():
         assert torch.equal(direct.predictions, simulated.predictions)
         assert torch.equal(direct.exit_block, simulated.exit_block)
         assert (direct.block_samples, direct.accuracy) == (simulated.block_samples, simulated.accuracy)
-    rows = tradeoff(model, loader)
-    assert len(rows) == 14 and {r["rule"] for r in rows} == {"patience", "confidence"}
+    rows = tradeoff(model, loader, block_costs=[1.0, 3.0, 0.0])
+    assert len(rows) == 17 and {r["rule"] for r in rows} == {"patience", "confidence"}
     assert all(0.0 <= r["compute_saved"] < 1.0 and sum(r["exits"]) == labels.numel() for r in rows)
+    for row in rows:  # by time: the calls saved after block 1 weigh 3, those after block 2 nothing
+        n, first = labels.numel(), row["exits"][0]
+        assert row["compute_saved_by_time"] == pytest.approx(3.0 * first / (4.0 * n))
+    assert "compute_saved_by_time" not in tradeoff(model, loader)[0]

@@ -98,7 +98,7 @@ def _eval(args: argparse.Namespace) -> int:
     for row in r.get("tradeoff", []):
         print(f"{row['rule']:<10} patience {row['patience'] or '-'} threshold {row['threshold']:<6} accuracy "
               f"{row['accuracy']:.4f} ({row['accuracy'] - r['accuracy']:+.4f})  block calls saved "
-              f"{row['compute_saved']:.3f}  exits {row['exits']}")
+              f"{row['compute_saved']:.3f}  by time {row['compute_saved_by_time']:.3f}  exits {row['exits']}")
     if args.json:
         print(json.dumps(r))
     return 0

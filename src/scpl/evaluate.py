@@ -74,7 +74,8 @@ def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] 
     with ``policy`` (``"patience"`` or ``"confidence"``) also early exit's accuracy, exit
     histogram and block compute saved (per block call, and weighted by each block's measured
     forward time); with ``sweep`` also the early-exit trade-off of every rule and threshold of
-    :data:`scpl.inference.TRADEOFF_POLICIES` (``tradeoff``: accuracy and block calls saved).
+    :data:`scpl.inference.TRADEOFF_POLICIES` (``tradeoff``: accuracy, block calls saved and the
+    calls weighted by each block's measured forward time).
     """
     run = load_run(folder)
     batches = {"test": run.test_batches, "val": run.val_batches}.get(split)
@@ -90,7 +91,8 @@ def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] 
         if run.model.blocks[0].classifier is None:
             raise ConfigError("the early-exit trade-off needs exit classifiers: "
                               "train with method dascpl or exits: true")
-        result["tradeoff"] = tradeoff(run.model, batches)
+        result["tradeoff"] = tradeoff(run.model, batches,
+                                      block_costs=block_seconds(run.model, next(iter(batches))[0]))
     if policy is None:
         return result
     if run.model.blocks[0].classifier is None:

@@ -177,7 +177,7 @@ def block_seconds(model, x: Flow, repeats: int = 5) -> list[float]:
 TRADEOFF_POLICIES: tuple[Policy, ...] = (
     *(PatienceCosine(1, t) for t in (0.5, 0.8, 0.9, 0.95, 0.99)),
     *(PatienceCosine(2, t) for t in (0.8, 0.95)),
-    *(Confidence(t) for t in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)),
+    *(Confidence(t) for t in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 0.999)),
 )
 """The rules and thresholds :func:`tradeoff` sweeps by default."""
 
@@ -234,13 +234,17 @@ def simulate(logits: Sequence[Optional[Tensor]], labels: Tensor, policy: Policy,
 def tradeoff(model, loader: Iterable, policies: Sequence[Policy] = TRADEOFF_POLICIES,
              block_costs: Optional[Sequence[float]] = None) -> list[dict]:
     """Accuracy and compute saved of each exit rule in ``policies`` (one pass over the data):
-    a list of ``{"rule", "patience", "threshold", "accuracy", "compute_saved", "exits"}``."""
+    a list of ``{"rule", "patience", "threshold", "accuracy", "compute_saved", "exits"}``, where
+    ``compute_saved`` counts block calls; with ``block_costs`` (e.g. :func:`block_seconds`) each
+    row also has ``compute_saved_by_time``, the calls weighted by those costs."""
     logits, labels = exit_logits(model, loader)
     rows = []
     for policy in policies:
-        report = simulate(logits, labels, policy, block_costs)
+        report = simulate(logits, labels, policy)
         rows.append({"rule": "patience" if isinstance(policy, PatienceCosine) else "confidence",
                      "patience": getattr(policy, "patience", None), "threshold": policy.threshold,
                      "accuracy": report.accuracy, "compute_saved": report.compute_saved,
                      "exits": report.exits})
+        if block_costs is not None:
+            rows[-1]["compute_saved_by_time"] = simulate(logits, labels, policy, block_costs).compute_saved
     return rows
