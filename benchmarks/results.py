@@ -274,9 +274,11 @@ def queue(items: list[str], only: Optional[str] = None, seeds: Optional[set[int]
     return list(specs.values())
 
 
-def run_tier(specs: list[Spec], out: Path, jobs: int) -> None:
+def run_tier(specs: list[Spec], out: Path, jobs: int, redo: bool = False) -> None:
+    """Run the specs not cached yet (with ``redo``, all of them: a later cache line replaces an
+    earlier one of the same name), ``jobs`` at a time, appending each result to the cache."""
     out.mkdir(parents=True, exist_ok=True)
-    done = load()
+    done = {} if redo else load()
     todo = [s for s in specs if s.name not in done]
     print(f"{len(done)} runs cached in {CACHE}, {len(todo)} to go", file=sys.stderr)
     failed = []
@@ -477,6 +479,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", help="run only this table of the tier (a recipe, a workload, ...)")
     parser.add_argument("--seeds", help="run only these seeds, e.g. 0 or 1,2")
+    parser.add_argument("--redo", action="store_true",
+                        help="run the selected runs again even if cached (e.g. an evaluation after a change)")
     parser.add_argument("--list", action="store_true",
                         help="print the tier's commands instead of running them")
     parser.add_argument("--render", help="rewrite the tables of this page")
@@ -488,7 +492,7 @@ def main() -> None:
         for spec in specs:
             print(shlex.join(spec.command(out)))
     elif args.tier:
-        run_tier(specs, out, args.jobs)
+        run_tier(specs, out, args.jobs, args.redo)
     if args.render:
         render(Path(args.render))
 
