@@ -280,7 +280,8 @@ def run_tier(specs: list[Spec], out: Path, jobs: int, redo: bool = False) -> Non
     out.mkdir(parents=True, exist_ok=True)
     done = {} if redo else load()
     todo = [s for s in specs if s.name not in done]
-    print(f"{len(done)} runs cached in {CACHE}, {len(todo)} to go", file=sys.stderr)
+    print(f"{len(specs) - len(todo)} of {len(specs)} runs cached in {CACHE}, {len(todo)} to go",
+          file=sys.stderr)
     failed = []
     with ThreadPoolExecutor(jobs) as pool, open(CACHE, "a") as log:
         futures = [pool.submit(execute, s, out) for s in todo]
