@@ -136,7 +136,8 @@ class Run:
     def stage(self) -> int:
         """The block this rank trains under the distributed executor (rank // replicas)."""
         return self.rank // self.cfg.replicas
-    train_eval_batches: Optional[Batches] = None  # the training split in order, unaugmented (eval_train)
+    train_eval_batches: Optional[Batches] = None  # the training split in order, unaugmented
+    # (eval_train, precise_bn)
     clean_labels: Optional[torch.Tensor] = None  # its true labels when label noise is on
 
 
@@ -175,7 +176,7 @@ def build(cfg: TrainConfig) -> Run:
                batches(bundle.val, cfg.eval_batch_size, False, eval_aug) if bundle.val is not None else None,
                batches(bundle.test, cfg.eval_batch_size, False, eval_aug), generator, train_aug, schedule,
                rank, world, train_eval_batches=(batches(train_set, cfg.eval_batch_size, False, eval_aug)
-                                                if cfg.eval_train else None),
+                                                if cfg.eval_train or cfg.precise_bn else None),
                clean_labels=train_set.clean_labels if isinstance(train_set, NoisyLabels) else None)
 
 

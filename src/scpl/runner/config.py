@@ -26,6 +26,8 @@ class TrainConfig:
     train_limit: Optional[int] = None
     label_noise: float = 0.0
     eval_train: bool = False  # each epoch, also accuracy on the training split (noisy and clean labels)
+    precise_bn: int = 0  # before each evaluation, BatchNorm statistics recomputed over this many
+    # training batches spread over the split (0: the running averages; scpl.batchnorm)
     augment: str = "none"  # none | mnist | cifar | scpl (see scpl.data.augment.preset)
     two_views: bool = False  # SCPL's two-view batch: each image twice, independently augmented
     max_len: int = 256
@@ -115,6 +117,10 @@ class TrainConfig:
              f"({self.replicas} x {self.micro_batches}): every replica takes an equal share of every "
              "micro-batch"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
+            (self.precise_bn >= 0, f"precise_bn is a number of batches (0: off), got {self.precise_bn}"),
+            (not (self.precise_bn and self.executor == "distributed"),
+             "precise_bn needs every block in one process: use the sequential or threads executor, "
+             "or precise_bn: 0"),
             (math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr}"),
             (0.0 <= self.label_noise < 1.0,
              f"label_noise is a fraction in [0, 1) (20% is 0.2), got {self.label_noise}"),

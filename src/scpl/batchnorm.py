@@ -1,0 +1,69 @@
+"""Precise BatchNorm statistics: running averages recomputed with the current weights.
+
+A BatchNorm layer's running mean and variance are exponential moving averages over the last
+~``1/momentum`` training steps, each taken with the weights of its step. When the weights move
+fast (a large learning rate, noisy labels being memorised) those averages lag behind the
+weights, and evaluation, which uses them, can swing far below what the weights can do: on
+Fashion-MNIST with 40 % label noise, one BP checkpoint scored 41.5 % on validation with its
+running averages and 71.0 % with averages recomputed over the training split (docs/results.md).
+Recomputing them before each evaluation is "precise BN" (Wu & Johnson, *Rethinking "Batch" in
+BatchNorm*, 2021, section 3).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .flow import flow_to
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, batches: Iterable, max_batches: int) -> int:
+    """Replace the running mean and variance of every BatchNorm layer in the blocks' layers by
+    their average over up to ``max_batches`` batches of ``batches`` (``(inputs, labels)`` pairs),
+    computed with the current weights.
+
+    ``model`` is a :class:`~scpl.DecoupledModel` whose blocks are all in this process (the
+    sequential or threaded executor). Only the layers that :meth:`evaluate` and :meth:`predict`
+    run are affected (the local heads' BatchNorm keeps its statistics); every other module runs
+    in eval mode (dropout off); the modules' train/eval flags and momenta are restored. Returns
+    the number of batches used: 0 when the blocks hold no BatchNorm (nothing is changed).
+    """
+    if max_batches < 1:
+        raise ValueError(f"recompute_batchnorm: max_batches must be >= 1, got {max_batches}")
+    norms = [m for block in model.blocks for m in block.layers.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    modes = {m: m.training for m in model.modules()}
+    momenta = [m.momentum for m in norms]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+        m.train()
+    used = 0
+    try:
+        for inputs, _ in batches:
+            if used == max_batches:
+                break
+            flow = inputs
+            for block in model.blocks:
+                flow = block(flow_to(flow, block.device))
+            used += 1
+        if used == 0:
+            raise ValueError("recompute_batchnorm: no batches given")
+    except BaseException:
+        for m, (mean, var, count) in zip(norms, saved):
+            m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(count)
+        raise
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        for m, training in modes.items():
+            m.training = training
+    return used
