@@ -419,13 +419,18 @@ def _fmt(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+def _share(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
 EXIT_BUDGET = 0.005
 """The accuracy an exit rule may lose on validation to be chosen (0.5 points)."""
 
 
-def exit_tables(runs: dict[str, dict]) -> list[str]:
+def exit_tables(runs: dict[str, dict], figures: Optional[Path] = None) -> list[str]:
     """Per model: every rule's validation and test accuracy change and compute saved; the rule
-    saving most while losing at most EXIT_BUDGET on validation is chosen (marked)."""
+    saving most while losing at most EXIT_BUDGET on validation is chosen (marked). With
+    ``figures``, each model's trade-off curves as ``tradeoff-RUN.png`` there."""
     lines: list[str] = []
     for run in TRADEOFF_RUNS:
         val, test = (runs.get(f"tradeoff-{split}-{run}") for split in ("val", "test"))
@@ -445,8 +450,14 @@ def exit_tables(runs: dict[str, dict]) -> list[str]:
             lines.append(f"| {pv['rule']}{mark} | {pv['patience'] or '-'} | {pv['threshold']} | "
                          f"{100 * dv:+.2f} | {100 * pv['compute_saved']:.1f}% | "
                          f"{100 * dt:+.2f} | {100 * pt['compute_saved']:.1f}% | "
-                         f"{_fmt(pt.get('compute_saved_by_time'))}% | {pt['exits']} |")
+                         f"{_share(pt.get('compute_saved_by_time'))} | {pt['exits']} |")
         lines += ["", f"Commands: {_code(val['command'])} and the same with `--split test`.", ""]
+        if figures is not None:
+            from scpl.plots import plot_tradeoff
+
+            path = plot_tradeoff({"validation": v["tradeoff"], "test": t["tradeoff"]},
+                                 figures / f"tradeoff-{run}.png", title=f"early exit, {run}")
+            lines += [f"![trade-off of {run}](img/{path.name})", ""]
     return lines
 
 
@@ -455,7 +466,7 @@ def tables(figures: Optional[Path] = None) -> str:
     lines = ["### Converged parity", ""] + parity_tables(runs)
     lines += ["### Ablations (validation accuracy, one factor at a time)", ""] + ablation_tables(runs)
     lines += noise_table(runs, figures)
-    lines += ["### Early exit on the converged models", ""] + exit_tables(runs)
+    lines += ["### Early exit on the converged models", ""] + exit_tables(runs, figures)
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,14 @@ from conftest import synthetic_loader, tiny_cnn
 from scpl import DecoupledModel, seed_everything
 from scpl.executors import ThreadedExecutor
 from scpl.executors.threads import TraceEvent
-from scpl.plots import plot_curves, plot_exit_histogram, plot_runs, plot_timeline, read_metrics_csv
+from scpl.plots import (
+    plot_curves,
+    plot_exit_histogram,
+    plot_runs,
+    plot_timeline,
+    plot_tradeoff,
+    read_metrics_csv,
+)
 
 ROWS = [
     {"epoch": e, "block": b, "name": n, "value": v}
@@ -66,6 +73,16 @@ def test_plot_runs_compares_curves_and_names_what_is_missing(tmp_path):
         plot_runs(runs, ["val_accuracy", "lr"], tmp_path / "x.png")
     with pytest.raises(ValueError, match="nothing to plot"):
         plot_runs({}, ["val_accuracy"], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_tradeoff_draws_one_line_per_rule_and_refuses_an_empty_panel(tmp_path):
+    rows = [{"rule": "confidence", "patience": None, "threshold": t, "accuracy": 0.9 - 0.1 * s,
+             "compute_saved": s} for t, s in ((0.9, 0.2), (0.7, 0.5))]
+    rows += [{"rule": "patience", "patience": 1, "threshold": 0.8, "accuracy": 0.8, "compute_saved": 0.4}]
+    assert_png(plot_tradeoff({"validation": rows, "test": rows}, tmp_path / "t.png", title="sweep"))
+    with pytest.raises(ValueError, match=r"every panel needs rows, got \[3, 0\]"):
+        plot_tradeoff({"validation": rows, "test": []}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
 
 

@@ -74,3 +74,17 @@ def test_noise_tables_come_one_per_rate_with_their_curves(grid, tmp_path):
     assert "| bp | 80.00 | 12/40 | 22.50 / 47.50 / 72.50 / 97.50 | 70.00 |" in text  # epochs 10, 20, 30, 40
     assert sorted(p.name for p in tmp_path.iterdir()) == ["noise0.png", "noise40.png"]
     assert "![curves at 40 % noise](img/noise40.png)" in text
+
+
+def test_the_exit_rule_is_chosen_on_validation_within_half_a_point(grid, tmp_path):
+    def rows(accuracies):
+        return [{"rule": "confidence", "patience": None, "threshold": t, "accuracy": a, "compute_saved": s,
+                 "compute_saved_by_time": s, "exits": [1, 1]}
+                for t, a, s in zip((0.9, 0.8, 0.7), accuracies, (0.2, 0.4, 0.6))]
+    run = grid.TRADEOFF_RUNS[0]
+    runs = {f"tradeoff-{split}-{run}": {"command": "scpl eval x",
+                                        "summary": {"accuracy": 0.9, "tradeoff": rows(accuracies)}}
+            for split, accuracies in (("val", (0.9, 0.896, 0.89)), ("test", (0.9, 0.88, 0.85)))}
+    text = "\n".join(grid.exit_tables(runs, tmp_path))
+    assert "| confidence **(chosen on val)** | - | 0.8 | -0.40 | 40.0% | -2.00 | 40.0% | 40.0% |" in text
+    assert text.count("chosen on val") == 1 and (tmp_path / f"tradeoff-{run}.png").exists()

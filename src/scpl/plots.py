@@ -106,6 +106,37 @@ def plot_runs(runs: Mapping[str, Mapping[str, Sequence[float]]], metrics: Sequen
     return _save(fig, path)
 
 
+def plot_tradeoff(curves: Mapping[str, Sequence[dict]], path: PathLike, title: str = "") -> Path:
+    """Early exit's trade-off: accuracy against the share of block compute saved, one panel per
+    entry of ``curves`` (e.g. ``{"validation": rows, "test": rows}``), one line per rule.
+
+    ``rows`` are :func:`scpl.inference.tradeoff`'s (``rule``, ``patience``, ``threshold``,
+    ``accuracy``, ``compute_saved``); each point is labelled with its threshold.
+    """
+    if not curves or not all(curves.values()):
+        raise ValueError(f"plot_tradeoff: every panel needs rows, got {[len(r) for r in curves.values()]}")
+    fig = _figure((5.2 * len(curves), 3.8))
+    for ax, (name, rows) in zip(fig.subplots(1, len(curves), squeeze=False)[0], curves.items()):
+        rules: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            label = row["rule"] if row.get("patience") is None else f"{row['rule']} {row['patience']}"
+            rules[label].append(row)
+        for label, points in rules.items():
+            points = sorted(points, key=lambda r: r["compute_saved"])
+            xs = [100 * r["compute_saved"] for r in points]
+            ys = [100 * r["accuracy"] for r in points]
+            ax.plot(xs, ys, marker="o", markersize=3, label=label)
+            for x, y, r in zip(xs, ys, points):
+                ax.annotate(f"{r['threshold']:g}", (x, y), fontsize=6, xytext=(2, 2),
+                            textcoords="offset points")
+        ax.set(title=name, xlabel="block compute saved (%)", ylabel="accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_timeline(events: Iterable[Any], path: PathLike, title: str = "") -> Path:
     """Gantt chart of a pipeline trace: one row per stage (stage 0 on top), one bar per event.
 
