@@ -394,14 +394,17 @@ def noise_table(runs: dict[str, dict], figures: Optional[Path] = None) -> list[s
     for table in dict.fromkeys(s.table for s in specs):
         rows = sorted((s for s in specs if s.table == table), key=lambda s: NOISE["methods"].index(s.row))
         lines += [f"#### {table[5:]} % noise", "",
-                  "| method | test accuracy % (selected epoch) | best epoch | training accuracy on its "
-                  "labels, epochs 10 / 20 / 30 / 40 | on the true labels, last epoch | command |",
-                  "| --- | ---: | ---: | ---: | ---: | --- |"]
+                  "| method | test accuracy % (selected epoch) | best epoch | val accuracy, best / last "
+                  "epoch | training accuracy on its labels, epochs 10 / 20 / 30 / 40 | on the true labels, "
+                  "last epoch | command |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
         for spec in rows:
             r = runs[spec.name]
             s = r["summary"]
             fitted = " / ".join(_fmt(v) for v in r["curves"].get("train_accuracy", [])[9::10])
+            val = r["curves"].get("val_accuracy") or [None]
             lines.append(f"| {spec.row} | {100 * s['test_accuracy']:.2f} | {s['best_epoch']}/{s['epochs']} | "
+                         f"{_fmt(s['val_accuracy'])} / {_fmt(val[-1])} | "
                          f"{fitted or '-'} | {_fmt(s.get('final_train_clean_accuracy'))} | "
                          f"{_code(r['command'])} |")
         lines.append("")
