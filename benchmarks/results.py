@@ -84,10 +84,11 @@ ABLATION_BASES = {
     "transformer": ["--config", "debian-transformer-fast", "--epochs", "10"],
     "lstm": ["--config", "debian-lstm-fast", "--epochs", "8"],
     "fmnist-parity": ["--config", "fmnist-cnn-parity"],
+    "transformer-parity": ["--config", "debian-transformer-parity"],
 }
 """Short budgets: Fashion-MNIST 18,000 images x 8 epochs, the text models 10 and 8 epochs; and
 the settings that won at the short budget, checked at the converged one."""
-ABLATION_REFERENCE = {"fmnist-parity": "fmnist-cnn-parity"}
+ABLATION_REFERENCE = {"fmnist-parity": "fmnist-cnn-parity", "transformer-parity": "debian-transformer-parity"}
 """Ablations whose baseline is the parity run (seed 0) of the same method."""
 
 def _ablations() -> list[tuple[str, str, str, list[str]]]:
@@ -164,6 +165,9 @@ def _ablations() -> list[tuple[str, str, str, list[str]]]:
                  (workload, "greedy", "linear head", _set(projector="linear"))]
     rows += [("fmnist-parity", method, "block lr x [1, 1.5, 2, 2]", _set(block_lr="[1,1.5,2,2]"))
              for method in ("scpl", "deinforeg", "greedy")]
+    # at 12 epochs BP peaked at epoch 7 and SCPL / DeInfoReg / DASCPL were still improving at 11-12
+    rows += [("transformer-parity", method, "24 epochs", ["--epochs", "24"])
+             for method in ("scpl", "deinforeg", "bp", "dascpl")]
     return rows
 
 
