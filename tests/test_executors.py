@@ -152,8 +152,9 @@ def test_a_rank_killed_in_the_last_micro_batch_stops_every_rank(tmp_path, monkey
     assert codes[2] == -9 and codes[0] != 0 and codes[1] != 0, codes
     assert "StageError: stage 2 failed" in outputs[0], outputs[0][-2000:]
     assert "rank 2 stopped responding: no heartbeat for 10 s" in outputs[0], outputs[0][-2000:]
-    # rank 1 reads rank 0's announcement, unless rank 0 (hosting the store) is gone by then
-    assert ("rank 2 stopped responding" in outputs[1]
+    # rank 1 reads rank 0's announcement, unless rank 0 (hosting the store) is gone by then, or
+    # its own connection to rank 2 breaks first (gloo notices the dead peer on a loaded machine)
+    assert ("rank 2 stopped responding" in outputs[1] or "lost the connection to rank 2" in outputs[1]
             or "lost the process group's store" in outputs[1]), outputs[1]
     assert seconds < 60
 
