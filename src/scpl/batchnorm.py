@@ -17,8 +17,6 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .flow import flow_to
-
 
 @torch.no_grad()
 def recompute_batchnorm(model: nn.Module, batches: Iterable, max_batches: int) -> int:
@@ -51,9 +49,7 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable, max_batches: int) -
         for inputs, _ in batches:
             if used == max_batches:
                 break
-            flow = inputs
-            for block in model.blocks:
-                flow = block(flow_to(flow, block.device))
+            model(inputs)  # the blocks in order, as evaluate and predict run them
             used += 1
         if used == 0:
             raise ValueError("recompute_batchnorm: no batches given")
