@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..data.augment import Augment, TwoViews, preset
 from ..data.datasets import DataBundle, load_dataset
@@ -136,8 +136,8 @@ class Run:
     def stage(self) -> int:
         """The block this rank trains under the distributed executor (rank // replicas)."""
         return self.rank // self.cfg.replicas
-    train_eval_batches: Optional[Batches] = None  # the training split in order, unaugmented
-    # (eval_train, precise_bn)
+    train_eval_batches: Optional[Batches] = None  # the training split in order, unaugmented (eval_train)
+    bn_batches: Optional[Batches] = None  # precise_bn's batches: training samples spread over the split
     clean_labels: Optional[torch.Tensor] = None  # its true labels when label noise is on
 
 
@@ -176,8 +176,16 @@ def build(cfg: TrainConfig) -> Run:
                batches(bundle.val, cfg.eval_batch_size, False, eval_aug) if bundle.val is not None else None,
                batches(bundle.test, cfg.eval_batch_size, False, eval_aug), generator, train_aug, schedule,
                rank, world, train_eval_batches=(batches(train_set, cfg.eval_batch_size, False, eval_aug)
-                                                if cfg.eval_train or cfg.precise_bn else None),
+                                                if cfg.eval_train else None),
+               bn_batches=(batches(_spread(train_set, cfg.precise_bn * cfg.eval_batch_size),
+                                   cfg.eval_batch_size, False, eval_aug) if cfg.precise_bn else None),
                clean_labels=train_set.clean_labels if isinstance(train_set, NoisyLabels) else None)
+
+
+def _spread(dataset, count: int):
+    """Up to ``count`` samples of ``dataset`` spread evenly over it, in order (all if it has fewer)."""
+    step = max(1, len(dataset) // count)
+    return Subset(dataset, range(0, len(dataset), step)[:count])
 
 
 def _devices(spec: Any) -> Any:

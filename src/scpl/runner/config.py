@@ -27,7 +27,7 @@ class TrainConfig:
     label_noise: float = 0.0
     eval_train: bool = False  # each epoch, also accuracy on the training split (noisy and clean labels)
     precise_bn: int = 0  # before each evaluation, BatchNorm statistics recomputed over this many
-    # training batches spread over the split (0: the running averages; scpl.batchnorm)
+    # eval-size batches of training samples spread over the split (0: the running averages)
     augment: str = "none"  # none | mnist | cifar | scpl (see scpl.data.augment.preset)
     two_views: bool = False  # SCPL's two-view batch: each image twice, independently augmented
     max_len: int = 256

@@ -9,7 +9,6 @@ best model, checkpoint, progress. After the last epoch the selected model is tes
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -210,7 +209,7 @@ class Loop:
         self.progress.samples += samples
         record = EpochRecord(epoch + 1, fitted["losses"], seconds, samples, lr)
         if cfg.precise_bn:
-            precise_batchnorm(run)
+            recompute_batchnorm(run.model, run.bn_batches, cfg.precise_bn)
         if run.val_batches is not None:
             record.val_accuracy, record.val_exits = evaluate(run, run.val_batches)
         if cfg.eval_train:
@@ -247,14 +246,6 @@ def evaluate(run: Run, batches: Batches) -> tuple[float, list[Optional[float]]]:
     if run.model.blocks[0].classifier is not None:
         exits = run.model.evaluate_exits(batches, executor=run.executor)
     return accuracy, exits
-
-
-def precise_batchnorm(run: Run) -> None:
-    """BatchNorm statistics recomputed with the current weights (:mod:`scpl.batchnorm`) over
-    ``precise_bn`` training batches spread evenly over the (unaugmented, in-order) training split."""
-    batches = run.train_eval_batches
-    step = max(1, len(batches) // run.cfg.precise_bn)
-    recompute_batchnorm(run.model, itertools.islice(batches, 0, None, step), run.cfg.precise_bn)
 
 
 def train_accuracy(run: Run) -> tuple[float, Optional[float]]:
