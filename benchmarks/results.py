@@ -163,6 +163,16 @@ def _ablations() -> list[tuple[str, str, str, list[str]]]:
                  (workload, "deinforeg", "MLP projector 512-128", _set(projector="mlp", projector_dim="128")),
                  (workload, "greedy", "baseline: MLP head 512-16", _set(projector="mlp")),
                  (workload, "greedy", "linear head", _set(projector="linear"))]
+    # DeInfoReg's LSTM blocks shrink their outputs (the BatchNorm projector makes the loss blind
+    # to their scale) and the next block reads ever smaller inputs: does normalising them help?
+    lstm_norm = _set(model_args="{dim: 50, hidden: 64, layers: 3, input_norm: true}")
+    rows += [("lstm", "deinforeg", "block lr x [1, 1.5, 2, 2]",
+              _set(projector="deinforeg", block_lr="[1,1.5,2,2]")),
+             ("lstm", "deinforeg", "LSTM blocks normalise their input (LayerNorm)",
+              [*_set(projector="deinforeg"), *lstm_norm]),
+             ("lstm", "bp", "LSTM blocks normalise their input (LayerNorm)", lstm_norm),
+             ("lstm", "scpl", "LSTM blocks normalise their input (LayerNorm)",
+              [*_set(projector="mlp"), *lstm_norm])]
     rows += [("fmnist-parity", method, "block lr x [1, 1.5, 2, 2]", _set(block_lr="[1,1.5,2,2]"))
              for method in ("scpl", "deinforeg", "greedy")]
     # the budget that chose the recipe's 24 epochs: at 12, BP peaked at epoch 7 and SCPL, DeInfoReg

@@ -63,14 +63,21 @@ class Embedding(nn.Module):
 
 
 class BiLSTMBlock(nn.Module):
-    """(seq, mask) -> (seq', mask): a bidirectional LSTM over packed sequences (output 2 x hidden)."""
+    """(seq, mask) -> (seq', mask): a bidirectional LSTM over packed sequences (output 2 x hidden).
 
-    def __init__(self, in_dim: int, hidden: int):
+    ``input_norm`` puts a LayerNorm on the block's input (pre-norm), so that the block reads
+    inputs of a fixed scale whatever the scale of its predecessor's output.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, input_norm: bool = False):
         super().__init__()
+        self.norm = nn.LayerNorm(in_dim) if input_norm else None
         self.lstm = nn.LSTM(in_dim, hidden, batch_first=True, bidirectional=True)
 
     def forward(self, seq: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """The LSTM's output at every position (zeros past each sequence's length) and ``mask``."""
+        if self.norm is not None:
+            seq = self.norm(seq)
         lengths = mask.sum(dim=1).clamp(min=1).cpu()
         packed = pack_padded_sequence(seq, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
@@ -112,12 +119,14 @@ class TextClassifier(nn.ModuleList):
             (d_model = ``dim``, ``heads`` heads).
         vectors: optional (vocab_size, dim) pre-trained embeddings (e.g. GloVe) aligned with the
             vocabulary; ``freeze_vectors`` keeps them fixed.
+        input_norm: LSTM blocks normalise their input (LayerNorm) before the recurrence.
 
     """
 
     def __init__(self, vocab_size: int, num_classes: int, kind: str = "lstm", dim: int = 300,
                  hidden: int = 300, layers: int = 3, heads: int = 6, dropout: float = 0.1,
-                 vectors: Optional[Tensor] = None, freeze_vectors: bool = False, max_len: int = 1024):
+                 vectors: Optional[Tensor] = None, freeze_vectors: bool = False, max_len: int = 1024,
+                 input_norm: bool = False):
         if kind not in ("lstm", "transformer"):
             raise ConfigError(f"kind must be 'lstm' or 'transformer', got {kind!r}")
         if layers < 1:
@@ -127,7 +136,7 @@ class TextClassifier(nn.ModuleList):
         width = dim
         for i in range(layers):
             if kind == "lstm":
-                block, width = BiLSTMBlock(width, hidden), 2 * hidden
+                block, width = BiLSTMBlock(width, hidden, input_norm), 2 * hidden
             else:
                 block = TransformerBlock(dim, heads, dropout=dropout)
             blocks.append(Classify(block, width, num_classes) if i == layers - 1 else block)
