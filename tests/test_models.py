@@ -76,3 +76,23 @@ def test_text_models_padding_and_vectors():
     assert pe.shape == (10, 6) and torch.allclose(pe[0], torch.tensor([0.0, 1, 0, 1, 0, 1]))
     with pytest.raises(Exception, match="expected \\(50, 12\\)"):
         TextClassifier(50, 4, "lstm", dim=12, vectors=torch.randn(49, 12))
+
+
+def test_lstm_input_norm_makes_a_block_blind_to_the_scale_of_its_input():
+    torch.manual_seed(0)
+    plain = TextClassifier(50, 4, "lstm", dim=12, hidden=6, layers=2)
+    normed = TextClassifier(50, 4, "lstm", dim=12, hidden=6, layers=2, input_norm=True)
+    assert plain[1].norm is None and isinstance(normed[1].norm, torch.nn.LayerNorm)
+    assert isinstance(normed[2].block.norm, torch.nn.LayerNorm)  # the last block's LSTM too
+    seq, mask = torch.randn(3, 7, 12), torch.ones(3, 7, dtype=torch.bool)
+    mask[0, 4:] = False
+    small, _ = normed[1](seq * 0.1, mask)
+    large, _ = normed[1](seq, mask)
+    assert torch.allclose(small, large, atol=1e-3)  # LayerNorm removed the scale
+    plain_small, _ = plain[1](seq * 0.1, mask)
+    assert not torch.allclose(plain_small, plain[1](seq, mask)[0], atol=1e-3)
+    assert torch.equal(large[0, 4:], torch.zeros(3, 12))  # padding stays zero (packed)
+    tokens = torch.randint(1, 50, (3, 5))
+    padded = torch.cat([tokens, torch.zeros(3, 4, dtype=torch.long)], dim=1)
+    normed.eval()
+    assert torch.allclose(normed(tokens), normed(padded), atol=1e-5)
