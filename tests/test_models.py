@@ -80,8 +80,8 @@ def test_text_models_padding_and_vectors():
 
 def test_lstm_input_norm_makes_a_block_blind_to_the_scale_of_its_input():
     torch.manual_seed(0)
-    plain = TextClassifier(50, 4, "lstm", dim=12, hidden=6, layers=2)
-    normed = TextClassifier(50, 4, "lstm", dim=12, hidden=6, layers=2, input_norm=True)
+    plain = TextClassifier(50, 4, "lstm", dim=12, hidden=6, layers=2, input_norm=False)
+    normed = TextClassifier(50, 4, "lstm", dim=12, hidden=6, layers=2)  # the default
     assert plain[1].norm is None and isinstance(normed[1].norm, torch.nn.LayerNorm)
     assert isinstance(normed[2].block.norm, torch.nn.LayerNorm)  # the last block's LSTM too
     seq, mask = torch.randn(3, 7, 12), torch.ones(3, 7, dtype=torch.bool)
