@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 import scpl.train as T
 from scpl import ConfigError, recipes
@@ -250,3 +251,23 @@ def test_per_class_recall_share_and_a_class_without_samples():
     assert [r["share"] for r in rows] == [0.6, 0.4, 0.0]
     assert [r["recall"] for r in rows] == [pytest.approx(2 / 3), 0.5, None]
     assert [r["predicted_share"] for r in rows] == [0.4, 0.4, 0.2]
+
+
+def test_a_text_lstm_run_saved_before_input_norm_loads_as_a_plain_bilstm(tmp_path):
+    args = {"dim": 16, "hidden": 8, "layers": 1}
+    summary = _run(tmp_path, "old", dataset="debian", model="text_lstm", epochs=1, train_limit=300,
+                   max_len=12, model_args={**args, "input_norm": False}, method="greedy")
+    out = tmp_path / "old"
+    config = yaml.safe_load((out / "config.yaml").read_text())  # as written before the option existed
+    del config["model_args"]["input_norm"]
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    saved = json.loads((out / "summary.json").read_text())
+    del saved["config"]["model_args"]["input_norm"]
+    (out / "summary.json").write_text(json.dumps(saved))
+    run = load_run(out)
+    assert run.model.blocks[1].layers.block.norm is None
+    assert run.model.evaluate(run.test_batches)["accuracy"] == summary["test_accuracy"]
+    # a run of the default (normalised) model still loads as one
+    _run(tmp_path, "new", dataset="debian", model="text_lstm", epochs=1, train_limit=300, max_len=12,
+         model_args=args, method="greedy")
+    assert isinstance(load_run(tmp_path / "new").model.blocks[1].layers.block.norm, torch.nn.LayerNorm)
