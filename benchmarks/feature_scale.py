@@ -1,11 +1,12 @@
 """Scale and class content of each block's features in trained runs (validation split).
 
-For every block but the last: the block's local features (``block.features``, e.g. the masked
-mean over positions), their mean absolute value, the median / min / max over dimensions of
-their standard deviation over samples, and the accuracy of a nearest-class-mean readout of the
-*standardised* features (class means from the same split: a cheap probe of how much class
-information the features hold, whatever their scale). Shows when blocks shrink their outputs
-while keeping the information, as DeInfoReg's plain LSTM blocks do (docs/results.md)::
+For every block but the last (numbered from 0, as scpl numbers them): the block's local
+features (``block.features``, e.g. the masked mean over positions), their mean absolute value,
+the median / min / max over dimensions of their standard deviation over samples, and the
+accuracy of a nearest-class-mean readout of the *standardised* features (class means from the
+same split: a cheap probe of how much class information the features hold, whatever their
+scale). Shows when blocks shrink their outputs while keeping the information, as DeInfoReg's
+plain LSTM blocks do (docs/results.md)::
 
     python benchmarks/feature_scale.py results/RUN [results/RUN ...]
 """
@@ -21,7 +22,10 @@ from scpl.evaluate import load_run
 
 def block_features(folder: str) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The validation features of every block but the last, and the labels."""
-    run = load_run(folder)
+    run = load_run(folder, devices=None)  # on the CPU, wherever it trained
+    if run.val_batches is None:
+        raise SystemExit(f"{folder} was trained without a validation split (val_fraction: 0); "
+                         "this probe reads the validation split")
     model = run.model.eval()
     feats: list[list[torch.Tensor]] = [[] for _ in model.blocks[:-1]]
     labels = []
@@ -54,7 +58,7 @@ def main() -> None:
         features, labels = block_features(folder)
         for k, f in enumerate(features):
             sd = f.std(0)
-            print(f"| {folder.rstrip('/').split('/')[-1]} | {k + 1} | {f.shape[1]} | {f.abs().mean():.4f} | "
+            print(f"| {folder.rstrip('/').split('/')[-1]} | {k} | {f.shape[1]} | {f.abs().mean():.4f} | "
                   f"{sd.median():.4f} | {sd.min():.4f} | {sd.max():.4f} | "
                   f"{100 * nearest_class_mean(f, labels):.1f} |")
 

@@ -350,10 +350,12 @@ def ablation_tables(runs: dict[str, dict]) -> list[str]:
         for spec in specs:
             s = runs[spec.name]["summary"]
             method, setting = spec.row.split("|", 1)
-            reference = runs.get(f"{ABLATION_REFERENCE.get(workload)}-{method}-s0")
-            base = (reference["summary"]["val_accuracy"] if reference
-                    else first.setdefault(method, s["val_accuracy"]))
-            delta = f"{100 * (s['val_accuracy'] - base):+.2f}"
+            if workload in ABLATION_REFERENCE:  # against the parity run, once it is cached
+                reference = runs.get(f"{ABLATION_REFERENCE[workload]}-{method}-s0")
+                base = reference["summary"]["val_accuracy"] if reference else None
+            else:
+                base = first.setdefault(method, s["val_accuracy"])
+            delta = "–" if base is None else f"{100 * (s['val_accuracy'] - base):+.2f}"
             lines.append(f"| {method} | {setting} | {100 * s['val_accuracy']:.2f} | {delta} | "
                          f"{s['best_epoch']}/{s['epochs']} | {_code(runs[spec.name]['command'])} |")
         lines.append("")

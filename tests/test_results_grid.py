@@ -88,3 +88,22 @@ def test_the_exit_rule_is_chosen_on_validation_within_half_a_point(grid, tmp_pat
     text = "\n".join(grid.exit_tables(runs, tmp_path))
     assert "| confidence **(chosen on val)** | - | 0.8 | -0.40 | 40.0% | -2.00 | 40.0% | 40.0% |" in text
     assert text.count("chosen on val") == 1 and (tmp_path / f"tradeoff-{run}.png").exists()
+
+
+def test_ablation_deltas_are_against_the_parity_run_or_left_blank_without_it(grid):
+    def record(spec, val):
+        return {"command": shlex.join(spec.command(Path("results"))),
+                "summary": {"val_accuracy": val, "best_epoch": 5, "epochs": 16}}
+
+    plain = [s for s in grid.ablation_runs() if s.table == "lstm-parity"]
+    runs = {s.name: record(s, 0.70) for s in plain}
+    parity = {s.name: s for s in grid.parity_runs()}
+    runs["debian-lstm-parity-bp-s0"] = record(parity["debian-lstm-parity-bp-s0"], 0.75)
+    rows = [line for line in grid.ablation_tables(runs) if line.startswith("| ")]
+    assert any(line.startswith("| bp | plain BiLSTM") and "| 70.00 | -5.00 |" in line for line in rows)
+    assert any(line.startswith("| scpl | plain BiLSTM") and "| 70.00 | – |" in line for line in rows)
+    # without a reference table, the first row of the method is the baseline
+    fmnist = [s for s in grid.ablation_runs() if s.table == "fmnist" and s.row.startswith("bp|")][:2]
+    runs = {fmnist[0].name: record(fmnist[0], 0.80), fmnist[1].name: record(fmnist[1], 0.82)}
+    assert [line.split(" | ")[3] for line in grid.ablation_tables(runs) if line.startswith("| bp")] == \
+        ["+0.00", "+2.00"]

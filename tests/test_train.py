@@ -253,21 +253,34 @@ def test_per_class_recall_share_and_a_class_without_samples():
     assert [r["predicted_share"] for r in rows] == [0.4, 0.4, 0.2]
 
 
-def test_a_text_lstm_run_saved_before_input_norm_loads_as_a_plain_bilstm(tmp_path):
+def test_a_text_lstm_run_saved_before_input_norm_loads_and_resumes_as_a_plain_bilstm(tmp_path):
+    from scpl.checkpoint import atomic_save, load
+
     args = {"dim": 16, "hidden": 8, "layers": 1}
-    summary = _run(tmp_path, "old", dataset="debian", model="text_lstm", epochs=1, train_limit=300,
-                   max_len=12, model_args={**args, "input_norm": False}, method="greedy")
+    text = dict(dataset="debian", model="text_lstm", epochs=1, train_limit=300, max_len=12, method="greedy")
+    summary = _run(tmp_path, "old", model_args={**args, "input_norm": False}, **text)
     out = tmp_path / "old"
-    config = yaml.safe_load((out / "config.yaml").read_text())  # as written before the option existed
+    # rewrite the run as saved before the option existed: no input_norm anywhere
+    config = yaml.safe_load((out / "config.yaml").read_text())
     del config["model_args"]["input_norm"]
     (out / "config.yaml").write_text(yaml.safe_dump(config))
     saved = json.loads((out / "summary.json").read_text())
     del saved["config"]["model_args"]["input_norm"]
     (out / "summary.json").write_text(json.dumps(saved))
+    trainer = out / "epochs" / "1" / "trainer-0.pt"
+    state = load(trainer, weights_only=False)
+    del state["config"]["model_args"]["input_norm"]
+    atomic_save(state, trainer)
+
     run = load_run(out)
     assert run.model.blocks[1].layers.block.norm is None
     assert run.model.evaluate(run.test_batches)["accuracy"] == summary["test_accuracy"]
-    # a run of the default (normalised) model still loads as one
-    _run(tmp_path, "new", dataset="debian", model="text_lstm", epochs=1, train_limit=300, max_len=12,
-         model_args=args, method="greedy")
+    resumed = _run(tmp_path, "old", model_args={**args, "input_norm": False}, resume=True, **text)
+    assert resumed["test_accuracy"] == summary["test_accuracy"]
+    with pytest.raises(ConfigError, match="add input_norm: false to model_args"):
+        _run(tmp_path, "old", model_args=args, resume=True, **text)  # now the normalised model
+
+    # a run of the default model states it in its config and loads as one
+    _run(tmp_path, "new", model_args=args, **text)
+    assert yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())["model_args"]["input_norm"] is True
     assert isinstance(load_run(tmp_path / "new").model.blocks[1].layers.block.norm, torch.nn.LayerNorm)

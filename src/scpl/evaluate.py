@@ -13,6 +13,7 @@ from .checkpoint import load, read_json
 from .errors import ConfigError
 from .inference import Confidence, PatienceCosine, block_seconds, early_exit, tradeoff
 from .runner import TrainConfig, build
+from .runner.config import legacy_config
 
 
 def load_run(folder: str | Path, **overrides):
@@ -40,25 +41,14 @@ def load_run(folder: str | Path, **overrides):
     values.update(blocks=summary["blocks"], executor="sequential", out=None, resume=False, progress=False,
                   num_blocks=None)
     values.update(overrides)
-    state = load(folder / "model.pt")
-    _plain_lstm(values, state)
-    cfg = TrainConfig.from_dict(values)
+    cfg = TrainConfig.from_dict(legacy_config(values))
     run = build(cfg)
     try:
-        run.model.load_state_dict(state)
+        run.model.load_state_dict(load(folder / "model.pt"))
     except RuntimeError as exc:
         raise ConfigError(f"{folder / 'model.pt'} does not fit the model its config describes: "
                           f"{str(exc).splitlines()[0][:300]}") from exc
     return run
-
-
-def _plain_lstm(values: dict, state: dict) -> None:
-    """A ``text_lstm`` run saved before ``input_norm`` became its default (2026-12-01) has no
-    LayerNorm weights and no ``input_norm`` in its config: it is a plain BiLSTM."""
-    args = values.get("model_args") or {}
-    if (values.get("model") == "text_lstm" and "input_norm" not in args
-            and not any(".norm." in key for key in state)):
-        values["model_args"] = {**args, "input_norm": False}
 
 
 def per_class(predictions: torch.Tensor, labels: torch.Tensor, names: Sequence[str]) -> list[dict]:

@@ -87,6 +87,12 @@ class TrainConfig:
         """Epochs of the run as first planned (before any extension with ``--resume --epochs``)."""
         return self.restarts[0] if self.restarts else self.epochs
 
+    def __post_init__(self) -> None:
+        # the model's defaults that changed over time are written into the config, so that every
+        # saved run states the model it trained (see legacy_config for runs saved before)
+        if self.model == "text_lstm" and isinstance(self.model_args, dict):
+            self.model_args = {**self.model_args, "input_norm": self.model_args.get("input_norm", True)}
+
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         """A checked config from a mapping (YAML, flags): unknown keys and values of the wrong type
@@ -152,6 +158,15 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+
+def legacy_config(saved: dict) -> dict:
+    """A saved run's config read with the defaults it trained under: a ``text_lstm`` run saved
+    before ``input_norm`` existed (2026-12-01; its config does not name it) is a plain BiLSTM."""
+    args = saved.get("model_args")
+    if saved.get("model") == "text_lstm" and isinstance(args, dict) and "input_norm" not in args:
+        return {**saved, "model_args": {**args, "input_norm": False}}
+    return saved
 
 
 def _named(given: Any) -> list:

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from ..checkpoint import atomic_save, atomic_write_text, load, load_blocks, read_json, save_blocks
 from ..errors import ConfigError
 from .assemble import Run
-from .config import TrainConfig
+from .config import TrainConfig, legacy_config
 
 LATEST = "latest.json"
 
@@ -191,7 +191,7 @@ def restore(run: Run, out: Path) -> Progress:
         raise ConfigError(f"resume: {out / LATEST} not found; there is nothing to resume in {out} "
                           "(drop --resume to start a new run)")
     state = read_trainer(out, epoch, run.rank)
-    saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
+    saved = {k: v for k, v in legacy_config(state["config"]).items() if k not in RESUMABLE_CHANGES}
     now = asdict(run.cfg)
     changed = sorted(k for k in saved if saved[k] != now.get(k))
     extended = bool(run.cfg.restarts) and run.cfg.restarts[-1] == epoch == saved["epochs"]
@@ -199,6 +199,10 @@ def restore(run: Run, out: Path) -> Progress:
     if refused:
         more = (" Only a finished run continues to more epochs (--resume --epochs N; the learning rate then "
                 "restarts its schedule over the added epochs)." if "epochs" in refused else "")
+        if "model_args" in refused and run.cfg.model == "text_lstm":
+            more += (f" The checkpoint's model_args are {saved['model_args']}, now {now['model_args']} "
+                     "(text_lstm normalises its blocks' inputs by default since 2026-12-01; to resume "
+                     "a run saved before, add input_norm: false to model_args).")
         raise ConfigError(f"resume: the config differs from the checkpoint's in {refused}; resume with the "
                           f"same settings.{more}")
     load_blocks(run.model, epoch_dir(out, epoch), own_blocks(run))
