@@ -31,11 +31,8 @@ def block_features(folder: str) -> tuple[list[torch.Tensor], torch.Tensor]:
     labels = []
     with torch.no_grad():
         for inputs, y in run.val_batches:
-            flow = inputs
-            for k, block in enumerate(model.blocks):
-                flow = block(flow)
-                if k < len(feats):
-                    feats[k].append(block.features(flow))
+            for k, (block, flow) in enumerate(zip(model.blocks[:-1], model.block_outputs(inputs))):
+                feats[k].append(block.features(flow))
             labels.append(y)
     return [torch.cat(f) for f in feats], torch.cat(labels)
 

@@ -221,3 +221,20 @@ def test_scheduler_steps_only_after_epochs_in_which_the_block_trained(loader):
         warnings.simplefilter("error")  # PyTorch warns when a scheduler steps before its optimizer
         model.fit(loader, epochs=2, executor=FirstTwoBlocks())
     assert [b.optimizer.param_groups[0]["lr"] for b in model.blocks] == pytest.approx([0.025, 0.025, 0.1])
+
+
+def test_block_outputs_are_the_pieces_of_the_network():
+    """block_outputs yields one output per block, the last being forward's logits, and each
+    output is what the original network's layers compute up to that cut."""
+    model = build().eval()
+    seed_everything(0)
+    net = tiny_cnn().eval()  # the same weights as the model's, before it was split
+    x = torch.randn(5, 1, 8, 8)
+    outputs = list(model.block_outputs(x))
+    assert len(outputs) == len(BLOCKS)
+    assert torch.equal(outputs[-1], model(x))
+    flow, start = x, 0
+    for size, out in zip(BLOCKS, outputs):
+        flow = net[start:start + size](flow)
+        start += size
+        assert torch.allclose(flow, out)

@@ -180,10 +180,16 @@ class DecoupledModel(nn.Module):
     # -- inference ------------------------------------------------------------------------
     def forward(self, inputs: Flow) -> Tensor:
         """Logits of the full network (no early exit)."""
+        *_, logits = self.block_outputs(inputs)
+        return logits
+
+    def block_outputs(self, inputs: Flow) -> Iterator[Flow]:
+        """Each block's output in turn, the last one being the logits (for probes of the
+        intermediate features; each output is moved to the next block's device first)."""
         flow = inputs
         for block in self.blocks:
             flow = block(flow_to(flow, block.device))
-        return flow
+            yield flow
 
     def inference_executor(self, executor: Union[str, Executor, None]) -> Executor:
         """The executor that runs inference: the given one; else the distributed executor the

@@ -32,6 +32,10 @@ PROJECTORS = ("identity", "linear", "mlp", "mlp_bn", "deinforeg")
 FEATURES = ("pool1", "pool2", "pool4", "conv")
 LAST_BLOCKS = ("ce", "contrastive")
 
+LSTM_INPUT_NORM = True
+"""Default of ``text_lstm``'s ``input_norm`` (a LayerNorm on each LSTM block's input); read by
+:class:`scpl.models.TextClassifier` and written into every saved ``text_lstm`` config."""
+
 
 def choices(names: tuple[str, ...]) -> str:
     """``a|b|c``, for help texts."""

@@ -20,6 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from ..errors import ConfigError
 from ..flow import call_with_flow
 from ..heads import masked_mean
+from ..names import LSTM_INPUT_NORM
 
 
 def sinusoidal_positions(length: int, dim: int) -> Tensor:
@@ -119,8 +120,9 @@ class TextClassifier(nn.ModuleList):
             (d_model = ``dim``, ``heads`` heads).
         vectors: optional (vocab_size, dim) pre-trained embeddings (e.g. GloVe) aligned with the
             vocabulary; ``freeze_vectors`` keeps them fixed.
-        input_norm: LSTM blocks normalise their input (LayerNorm) before the recurrence (None:
-            yes for LSTM blocks; not an option of Transformer blocks, which normalise inside).
+        input_norm: LSTM blocks normalise their input (LayerNorm) before the recurrence
+            (None: :data:`scpl.names.LSTM_INPUT_NORM`, on; not an option of Transformer blocks,
+            which normalise inside).
             On the Debian LSTM at 8 epochs it raised validation accuracy from 54.0 to 71.4 %
             (DeInfoReg, whose blocks otherwise shrink their outputs), from 73.9 to 80.8 %
             (SCPL) and from 70.6 to 78.7 % (BP): docs/results.md.
@@ -144,7 +146,8 @@ class TextClassifier(nn.ModuleList):
         width = dim
         for i in range(layers):
             if kind == "lstm":
-                block, width = BiLSTMBlock(width, hidden, input_norm is not False), 2 * hidden
+                norm = LSTM_INPUT_NORM if input_norm is None else input_norm
+                block, width = BiLSTMBlock(width, hidden, norm), 2 * hidden
             else:
                 block = TransformerBlock(dim, heads, dropout=dropout)
             blocks.append(Classify(block, width, num_classes) if i == layers - 1 else block)
