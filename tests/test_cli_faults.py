@@ -71,6 +71,23 @@ def test_out_is_checked_and_locked_before_training(capsys, tmp_path):
     assert main([*FAST, "--out", str(tmp_path / "busy")]) == 0  # free again
 
 
+def test_the_run_folder_is_checked_before_the_data_loads(capsys, tmp_path):
+    """With data that cannot load, the folder's error comes first: a user who forgot --resume, or
+    whose folder is busy, learns it in a moment, not after a long data load."""
+    out = trained(tmp_path)
+    no_data = ["--dataset", "cifar10", "--data-root", str(tmp_path / "no-data")]
+    assert "no-data" in one_error_line(capsys, *FAST, *no_data)  # the data really cannot load
+    assert "already holds a run" in one_error_line(capsys, *FAST, *no_data, "--out", str(out))
+    assert "nothing to resume" in one_error_line(capsys, *FAST, *no_data, "--out", str(tmp_path / "new"),
+                                                 "--resume")
+    lock = RunLock(tmp_path / "busy")
+    try:
+        assert "is in use by another scpl train" in one_error_line(capsys, *FAST, *no_data, "--out",
+                                                                   str(tmp_path / "busy"))
+    finally:
+        lock.release()
+
+
 def test_damaged_run_files_are_named(capsys, tmp_path):
     out = trained(tmp_path)
     (out / "latest.json").write_text("")

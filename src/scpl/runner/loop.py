@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from ..batchnorm import recompute_batchnorm
-from ..errors import ConfigError, NonFiniteLossError, StageError, TrainingDiverged
+from ..errors import NonFiniteLossError, StageError, TrainingDiverged
 from ..progress import EpochBar, epoch_line
 from . import state
 from .assemble import Batches, Run, build
@@ -152,16 +153,12 @@ class Loop:
     """The training of one assembled :class:`Run`, with the caller's ``hooks`` (see the module
     docstring); :meth:`train` returns the run's summary."""
 
-    def __init__(self, run: Run, hooks: Sequence[Hook] = ()):
+    def __init__(self, run: Run, hooks: Sequence[Hook] = (), lock: Optional[state.RunLock] = None):
         cfg = run.cfg
         self.run, self.out = run, Path(cfg.out) if cfg.out else None
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        if cfg.resume and not self.out:
-            raise ConfigError("resume needs out: the folder of the run to continue")
-        self.lock = state.RunLock(self.out) if self.out and run.rank == 0 else None
-        if self.out and not cfg.resume and state.latest(self.out) is not None:
-            raise ConfigError(f"{self.out} already holds a run (epoch {state.latest(self.out)}); continue it "
-                              "with --resume or choose a new --out folder")
+        # the folder is checked and locked here unless the caller did it before building the run
+        self.lock = lock if lock is not None else state.claim(self.out, cfg.resume, run.rank)
         self.progress = state.restore(run, self.out) if cfg.resume else state.Progress()
         self.best = state.best_weights(run, self.out, self.progress)
         self.bar = ProgressBar(run)
@@ -258,17 +255,23 @@ def train_accuracy(run: Run) -> tuple[float, Optional[float]]:
     return noisy, clean
 
 
-def train(run: Run, hooks: Sequence[Hook] = ()) -> dict:
-    """Train an assembled run (see :class:`Loop`); return its summary."""
-    return Loop(run, hooks).train()
+def train(run: Run, hooks: Sequence[Hook] = (), lock: Optional[state.RunLock] = None) -> dict:
+    """Train an assembled run (see :class:`Loop`; ``lock``: the run folder's, from
+    :func:`scpl.runner.state.claim`, if the caller took it); return its summary."""
+    return Loop(run, hooks, lock).train()
 
 
 def run(cfg: TrainConfig, hooks: Sequence[Hook] = ()) -> dict:
-    """Build and train; return the summary (the same on every rank)."""
+    """Check the run folder, build and train; return the summary (the same on every rank)."""
     cfg.validate()
+    # torchrun's rank, read before the process group exists, so that the folder fails fast
+    rank = int(os.environ.get("RANK", 0)) if cfg.executor == "distributed" else 0
+    lock = state.claim(Path(cfg.out) if cfg.out else None, cfg.resume, rank)
     cfg = state.extend(cfg)
     try:
-        return train(build(cfg), hooks)
+        return train(build(cfg), hooks, lock)
     finally:
+        if lock is not None:
+            lock.release()
         if cfg.executor == "distributed" and dist.is_initialized():
             dist.destroy_process_group()

@@ -127,6 +127,31 @@ class RunLock:
             self.file.close()
 
 
+def claim(out: Optional[Path], resume: bool, rank: int = 0) -> Optional[RunLock]:
+    """Check a run's folder before anything is built (so that a wrong folder fails in a moment,
+    not after the data has loaded) and lock it in rank 0; the lock, or None on other ranks and
+    without a folder. Refuses resume without a folder or with nothing to resume in it, and a new
+    run in a folder that holds one."""
+    if resume and not out:
+        raise ConfigError("resume needs out: the folder of the run to continue")
+    if not out:
+        return None
+    lock = RunLock(out) if rank == 0 else None
+    try:
+        epoch = latest(out)
+        if resume and epoch is None:
+            raise ConfigError(f"resume: {out / LATEST} not found; there is nothing to resume in {out} "
+                              "(drop --resume to start a new run)")
+        if not resume and epoch is not None:
+            raise ConfigError(f"{out} already holds a run (epoch {epoch}); continue it "
+                              "with --resume or choose a new --out folder")
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return lock
+
+
 # --------------------------------------------------------------------------- a run's state
 
 def own_blocks(run: Run, saving: bool = False) -> Optional[list[int]]:
