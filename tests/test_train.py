@@ -67,6 +67,23 @@ def test_resume_refuses_a_changed_config_and_fresh_runs_refuse_a_used_folder(tmp
         _run(tmp_path, "a", epochs=1)
 
 
+@pytest.mark.parametrize("entry", ["run", "train"])
+def test_a_refused_resume_leaves_the_folder_free(tmp_path, entry):
+    """The refusal is kept alive (as a notebook keeps the last traceback), and the folder is free
+    again all the same, both through run() and through train() on an assembled run."""
+    from scpl.runner.state import RunLock
+
+    _run(tmp_path, "a", epochs=1)
+    changed = T.TrainConfig(**{**FAST, "epochs": 1, "lr": 0.01, "resume": True, "out": str(tmp_path / "a")})
+    with pytest.raises(ConfigError, match="differs from the checkpoint") as refused:
+        T.run(changed) if entry == "run" else T.train(T.build(changed))
+    RunLock(tmp_path / "a").release()  # raises "in use" if the failed call still held it
+    assert refused.traceback  # still alive here
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        _run(tmp_path, "typo", resume=True)
+    assert not (tmp_path / "typo").exists()  # a mistyped folder is not created
+
+
 def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_set_in_charge(tmp_path, monkeypatch):
     from scpl.runner import state as runstate
 
@@ -284,3 +301,5 @@ def test_a_text_lstm_run_saved_before_input_norm_loads_and_resumes_as_a_plain_bi
     _run(tmp_path, "new", model_args=args, **text)
     assert yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())["model_args"]["input_norm"] is True
     assert isinstance(load_run(tmp_path / "new").model.blocks[1].layers.block.norm, torch.nn.LayerNorm)
+    unset = T.TrainConfig(**{**FAST, "model": "text_lstm", "model_args": {**args, "input_norm": None}})
+    assert unset.model_args["input_norm"] is True  # a config never saves "the default"

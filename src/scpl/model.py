@@ -180,12 +180,14 @@ class DecoupledModel(nn.Module):
     # -- inference ------------------------------------------------------------------------
     def forward(self, inputs: Flow) -> Tensor:
         """Logits of the full network (no early exit)."""
-        *_, logits = self.block_outputs(inputs)
+        for logits in self.block_outputs(inputs):  # each output is dropped once the next exists
+            pass
         return logits
 
     def block_outputs(self, inputs: Flow) -> Iterator[Flow]:
         """Each block's output in turn, the last one being the logits (for probes of the
-        intermediate features; each output is moved to the next block's device first)."""
+        intermediate features). Each block's input is moved to its device, so each output is on
+        its block's device. A generator: grad mode and autocast apply as it is iterated."""
         flow = inputs
         for block in self.blocks:
             flow = block(flow_to(flow, block.device))

@@ -70,7 +70,7 @@ class BiLSTMBlock(nn.Module):
     inputs of a fixed scale whatever the scale of its predecessor's output.
     """
 
-    def __init__(self, in_dim: int, hidden: int, input_norm: bool = True):
+    def __init__(self, in_dim: int, hidden: int, input_norm: bool = LSTM_INPUT_NORM):
         super().__init__()
         self.norm = nn.LayerNorm(in_dim) if input_norm else None
         self.lstm = nn.LSTM(in_dim, hidden, batch_first=True, bidirectional=True)

@@ -91,7 +91,8 @@ class TrainConfig:
         # the model's defaults that changed over time are written into the config, so that every
         # saved run states the model it trained (see legacy_config for runs saved before)
         if self.model == "text_lstm" and isinstance(self.model_args, dict):
-            norm = self.model_args.get("input_norm", names.LSTM_INPUT_NORM)
+            norm = self.model_args.get("input_norm")
+            norm = names.LSTM_INPUT_NORM if norm is None else norm
             self.model_args = {**self.model_args, "input_norm": norm}
 
     @classmethod

@@ -159,10 +159,15 @@ class Loop:
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         # the folder is checked and locked here unless the caller did it before building the run
         self.lock = lock if lock is not None else state.claim(self.out, cfg.resume, run.rank)
-        self.progress = state.restore(run, self.out) if cfg.resume else state.Progress()
-        self.best = state.best_weights(run, self.out, self.progress)
-        self.bar = ProgressBar(run)
-        self.hooks = [*hooks, Metrics(self), BestModel(), Checkpoint(), self.bar]
+        try:
+            self.progress = state.restore(run, self.out) if cfg.resume else state.Progress()
+            self.best = state.best_weights(run, self.out, self.progress)
+            self.bar = ProgressBar(run)
+            self.hooks = [*hooks, Metrics(self), BestModel(), Checkpoint(), self.bar]
+        except BaseException:
+            if lock is None and self.lock is not None:  # ours: a caller's lock is the caller's
+                self.lock.release()
+            raise
 
     def train(self) -> dict:
         """Train the remaining epochs, select on validation, test once; return the summary."""
@@ -267,9 +272,8 @@ def run(cfg: TrainConfig, hooks: Sequence[Hook] = ()) -> dict:
     # torchrun's rank, read before the process group exists, so that the folder fails fast
     rank = int(os.environ.get("RANK", 0)) if cfg.executor == "distributed" else 0
     lock = state.claim(Path(cfg.out) if cfg.out else None, cfg.resume, rank)
-    cfg = state.extend(cfg)
     try:
-        return train(build(cfg), hooks, lock)
+        return train(build(state.extend(cfg)), hooks, lock)
     finally:
         if lock is not None:
             lock.release()

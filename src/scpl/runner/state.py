@@ -136,6 +136,9 @@ def claim(out: Optional[Path], resume: bool, rank: int = 0) -> Optional[RunLock]
         raise ConfigError("resume needs out: the folder of the run to continue")
     if not out:
         return None
+    if resume and not out.exists():  # a mistyped folder is not created
+        raise ConfigError(f"resume: {out} does not exist; there is nothing to resume "
+                          "(drop --resume to start a new run)")
     lock = RunLock(out) if rank == 0 else None
     try:
         epoch = latest(out)
