@@ -399,8 +399,33 @@ def parity_tables(runs: dict[str, dict]) -> list[str]:
                 f"{', '.join(str(s['best_epoch']) for s in ss)} / {ss[0]['epochs']} | {gain} | "
                 f"{statistics.mean(s['train_seconds'] for s in ss):.0f} | "
                 f"{statistics.mean(s['samples_per_s'] for s in ss):.0f} | {_code(rs[0]['command'])} |")
-        lines.append("")
+        lines += ["", *paired_gaps(recipe, runs)]
     return lines
+
+
+def paired_gaps(recipe: str, runs: dict[str, dict]) -> list[str]:
+    """Each method's gap to BP trained with the same seed, on test and validation, once two
+    seeds of a method and of BP are cached: how much of a mean gap is seed noise."""
+    def gaps(method: str, split: str) -> list[tuple[int, float]]:
+        return [(seed, 100 * (runs[f"{recipe}-{method}-s{seed}"]["summary"][split]
+                              - runs[f"{recipe}-bp-s{seed}"]["summary"][split]))
+                for seed in SEEDS if {f"{recipe}-{method}-s{seed}", f"{recipe}-bp-s{seed}"} <= runs.keys()]
+
+    def cell(values: list[tuple[int, float]]) -> tuple[str, str]:
+        numbers = [g for _, g in values]
+        return (" / ".join(f"s{seed} {g:+.2f}" for seed, g in values),
+                f"{statistics.mean(numbers):+.2f} ± {statistics.stdev(numbers):.2f}")
+
+    rows = []
+    for method in PARITY[recipe]:
+        test, val = gaps(method, "test_accuracy"), gaps(method, "val_accuracy")
+        if method != "bp" and len(test) > 1:
+            rows.append(f"| {method} | {' | '.join(cell(test))} | {' | '.join(cell(val))} |")
+    if not rows:
+        return []
+    return ["Gap to BP at the same seed (points):", "",
+            "| method | test, per seed | test, mean ± sd | validation, per seed | validation, mean ± sd |",
+            "| --- | --- | ---: | --- | ---: |", *rows, ""]
 
 
 NOISE_CURVES = {"train_accuracy": "training accuracy, noisy labels",

@@ -107,3 +107,22 @@ def test_ablation_deltas_are_against_the_parity_run_or_left_blank_without_it(gri
     runs = {fmnist[0].name: record(fmnist[0], 0.80), fmnist[1].name: record(fmnist[1], 0.82)}
     assert [line.split(" | ")[3] for line in grid.ablation_tables(runs) if line.startswith("| bp")] == \
         ["+0.00", "+2.00"]
+
+
+def test_parity_gaps_are_paired_by_seed_once_two_seeds_exist(grid):
+    def record(spec, test, val):
+        return {"command": shlex.join(spec.command(Path("results"))),
+                "summary": {"test_accuracy": test, "val_accuracy": val, "best_epoch": 5, "epochs": 16,
+                            "train_seconds": 1.0, "samples_per_s": 1.0}}
+
+    specs = {s.name: s for s in grid.parity_runs() if s.table == "debian-lstm-parity"}
+    accuracies = {"bp-s0": (0.70, 0.80), "bp-s1": (0.80, 0.90), "scpl-s0": (0.71, 0.78),
+                  "scpl-s1": (0.77, 0.86), "greedy-s0": (0.60, 0.60)}
+    runs = {f"debian-lstm-parity-{k}": record(specs[f"debian-lstm-parity-{k}"], *v)
+            for k, v in accuracies.items()}
+    text = "\n".join(grid.parity_tables(runs))
+    # the mean gap (-1.0) hides that SCPL led at seed 0 and trailed at seed 1
+    assert "| scpl | s0 +1.00 / s1 -3.00 | -1.00 ± 2.83 | s0 -2.00 / s1 -4.00 | -3.00 ± 1.41 |" in text
+    assert "| greedy | s0" not in text  # one seed: no spread to show
+    del runs["debian-lstm-parity-scpl-s1"]
+    assert "Gap to BP at the same seed" not in "\n".join(grid.parity_tables(runs))
