@@ -164,8 +164,8 @@ class Loop:
             self.best = state.best_weights(run, self.out, self.progress)
             self.bar = ProgressBar(run)
             self.hooks = [*hooks, Metrics(self), BestModel(), Checkpoint(), self.bar]
-        except BaseException:
-            if lock is None and self.lock is not None:  # ours: a caller's lock is the caller's
+        except BaseException:  # the folder is freed however the run ends, as train() does
+            if self.lock is not None:
                 self.lock.release()
             raise
 

@@ -130,29 +130,21 @@ class RunLock:
 def claim(out: Optional[Path], resume: bool, rank: int = 0) -> Optional[RunLock]:
     """Check a run's folder before anything is built (so that a wrong folder fails in a moment,
     not after the data has loaded) and lock it in rank 0; the lock, or None on other ranks and
-    without a folder. Refuses resume without a folder or with nothing to resume in it, and a new
-    run in a folder that holds one."""
+    without a folder. Refuses resume without a folder or with nothing to resume in it (a
+    mistyped folder is not created), and a new run in a folder that holds one. A folder in use
+    is refused by the lock, which is held for the whole run."""
     if resume and not out:
         raise ConfigError("resume needs out: the folder of the run to continue")
     if not out:
         return None
-    if resume and not out.exists():  # a mistyped folder is not created
-        raise ConfigError(f"resume: {out} does not exist; there is nothing to resume "
+    epoch = latest(out)
+    if resume and epoch is None:
+        raise ConfigError(f"resume: {out / LATEST} not found; there is nothing to resume in {out} "
                           "(drop --resume to start a new run)")
-    lock = RunLock(out) if rank == 0 else None
-    try:
-        epoch = latest(out)
-        if resume and epoch is None:
-            raise ConfigError(f"resume: {out / LATEST} not found; there is nothing to resume in {out} "
-                              "(drop --resume to start a new run)")
-        if not resume and epoch is not None:
-            raise ConfigError(f"{out} already holds a run (epoch {epoch}); continue it "
-                              "with --resume or choose a new --out folder")
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
-    return lock
+    if not resume and epoch is not None:
+        raise ConfigError(f"{out} already holds a run (epoch {epoch}); continue it "
+                          "with --resume or choose a new --out folder")
+    return RunLock(out) if rank == 0 else None
 
 
 # --------------------------------------------------------------------------- a run's state
@@ -214,10 +206,7 @@ def extend(cfg: TrainConfig) -> TrainConfig:
 
 def restore(run: Run, out: Path) -> Progress:
     """Load the latest complete set into ``run`` and return its progress (refuses changed settings)."""
-    epoch = latest(out)
-    if epoch is None:
-        raise ConfigError(f"resume: {out / LATEST} not found; there is nothing to resume in {out} "
-                          "(drop --resume to start a new run)")
+    epoch = latest(out)  # claim() has checked that there is one
     state = read_trainer(out, epoch, run.rank)
     saved = {k: v for k, v in legacy_config(state["config"]).items() if k not in RESUMABLE_CHANGES}
     now = asdict(run.cfg)
