@@ -40,7 +40,7 @@ import shlex
 import statistics
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -295,29 +295,42 @@ def queue(items: list[str], only: Optional[str] = None, seeds: Optional[set[int]
     return list(specs.values())
 
 
-def run_tier(specs: list[Spec], out: Path, jobs: int, redo: bool = False) -> None:
+def run_tier(specs: list[Spec], out: Path, jobs: int, redo: bool = False, cache: Path = CACHE,
+             runner: Callable[[Spec, Path], dict] = execute) -> None:
     """Run the specs not cached yet (with ``redo``, all of them: a later cache line replaces an
-    earlier one of the same name), ``jobs`` at a time, appending each result to the cache."""
+    earlier one of the same name), ``jobs`` at a time, appending each result to ``cache``.
+    An evaluation of a run that is itself in the queue starts once that run has finished (and is
+    reported as failed, without running, if that run failed)."""
     out.mkdir(parents=True, exist_ok=True)
-    done = {} if redo else load()
+    done = {} if redo else load(cache)
     todo = [s for s in specs if s.name not in done]
-    print(f"{len(specs) - len(todo)} of {len(specs)} runs cached in {CACHE}, {len(todo)} to go",
+    print(f"{len(specs) - len(todo)} of {len(specs)} runs cached in {cache}, {len(todo)} to go",
           file=sys.stderr)
+    queued = {s.name for s in todo}
+    after: dict[str, list[Spec]] = {}  # run name -> the evaluations waiting for it
+    for s in todo:
+        if s.eval_of in queued:
+            after.setdefault(s.eval_of, []).append(s)
     failed = []
-    with ThreadPoolExecutor(jobs) as pool, open(CACHE, "a") as log:
-        futures = [pool.submit(execute, s, out) for s in todo]
-        for future in as_completed(futures):
-            try:
-                result = future.result()
-            except RuntimeError as exc:  # keep the other runs going; report at the end
-                failed.append(str(exc))
-                print(str(exc)[:2000], file=sys.stderr)
-                continue
-            log.write(json.dumps(result) + "\n")
-            log.flush()
-            s = result["summary"]
-            print(f"{result['name']}: {json.dumps({k: s.get(k) for k in ('val_accuracy', 'test_accuracy')})}",
-                  file=sys.stderr)
+    with ThreadPoolExecutor(jobs) as pool, open(cache, "a") as log:
+        running = {pool.submit(runner, s, out): s for s in todo if s.eval_of not in queued}
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                spec = running.pop(future)
+                try:
+                    result = future.result()
+                except RuntimeError as exc:  # keep the other runs going; report at the end
+                    errors = [str(exc)[:2000]] + [f"{e.name} not run: {spec.name} failed"
+                                                  for e in after.pop(spec.name, [])]
+                    failed += errors
+                    print("\n".join(errors), file=sys.stderr)
+                    continue
+                log.write(json.dumps(result) + "\n")
+                log.flush()
+                accuracy = {k: result["summary"].get(k) for k in ("val_accuracy", "test_accuracy")}
+                print(f"{result['name']}: {json.dumps(accuracy)}", file=sys.stderr)
+                running.update({pool.submit(runner, e, out): e for e in after.pop(spec.name, [])})
     if failed:
         raise SystemExit(f"{len(failed)} runs failed (see above)")
 

@@ -5,6 +5,7 @@ from the arguments."""
 import importlib.util
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,27 @@ def test_parity_gaps_are_paired_by_seed_once_two_seeds_exist(grid):
     assert "| greedy | s0" not in text  # one seed: no spread to show
     del runs["debian-lstm-parity-scpl-s1"]
     assert "Gap to BP at the same seed" not in "\n".join(grid.parity_tables(runs))
+
+
+def test_an_evaluation_in_the_queue_waits_for_its_run_and_is_skipped_if_that_run_fails(grid, tmp_path):
+    events: list[str] = []
+
+    def runner(spec, out):
+        events.append(f"start {spec.name}")
+        if spec.name == "broken":
+            raise RuntimeError("broken failed")
+        time.sleep(0.05 if spec.name == "slow" else 0)
+        events.append(f"end {spec.name}")
+        return {"name": spec.name, "summary": {}}
+
+    specs = [grid.Spec("slow", "parity", "t", "r", ()), grid.Spec("broken", "parity", "t", "r", ()),
+             grid.Spec("eval-slow", "exits", "val", "slow", (), eval_of="slow"),
+             grid.Spec("eval-broken", "exits", "val", "broken", (), eval_of="broken"),
+             grid.Spec("eval-cached", "exits", "val", "cached", (), eval_of="cached")]
+    cache = tmp_path / "cache.jsonl"
+    cache.write_text('{"name": "cached", "summary": {}}\n')
+    with pytest.raises(SystemExit, match="2 runs failed"):  # 'broken' and the evaluation it held back
+        grid.run_tier(specs, tmp_path / "out", jobs=3, cache=cache, runner=runner)
+    assert events.index("start eval-slow") > events.index("end slow")  # not while 'slow' was running
+    assert "start eval-cached" in events and "start eval-broken" not in events
+    assert set(grid.load(cache)) == {"cached", "slow", "eval-cached", "eval-slow"}
