@@ -88,6 +88,15 @@ def test_the_run_folder_is_checked_before_the_data_loads(capsys, tmp_path):
         lock.release()
 
 
+def test_the_distributed_executor_without_torchrun_fails_before_touching_the_folder(capsys, tmp_path,
+                                                                                    monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    out = tmp_path / "run"
+    assert "launch with `torchrun" in one_error_line(capsys, *FAST, "--executor", "distributed",
+                                                      "--out", str(out))
+    assert not out.exists()
+
+
 def test_damaged_run_files_are_named(capsys, tmp_path):
     out = trained(tmp_path)
     (out / "latest.json").write_text("")

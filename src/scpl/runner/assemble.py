@@ -207,6 +207,18 @@ def _devices(spec: Any) -> Any:
     return [str(n).strip() for n in names] if isinstance(names, list) else names
 
 
+def launch_rank(cfg: TrainConfig) -> int:
+    """This process's rank as torchrun set it (0 outside the distributed executor), readable
+    before the process group exists; ConfigError when the distributed executor was not launched
+    by torchrun."""
+    if cfg.executor != "distributed":
+        return 0
+    if "RANK" not in os.environ:
+        raise ConfigError("executor distributed runs one process per block: launch with "
+                          "`torchrun --nproc-per-node=K -m scpl train ...`")
+    return int(os.environ["RANK"])
+
+
 def _process(cfg: TrainConfig) -> tuple[int, int]:
     """(rank, world size): joins torchrun's process group for the distributed executor; sets threads."""
     if cfg.executor not in EXECUTORS:
@@ -215,9 +227,7 @@ def _process(cfg: TrainConfig) -> tuple[int, int]:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         return 0, 1
-    if "RANK" not in os.environ:
-        raise ConfigError("executor distributed runs one process per block: launch with "
-                          "`torchrun --nproc-per-node=K -m scpl train ...`")
+    launch_rank(cfg)
     rank, world = init_from_env()
     torch.set_num_threads(cfg.threads or 1)
     return rank, world

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,7 +23,7 @@ from ..batchnorm import recompute_batchnorm
 from ..errors import NonFiniteLossError, StageError, TrainingDiverged
 from ..progress import EpochBar, epoch_line
 from . import state
-from .assemble import Batches, Run, build
+from .assemble import Batches, Run, build, launch_rank
 from .config import TrainConfig
 from .export import export, summary
 from .metrics import MetricsLog
@@ -269,9 +268,7 @@ def train(run: Run, hooks: Sequence[Hook] = (), lock: Optional[state.RunLock] = 
 def run(cfg: TrainConfig, hooks: Sequence[Hook] = ()) -> dict:
     """Check the run folder, build and train; return the summary (the same on every rank)."""
     cfg.validate()
-    # torchrun's rank, read before the process group exists, so that the folder fails fast
-    rank = int(os.environ.get("RANK", 0)) if cfg.executor == "distributed" else 0
-    lock = state.claim(Path(cfg.out) if cfg.out else None, cfg.resume, rank)
+    lock = state.claim(Path(cfg.out) if cfg.out else None, cfg.resume, launch_rank(cfg))
     try:
         return train(build(state.extend(cfg)), hooks, lock)
     finally:
