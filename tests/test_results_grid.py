@@ -151,3 +151,22 @@ def test_an_evaluation_in_the_queue_waits_for_its_run_and_is_skipped_if_that_run
     assert events.index("start eval-slow") > events.index("end slow")  # not while 'slow' was running
     assert "start eval-cached" in events and "start eval-broken" not in events
     assert set(grid.load(cache)) == {"cached", "slow", "eval-cached", "eval-slow"}
+
+
+def test_one_exit_rule_for_all_seeds_is_chosen_on_the_mean_validation_change(grid):
+    def record(full, accuracies):
+        rows = [{"rule": "confidence", "patience": None, "threshold": t, "accuracy": a, "compute_saved": s,
+                 "compute_saved_by_time": s - 0.01, "exits": [1, 1]}
+                for t, a, s in zip((0.9, 0.8, 0.7), accuracies, (0.2, 0.4, 0.6))]
+        return {"command": "scpl eval x", "summary": {"accuracy": full, "tradeoff": rows}}
+    run0, run1 = grid.TRADEOFF_RUNS[:2]
+    runs = {f"tradeoff-val-{run0}": record(0.9, (0.9, 0.899, 0.89)),  # 0.7 loses 1.0 here ...
+            f"tradeoff-val-{run1}": record(0.9, (0.9, 0.897, 0.899)),  # ... and 0.1 here: mean -0.55
+            f"tradeoff-test-{run0}": record(0.8, (0.8, 0.79, 0.78)),
+            f"tradeoff-test-{run1}": record(0.8, (0.8, 0.80, 0.79))}
+    assert grid.exit_summary({k: v for k, v in runs.items() if run1 not in k}) == []  # one seed: no summary
+    text = "\n".join(grid.exit_summary(runs))
+    assert "**confidence, patience -, threshold 0.8**" in text  # 0.7 misses the budget on the mean
+    assert "| val Δ accuracy (points) | -0.10 / -0.30 | -0.20 ± 0.14 |" in text
+    assert "| test Δ accuracy (points) | -1.00 / +0.00 | -0.50 ± 0.71 |" in text
+    assert "| test block time saved % | 39.00 / 39.00 | 39.00 ± 0.00 |" in text
