@@ -326,8 +326,9 @@ def run_tier(specs: list[Spec], out: Path, jobs: int, redo: bool = False, cache:
                 spec = running.pop(future)
                 try:
                     result = future.result()
-                except RuntimeError as exc:  # keep the other runs going; report at the end
-                    errors = [str(exc)[:2000]] + [f"{e.name} not run: {spec.name} failed"
+                except Exception as exc:  # keep the other runs going; report at the end
+                    own = str(exc) if isinstance(exc, RuntimeError) else f"{spec.name}: {exc!r}"
+                    errors = [own[:2000]] + [f"{e.name} not run: {spec.name} failed"
                                                   for e in after.pop(spec.name, [])]
                     failed += errors
                     print("\n".join(errors), file=sys.stderr)
@@ -507,7 +508,8 @@ def exit_tables(runs: dict[str, dict], figures: Optional[Path] = None) -> list[s
         if val is None or test is None:
             continue
         v, t = val["summary"], test["summary"]
-        ok = [i for i, p in enumerate(v["tradeoff"]) if p["accuracy"] >= v["accuracy"] - EXIT_BUDGET]
+        ok = [i for i, p in enumerate(v["tradeoff"])
+              if p["accuracy"] >= v["accuracy"] - EXIT_BUDGET - 1e-9]  # float32 accuracies
         chosen = max(ok, key=lambda i: v["tradeoff"][i]["compute_saved"]) if ok else None
         full = f"full path: val {100 * v['accuracy']:.2f} %, test {100 * t['accuracy']:.2f} %"
         lines += [f"#### `{run}` ({full})", "",
@@ -531,44 +533,52 @@ def exit_tables(runs: dict[str, dict], figures: Optional[Path] = None) -> list[s
     return lines
 
 
+def _rule(row: dict) -> tuple:
+    """An exit rule's identity in a trade-off row."""
+    return row["rule"], row["patience"], row["threshold"]
+
+
 def exit_summary(runs: dict[str, dict]) -> list[str]:
-    """Once two seeds' models have trade-offs: the one rule a user would set for every model, the
-    one saving most (mean over seeds) while its mean validation change stays within EXIT_BUDGET,
-    with its change and savings on test, seed by seed and as mean ± sd."""
-    pairs = [(runs[f"tradeoff-val-{r}"]["summary"], runs[f"tradeoff-test-{r}"]["summary"], seed)
-             for seed, r in enumerate(TRADEOFF_RUNS)
-             if f"tradeoff-val-{r}" in runs and f"tradeoff-test-{r}" in runs]
-    if len(pairs) < 2:
+    """Markdown lines (none with fewer than two seeds' models): the one exit rule a user would set
+    for every seed's model. Among the rules whose validation change, averaged over the seeds, is
+    within EXIT_BUDGET, the one with the most block calls saved on validation (mean over seeds);
+    its validation and test change and its savings on test, seed by seed and as mean ± sd."""
+    models = [(spec.seed, *(runs[f"tradeoff-{split}-{spec.eval_of}"]["summary"] for split in ("val", "test")))
+              for spec in exit_runs() if spec.table == "val"
+              and all(f"tradeoff-{split}-{spec.eval_of}" in runs for split in ("val", "test"))]
+    if len(models) < 2:
         return []
+    # (seed, split) -> rule -> (accuracy change from the full path, calls saved, time saved)
+    table = {(seed, split): {_rule(row): (row["accuracy"] - summary["accuracy"], row["compute_saved"],
+                                          row.get("compute_saved_by_time"))
+                             for row in summary["tradeoff"]}
+             for seed, val, test in models for split, summary in (("val", val), ("test", test))}
+    rules = set.intersection(*(set(rows) for rows in table.values()))  # the rules every model has
 
-    def per_seed(i: int, split: int, key: str) -> list[float]:
-        """Accuracy as the change from the full path; savings as they are."""
-        return [p[split]["tradeoff"][i][key] - (p[split]["accuracy"] if key == "accuracy" else 0)
-                for p in pairs]
+    def values(rule: tuple, split: str, column: int) -> list[Optional[float]]:
+        return [table[seed, split][rule][column] for seed, _, _ in models]
 
-    rules = range(len(pairs[0][0]["tradeoff"]))
-    ok = [i for i in rules if statistics.mean(per_seed(i, 0, "accuracy")) >= -EXIT_BUDGET]
+    ok = [r for r in rules if statistics.mean(values(r, "val", 0)) >= -EXIT_BUDGET - 1e-9]
     if not ok:
         return [f"No exit rule loses at most {100 * EXIT_BUDGET:.1f} points of validation accuracy "
                 "on the mean over the seeds' models.", ""]
-    i = max(ok, key=lambda j: statistics.mean(per_seed(j, 0, "compute_saved")))
-    rule = pairs[0][0]["tradeoff"][i]
-    seeds = " / ".join(f"s{p[2]}" for p in pairs)
+    rule = max(ok, key=lambda r: (statistics.mean(values(r, "val", 1)), r[2]))
 
-    def cells(split: int, key: str, sign: str = "") -> str:
-        values = per_seed(i, split, key)
-        return (" / ".join(f"{100 * v:{sign}.2f}" for v in values) + " | "
-                + f"{100 * statistics.mean(values):{sign}.2f} ± {100 * statistics.stdev(values):.2f}")
+    def row(label: str, split: str, column: int, sign: str = "") -> list[str]:
+        found = values(rule, split, column)
+        if any(v is None for v in found):
+            return []
+        return [f"| {label} | {' / '.join(f'{100 * v:{sign}.2f}' for v in found)} | "
+                f"{100 * statistics.mean(found):{sign}.2f} ± {100 * statistics.stdev(found):.2f} |"]
 
-    return [f"One rule for every seed's model ({len(pairs)} seeds), chosen on the mean validation change: "
-            f"**{rule['rule']}, patience {rule['patience'] or '-'}, threshold {rule['threshold']}**.", "",
-            f"| measure | {seeds} | mean ± sd |", "| --- | --- | ---: |",
-            f"| val Δ accuracy (points) | {cells(0, 'accuracy', '+')} |",
-            f"| test Δ accuracy (points) | {cells(1, 'accuracy', '+')} |",
-            f"| test block calls saved % | {cells(1, 'compute_saved')} |",
-            *([f"| test block time saved % | {cells(1, 'compute_saved_by_time')} |"]
-              if all(p[1]["tradeoff"][i].get("compute_saved_by_time") is not None for p in pairs) else []),
-            ""]
+    name, patience, threshold = rule
+    return [f"One rule for every seed's model ({len(models)} seeds; the one saving most block calls on "
+            f"validation while losing at most {100 * EXIT_BUDGET:.1f} points there on the mean): "
+            f"**{name}, patience {patience or '-'}, threshold {threshold}**.", "",
+            f"| measure (points) | {' / '.join(f's{seed}' for seed, _, _ in models)} | mean ± sd |",
+            "| --- | --- | ---: |",
+            *row("val Δ accuracy", "val", 0, "+"), *row("test Δ accuracy", "test", 0, "+"),
+            *row("test block calls saved %", "test", 1), *row("test block time saved %", "test", 2), ""]
 
 
 def tables(figures: Optional[Path] = None) -> str:
