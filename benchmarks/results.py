@@ -335,7 +335,8 @@ def run_tier(specs: list[Spec], out: Path, jobs: int, redo: bool = False, cache:
                     continue
                 log.write(json.dumps(result) + "\n")
                 log.flush()
-                accuracy = {k: result["summary"].get(k) for k in ("val_accuracy", "test_accuracy")}
+                accuracy = {k: v for k, v in result["summary"].items()
+                            if k in ("val_accuracy", "test_accuracy", "accuracy")}  # a run's or an eval's
                 print(f"{result['name']}: {json.dumps(accuracy)}", file=sys.stderr)
                 running.update({pool.submit(runner, e, out): e for e in after.pop(spec.name, [])})
     if failed:
