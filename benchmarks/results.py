@@ -176,7 +176,9 @@ def _ablations() -> list[tuple[str, str, str, list[str]]]:
              ("lstm", "scpl", "LSTM blocks normalise their input (LayerNorm)",
               [*_set(projector="mlp"), *lstm_norm])]
     rows += [("fmnist-parity", method, "block lr x [1, 1.5, 2, 2]", _set(block_lr="[1,1.5,2,2]"))
-             for method in ("scpl", "deinforeg", "greedy")]
+             for method in ("scpl", "deinforeg", "greedy", "dascpl", "contsup")]
+    rows += [("transformer-parity", method, "block lr x [1, 1.5, 2, 2]", _set(block_lr="[1,1.5,2,2]"))
+             for method in ("scpl", "deinforeg", "greedy", "dascpl")]
     # the budget that chose the recipe's 24 epochs: at 12, BP peaked at epoch 7 and SCPL, DeInfoReg
     # and DASCPL were still improving at 11-12; 24 epochs added 1.1 (BP) to 3.8 (DASCPL) points
     rows += [("transformer-parity", method, "12 epochs", ["--epochs", "12"])
