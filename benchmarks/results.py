@@ -18,6 +18,11 @@ Tiers::
                with accuracy on the noisy and the true training labels every epoch
     exits      the early-exit trade-off (threshold against accuracy and compute saved) of the
                converged models with exit classifiers (``scpl eval --tradeoff``)
+    uniform    the parity grid and its early-exit evaluations at one learning rate for every
+               block (``block_lr=uniform``), the decoupled methods' default before 2026-12-01
+
+Runs measured before a default changed pin the old setting in their commands (the ablations and
+the noise runs pin ``block_lr=uniform``), so that every command on the page computes its number.
 
 Usage::
 
@@ -52,6 +57,10 @@ TEXT_METHODS = ("bp", "scpl", "deinforeg", "greedy", "dascpl")  # ContSup's cont
 PARITY = {"fmnist-cnn-parity": ("bp", *DECOUPLED), "debian-transformer-parity": TEXT_METHODS,
           "debian-lstm-parity": TEXT_METHODS}
 NOISE = {"rates": (0.2, 0.4), "methods": ("bp", "scpl", "deinforeg", "greedy")}
+UNIFORM = ("--set", "block_lr=uniform")
+"""One learning rate for every block: the decoupled methods' default before "ramp" (2026-12-01)."""
+BEFORE = "uniform-lr"
+"""The name suffix of the parity runs (and their evaluations) made with :data:`UNIFORM`."""
 
 
 @dataclass(frozen=True)
@@ -80,18 +89,20 @@ def _set(**values: str) -> list[str]:
 
 
 ABLATION_BASES = {
-    "fmnist": ["--config", "fmnist-cnn-fast", "--epochs", "8"],
-    "transformer": ["--config", "debian-transformer-fast", "--epochs", "10"],
-    "lstm": ["--config", "debian-lstm-fast", "--epochs", "8"],
-    "fmnist-parity": ["--config", "fmnist-cnn-parity"],
-    "transformer-parity": ["--config", "debian-transformer-parity"],
-    "lstm-parity": ["--config", "debian-lstm-parity"],
+    "fmnist": ["--config", "fmnist-cnn-fast", "--epochs", "8", *UNIFORM],
+    "transformer": ["--config", "debian-transformer-fast", "--epochs", "10", *UNIFORM],
+    "lstm": ["--config", "debian-lstm-fast", "--epochs", "8", *UNIFORM],
+    "fmnist-parity": ["--config", "fmnist-cnn-parity", *UNIFORM],
+    "transformer-parity": ["--config", "debian-transformer-parity", *UNIFORM],
+    "lstm-parity": ["--config", "debian-lstm-parity", *UNIFORM],
 }
 """Short budgets: Fashion-MNIST 18,000 images x 8 epochs, the text models 10 and 8 epochs; and
-the settings that won at the short budget, checked at the converged one."""
+the settings that won at the short budget, checked at the converged one. All at one learning rate
+per block, as measured (a row's own ``block_lr`` comes later and wins)."""
 ABLATION_REFERENCE = {"fmnist-parity": "fmnist-cnn-parity", "transformer-parity": "debian-transformer-parity",
                       "lstm-parity": "debian-lstm-parity"}
-"""Ablations whose baseline is the parity run (seed 0) of the same method."""
+"""Ablations whose baseline is the parity run (seed 0) of the same method, at one learning rate
+(:func:`parity_name` with :data:`BEFORE`)."""
 
 def _ablations() -> list[tuple[str, str, str, list[str]]]:
     """(workload, method, setting, extra arguments), one factor changed at a time from a stated
@@ -216,11 +227,25 @@ def _seed(args: list[str]) -> int:
     return int(args[args.index("--seed") + 1]) if "--seed" in args else 0
 
 
+def parity_name(recipe: str, method: str, seed: int, suffix: str = "") -> str:
+    """A parity run's cache name; ``suffix`` (e.g. :data:`BEFORE`) marks a pinned older default.
+    BP is one block, the same run under every ``block_lr``: it has no suffix."""
+    return f"{recipe}-{method}-s{seed}" + (f"-{suffix}" if suffix and method != "bp" else "")
+
+
 def parity_runs() -> list[Spec]:
     """Recipe by recipe, seed 0 of every method first (a partial grid covers every method)."""
-    return [Spec(f"{recipe}-{method}-s{seed}", "parity", recipe, method,
+    return [Spec(parity_name(recipe, method, seed), "parity", recipe, method,
                  ("--config", recipe, "--method", method, "--seed", str(seed)), seed)
             for recipe, methods in PARITY.items() for seed in SEEDS for method in methods]
+
+
+def uniform_runs() -> list[Spec]:
+    """The parity grid's decoupled runs at one rate per block, and their exit evaluations."""
+    return [Spec(parity_name(recipe, method, seed, BEFORE), "uniform", recipe, method,
+                 ("--config", recipe, "--method", method, "--seed", str(seed), *UNIFORM), seed)
+            for recipe, methods in PARITY.items() for seed in SEEDS for method in methods
+            if method != "bp"] + exit_runs(BEFORE)
 
 
 NOISE_RECIPE = "fmnist-cnn-noise"
@@ -229,20 +254,24 @@ NOISE_RECIPE = "fmnist-cnn-noise"
 def noise_runs() -> list[Spec]:
     """One table per noise rate (``--only noise40``), the largest rate first."""
     return [Spec(f"noise{rate}-{method}-s0", "noise", f"noise{100 * rate:.0f}", method,
-                 ("--config", NOISE_RECIPE, "--method", method, "--label-noise", str(rate)))
+                 ("--config", NOISE_RECIPE, "--method", method, "--label-noise", str(rate), *UNIFORM))
             for rate in (*sorted(NOISE["rates"], reverse=True), 0.0) for method in NOISE["methods"]]
 
 
-TRADEOFF_RUNS = [f"fmnist-cnn-parity-dascpl-s{s}" for s in SEEDS]
+def tradeoff_runs(suffix: str = "") -> list[str]:
+    """The models whose early-exit trade-off is measured: DASCPL's Fashion-MNIST parity runs."""
+    return [parity_name("fmnist-cnn-parity", "dascpl", s, suffix) for s in SEEDS]
 
 
-def exit_runs() -> list[Spec]:
-    return [Spec(f"tradeoff-{split}-{run}", "exits", split, run, ("--tradeoff", "--split", split), seed,
-                 eval_of=run) for seed, run in enumerate(TRADEOFF_RUNS) for split in ("val", "test")]
+def exit_runs(suffix: str = "") -> list[Spec]:
+    return [Spec(f"tradeoff-{split}-{run}", "uniform" if suffix else "exits", split, run,
+                 ("--tradeoff", "--split", split), seed, eval_of=run)
+            for seed, run in enumerate(tradeoff_runs(suffix)) for split in ("val", "test")]
 
 
 TIERS: dict[str, Callable[[], list[Spec]]] = {"ablations": ablation_runs, "parity": parity_runs,
-                                              "noise": noise_runs, "exits": exit_runs}
+                                              "noise": noise_runs, "exits": exit_runs,
+                                              "uniform": uniform_runs}
 
 
 # --------------------------------------------------------------------------- running
@@ -359,6 +388,13 @@ def _code(text: str) -> str:
     return "`" + text.replace("|", "\\|") + "`"
 
 
+def _command(record: dict) -> str:
+    """A run's command; for a run cached from an identical computation (``same_as``: an ablation
+    row that set the default's value explicitly), that one's command as well."""
+    same = record.get("same_as")
+    return _code(record["command"]) + (f" (cached from the same computation: {_code(same)})" if same else "")
+
+
 def ablation_tables(runs: dict[str, dict]) -> list[str]:
     lines: list[str] = []
     for workload in ABLATION_BASES:
@@ -374,7 +410,7 @@ def ablation_tables(runs: dict[str, dict]) -> list[str]:
             s = runs[spec.name]["summary"]
             method, setting = spec.row.split("|", 1)
             if workload in ABLATION_REFERENCE:  # against the parity run, once it is cached
-                reference = runs.get(f"{ABLATION_REFERENCE[workload]}-{method}-s0")
+                reference = runs.get(parity_name(ABLATION_REFERENCE[workload], method, 0, BEFORE))
                 base = reference["summary"]["val_accuracy"] if reference else None
             else:
                 base = first.setdefault(method, s["val_accuracy"])
@@ -395,15 +431,16 @@ def _curve_gain(record: dict) -> Optional[float]:
     return max(val) - max(val[:start])
 
 
-def parity_tables(runs: dict[str, dict]) -> list[str]:
+def parity_tables(runs: dict[str, dict], suffix: str = "") -> list[str]:
     lines: list[str] = []
     for recipe, methods in PARITY.items():
-        rows = {m: [runs[f"{recipe}-{m}-s{s}"] for s in SEEDS if f"{recipe}-{m}-s{s}" in runs]
-                for m in methods}
+        rows = {m: [runs[parity_name(recipe, m, s, suffix)] for s in SEEDS
+                    if parity_name(recipe, m, s, suffix) in runs] for m in methods}
         if not any(rows.values()):
             continue
         bp = [r["summary"]["test_accuracy"] for r in rows.get("bp", [])]
-        lines += [f"### `{recipe}`", "",
+        title = f"`{recipe}`, one learning rate for every block" if suffix else f"`{recipe}`"
+        lines += [f"#### {title}", "",
                   "| method | test accuracy % (mean ± sd) | gap to BP | val accuracy % | best epochs | "
                   "val gain in the last quarter | train s | samples/s | command (seed 0) |",
                   "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
@@ -421,18 +458,19 @@ def parity_tables(runs: dict[str, dict]) -> list[str]:
                 f"| {method}{seeds} | {_pct(tests)} | {gap} | {_pct([s['val_accuracy'] for s in ss])} | "
                 f"{', '.join(str(s['best_epoch']) for s in ss)} / {ss[0]['epochs']} | {gain} | "
                 f"{statistics.mean(s['train_seconds'] for s in ss):.0f} | "
-                f"{statistics.mean(s['samples_per_s'] for s in ss):.0f} | {_code(rs[0]['command'])} |")
-        lines += ["", *paired_gaps(recipe, runs)]
+                f"{statistics.mean(s['samples_per_s'] for s in ss):.0f} | {_command(rs[0])} |")
+        lines += ["", *paired_gaps(recipe, runs, suffix)]
     return lines
 
 
-def paired_gaps(recipe: str, runs: dict[str, dict]) -> list[str]:
+def paired_gaps(recipe: str, runs: dict[str, dict], suffix: str = "") -> list[str]:
     """Each method's gap to BP trained with the same seed, on test and validation, once two
     seeds of a method and of BP are cached: how much of a mean gap is seed noise."""
     def gaps(method: str, split: str) -> list[tuple[int, float]]:
-        return [(seed, 100 * (runs[f"{recipe}-{method}-s{seed}"]["summary"][split]
-                              - runs[f"{recipe}-bp-s{seed}"]["summary"][split]))
-                for seed in SEEDS if {f"{recipe}-{method}-s{seed}", f"{recipe}-bp-s{seed}"} <= runs.keys()]
+        pairs = [(seed, parity_name(recipe, method, seed, suffix), parity_name(recipe, "bp", seed))
+                 for seed in SEEDS]
+        return [(seed, 100 * (runs[run]["summary"][split] - runs[bp]["summary"][split]))
+                for seed, run, bp in pairs if {run, bp} <= runs.keys()]
 
     def cell(values: list[tuple[int, float]]) -> tuple[str, str]:
         numbers = [g for _, g in values]
@@ -501,12 +539,12 @@ EXIT_BUDGET = 0.005
 """The accuracy an exit rule may lose on validation to be chosen (0.5 points)."""
 
 
-def exit_tables(runs: dict[str, dict], figures: Optional[Path] = None) -> list[str]:
+def exit_tables(runs: dict[str, dict], figures: Optional[Path] = None, suffix: str = "") -> list[str]:
     """Per model: every rule's validation and test accuracy change and compute saved; the rule
     saving most while losing at most EXIT_BUDGET on validation is chosen (marked). With
     ``figures``, each model's trade-off curves as ``tradeoff-RUN.png`` there."""
     lines: list[str] = []
-    for run in TRADEOFF_RUNS:
+    for run in tradeoff_runs(suffix):
         val, test = (runs.get(f"tradeoff-{split}-{run}") for split in ("val", "test"))
         if val is None or test is None:
             continue
@@ -541,13 +579,13 @@ def _rule(row: dict) -> tuple:
     return row["rule"], row["patience"], row["threshold"]
 
 
-def exit_summary(runs: dict[str, dict]) -> list[str]:
+def exit_summary(runs: dict[str, dict], suffix: str = "") -> list[str]:
     """Markdown lines (none with fewer than two seeds' models): the one exit rule a user would set
     for every seed's model. Among the rules whose validation change, averaged over the seeds, is
     within EXIT_BUDGET, the one with the most block calls saved on validation (mean over seeds);
     its validation and test change and its savings on test, seed by seed and as mean ± sd."""
     models = [(spec.seed, *(runs[f"tradeoff-{split}-{spec.eval_of}"]["summary"] for split in ("val", "test")))
-              for spec in exit_runs() if spec.table == "val"
+              for spec in exit_runs(suffix) if spec.table == "val"
               and all(f"tradeoff-{split}-{spec.eval_of}" in runs for split in ("val", "test"))]
     if len(models) < 2:
         return []
@@ -586,10 +624,15 @@ def exit_summary(runs: dict[str, dict]) -> list[str]:
 
 def tables(figures: Optional[Path] = None) -> str:
     runs = load()
-    lines = ["### Converged parity", ""] + parity_tables(runs)
+    lines = ["### Converged parity, the defaults (`block_lr=ramp`)", ""] + parity_tables(runs)
+    lines += ["### Converged parity, one learning rate for every block (`--set block_lr=uniform`, "
+              "the defaults before 2026-12-01)", ""] + parity_tables(runs, BEFORE)
     lines += ["### Ablations (validation accuracy, one factor at a time)", ""] + ablation_tables(runs)
     lines += noise_table(runs, figures)
-    lines += ["### Early exit on the converged models", ""] + exit_summary(runs) + exit_tables(runs, figures)
+    for title, suffix in (("the defaults", ""), ("one learning rate for every block", BEFORE)):
+        found = exit_summary(runs, suffix) + exit_tables(runs, figures, suffix)
+        if found:
+            lines += [f"### Early exit on the converged models, {title}", ""] + found
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from conftest import synthetic_loader, tiny_cnn
 from scpl import DecoupledModel, seed_everything
+from scpl.errors import ConfigError
 from scpl.executors import SequentialExecutor
 
 EXAMPLE = torch.zeros(2, 1, 8, 8)
@@ -173,6 +174,33 @@ def test_per_block_lr_schedules(loader):
     assert lrs == pytest.approx([0.1 * 0.25, 0.2, 0.3 * 0.01])
 
 
+def test_block_lr_ramps_the_later_blocks_by_default_and_uniform_keeps_one_rate():
+    rates = lambda m: [b.optimizer.param_groups[0]["lr"] for b in m.blocks]  # noqa: E731
+    assert rates(build("scpl")) == pytest.approx([1e-3, 1.5e-3, 2e-3])
+    assert rates(build("deinforeg", block_lr="uniform")) == pytest.approx([1e-3] * 3)
+    assert rates(build("greedy", block_lr=[1, 3, 0.5])) == pytest.approx([1e-3, 3e-3, 5e-4])
+    assert rates(build("bp")) == pytest.approx([1e-3])
+    # one optimizer per block: the rates are the user's, not ramped
+    own = [lambda p, lr=lr: torch.optim.SGD(p, lr=lr) for lr in (0.1, 0.2, 0.3)]
+    assert rates(build("scpl", optimizer=own)) == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_a_ramped_block_trains_bit_for_bit_as_one_built_at_its_scaled_rate(loader):
+    ramped = build("scpl")
+    built = build("scpl", optimizer=[lambda p, s=s: torch.optim.Adam(p, lr=1e-3 * s) for s in (1, 1.5, 2)])
+    for m in (ramped, built):
+        m.fit(loader, epochs=1)
+    assert same(params(ramped), params(built))
+
+
+@pytest.mark.parametrize("block_lr, message", [("fast", "unknown block_lr rule 'fast'"),
+                                               ([1, 2], "must be 3 positive multipliers"),
+                                               ([1, 0, 2], "must be 3 positive multipliers")])
+def test_bad_block_lr_names_the_cause(block_lr, message):
+    with pytest.raises(ConfigError, match=message):
+        build("scpl", block_lr=block_lr)
+
+
 def test_each_block_optimizer_owns_exactly_its_parameters():
     model = build("scpl", exits=True)
     seen = set()
@@ -209,7 +237,8 @@ def test_scheduler_steps_only_after_epochs_in_which_the_block_trained(loader):
     import warnings
 
     sched = lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)  # noqa: E731
-    model = build("scpl", optimizer=lambda p: torch.optim.SGD(p, lr=0.1), scheduler=sched)
+    model = build("scpl", optimizer=lambda p: torch.optim.SGD(p, lr=0.1), scheduler=sched,
+                  block_lr="uniform")
 
     class FirstTwoBlocks(SequentialExecutor):
         """Trains blocks 0 and 1 only, as a distributed rank trains only its own block."""

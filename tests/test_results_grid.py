@@ -82,7 +82,7 @@ def test_the_exit_rule_is_chosen_on_validation_within_half_a_point(grid, tmp_pat
         return [{"rule": "confidence", "patience": None, "threshold": t, "accuracy": a, "compute_saved": s,
                  "compute_saved_by_time": s, "exits": [1, 1]}
                 for t, a, s in zip((0.9, 0.8, 0.7), accuracies, (0.2, 0.4, 0.6))]
-    run = grid.TRADEOFF_RUNS[0]
+    run = grid.tradeoff_runs()[0]
     runs = {f"tradeoff-{split}-{run}": {"command": "scpl eval x",
                                         "summary": {"accuracy": 0.9, "tradeoff": rows(accuracies)}}
             for split, accuracies in (("val", (0.9, 0.896, 0.89)), ("test", (0.9, 0.88, 0.85)))}
@@ -100,9 +100,15 @@ def test_ablation_deltas_are_against_the_parity_run_or_left_blank_without_it(gri
     runs = {s.name: record(s, 0.70) for s in plain}
     parity = {s.name: s for s in grid.parity_runs()}
     runs["debian-lstm-parity-bp-s0"] = record(parity["debian-lstm-parity-bp-s0"], 0.75)
+    # the ablations ran at one rate per block: a decoupled method's reference is its uniform run
+    uniform = {s.name: s for s in grid.uniform_runs()}
+    name = "debian-lstm-parity-scpl-s0-uniform-lr"
+    runs[name] = record(uniform[name], 0.72)
+    runs["debian-lstm-parity-greedy-s0"] = record(parity["debian-lstm-parity-greedy-s0"], 0.90)  # ramped
     rows = [line for line in grid.ablation_tables(runs) if line.startswith("| ")]
     assert any(line.startswith("| bp | plain BiLSTM") and "| 70.00 | -5.00 |" in line for line in rows)
-    assert any(line.startswith("| scpl | plain BiLSTM") and "| 70.00 | – |" in line for line in rows)
+    assert any(line.startswith("| scpl | plain BiLSTM") and "| 70.00 | -2.00 |" in line for line in rows)
+    assert any(line.startswith("| greedy | plain BiLSTM") and "| 70.00 | – |" in line for line in rows)
     # without a reference table, the first row of the method is the baseline
     fmnist = [s for s in grid.ablation_runs() if s.table == "fmnist" and s.row.startswith("bp|")][:2]
     runs = {fmnist[0].name: record(fmnist[0], 0.80), fmnist[1].name: record(fmnist[1], 0.82)}
@@ -159,7 +165,7 @@ def test_one_exit_rule_for_all_seeds_is_chosen_on_the_mean_validation_change(gri
                  "compute_saved_by_time": s - 0.01, "exits": [1, 1]}
                 for t, a, s in zip((0.9, 0.8, 0.7), accuracies, (0.2, 0.4, 0.6))]
         return {"command": "scpl eval x", "summary": {"accuracy": full, "tradeoff": rows[order]}}
-    run0, run1 = grid.TRADEOFF_RUNS[:2]
+    run0, run1 = grid.tradeoff_runs()[:2]
     runs = {f"tradeoff-val-{run0}": record(0.9, (0.9, 0.893, 0.89)),  # 0.8 loses 0.7 at seed 0 ...
             f"tradeoff-val-{run1}": record(0.9, (0.9, 0.899, 0.899), slice(None, None, -1)),  # ... 0.1 here
             f"tradeoff-test-{run0}": record(0.8, (0.8, 0.79, 0.78)),
@@ -189,3 +195,32 @@ def test_a_run_that_breaks_the_driver_itself_is_reported_and_the_others_are_kept
     with pytest.raises(SystemExit, match="1 runs failed"):
         grid.run_tier(specs, tmp_path / "out", jobs=1, cache=cache, runner=runner)
     assert set(grid.load(cache)) == {"a", "b"}
+
+
+def test_runs_measured_at_one_rate_per_block_pin_it_and_the_uniform_tier_pairs_them_with_bp(grid):
+    for spec in grid.ablation_runs() + grid.noise_runs():
+        args = list(spec.args)
+        assert "block_lr=uniform" in args, spec.name  # so each command computes its cached number
+        own = [a for a in args if a.startswith("block_lr=")][-1]
+        assert own == "block_lr=uniform" or "block_lr=uniform" in args[:args.index(own)]  # a row's own wins
+    names = {s.name for s in grid.uniform_runs()}
+    assert "fmnist-cnn-parity-scpl-s2-uniform-lr" in names
+    assert "fmnist-cnn-parity-bp-s0-uniform-lr" not in names  # BP is one block: the same run either way
+    assert "tradeoff-test-fmnist-cnn-parity-dascpl-s1-uniform-lr" in names
+    assert not {s.name for s in grid.parity_runs()} & names
+    assert all("block_lr" not in " ".join(s.args) for s in grid.parity_runs())  # the defaults
+
+    def record(spec, test):
+        return {"command": shlex.join(spec.command(Path("results"))),
+                "summary": {"test_accuracy": test, "val_accuracy": test, "best_epoch": 5, "epochs": 16,
+                            "train_seconds": 1.0, "samples_per_s": 1.0}}
+    specs = {s.name: s for s in grid.parity_runs() + grid.uniform_runs()}
+    runs = {name: record(specs[name], test) for name, test in (
+        ("debian-lstm-parity-bp-s0", 0.70), ("debian-lstm-parity-bp-s1", 0.80),
+        ("debian-lstm-parity-scpl-s0-uniform-lr", 0.71), ("debian-lstm-parity-scpl-s1-uniform-lr", 0.77),
+        ("debian-lstm-parity-scpl-s0", 0.75))}
+    uniform = "\n".join(grid.parity_tables(runs, grid.BEFORE))
+    assert "one learning rate for every block" in uniform and "uniform-lr --json" in uniform
+    assert "| scpl | s0 +1.00 / s1 -3.00 | -1.00 ± 2.83 |" in uniform
+    ramped = "\n".join(grid.parity_tables(runs))
+    assert "| scpl (1 seed) | 75.00 | +0.00 |" in ramped and "uniform" not in ramped

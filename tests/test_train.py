@@ -303,3 +303,33 @@ def test_a_text_lstm_run_saved_before_input_norm_loads_and_resumes_as_a_plain_bi
     assert isinstance(load_run(tmp_path / "new").model.blocks[1].layers.block.norm, torch.nn.LayerNorm)
     unset = T.TrainConfig(**{**FAST, "model": "text_lstm", "model_args": {**args, "input_norm": None}})
     assert unset.model_args["input_norm"] is True  # a config never saves "the default"
+
+
+def test_a_run_saved_before_block_lr_ramped_loads_and_resumes_at_one_rate(tmp_path):
+    from scpl.checkpoint import atomic_save, load
+
+    summary = _run(tmp_path, "old", epochs=2, block_lr="uniform")
+    out = tmp_path / "old"
+    # rewrite the run as saved before the default changed: block_lr null everywhere
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    (out / "config.yaml").write_text(yaml.safe_dump({**config, "block_lr": None}))
+    saved = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").write_text(json.dumps({**saved, "config": {**saved["config"], "block_lr": None}}))
+    for trainer in (out / "epochs").glob("*/trainer-0.pt"):
+        state = load(trainer, weights_only=False)
+        atomic_save({**state, "config": {**state["config"], "block_lr": None}}, trainer)
+
+    run = load_run(out)
+    assert run.model.block_lr == [1.0] * len(run.model.blocks)
+    assert run.model.evaluate(run.test_batches)["accuracy"] == summary["test_accuracy"]
+    with pytest.raises(ConfigError, match="set block_lr: uniform"):
+        _run(tmp_path, "old", epochs=2, resume=True)  # now the default: ramped
+    resumed = _run(tmp_path, "old", epochs=2, block_lr="uniform", resume=True)
+    assert resumed["test_accuracy"] == summary["test_accuracy"]
+
+    # a new run states its rule in its config, and an unknown one is refused with the choices
+    _run(tmp_path, "new", epochs=1)
+    assert yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())["block_lr"] == "ramp"
+    assert load_run(tmp_path / "new").model.block_lr[:3] == [1.0, 1.5, 2.0]
+    with pytest.raises(ConfigError, match="block_lr is a rule"):
+        T.TrainConfig.from_dict({**FAST, "block_lr": "fast"})

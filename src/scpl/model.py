@@ -38,6 +38,7 @@ from .executors import DistributedExecutor, Executor, SequentialExecutor, get_ex
 from .flow import Flow, flow_to
 from .heads import HeadFactory, Leading, ProjectorSpec, per_block
 from .objectives import ObjectiveSpec
+from .optim import block_lr_scales, scale_lr
 from .partition import BlockSpec, split_model
 from .progress import EpochBar, chain, epoch_line
 from .progressive import BlockSchedule
@@ -74,6 +75,11 @@ class DecoupledModel(nn.Module):
             (default: the method's; on for ``"dascpl"``).
         optimizer / scheduler: factories ``params -> Optimizer`` and ``Optimizer -> LRScheduler``,
             or lists with one per block (per-block learning-rate schedules). Default Adam 1e-3.
+        block_lr: each block's optimizer trains at a multiple of its rate: ``"ramp"`` (1, 1.5,
+            2, 2, ... for blocks 1, 2, 3, 4, ...; the decoupled methods' default, chosen by the
+            ablations in docs/results.md), ``"uniform"`` (the papers' setting) or one multiplier
+            per block. None: the method's default (:func:`scpl.optim.block_lr_scales`), or
+            ``"uniform"`` when ``optimizer`` is a list (each block's rate as given).
         devices: a device, or one per block.
         objective_kwargs: keyword arguments for objectives built by name (e.g. ``temperature``).
         num_blocks: the K of ``blocks="auto"``.
@@ -105,6 +111,7 @@ class DecoupledModel(nn.Module):
         features: Union[str, nn.Module, Sequence[Any], None] = None,
         exits: Optional[bool] = None,
         optimizer: Union[OptimizerFactory, Sequence[OptimizerFactory], None] = None,
+        block_lr: Union[str, Sequence[float], None] = None,
         scheduler: Union[SchedulerFactory, Sequence[Optional[SchedulerFactory]], None] = None,
         devices: Union[str, torch.device, Sequence[Union[str, torch.device]], None] = None,
         objective_kwargs: Optional[dict] = None,
@@ -140,9 +147,12 @@ class DecoupledModel(nn.Module):
         self.blocks = nn.ModuleList(built)
         self._check_output(example_input)
         k = len(self.blocks)
-        for block, opt, sched in zip(self.blocks, per_block(optimizer or _adam, k, "optimizer"),
-                                     per_block(scheduler, k, "scheduler")):
-            block.configure(opt, sched, PRECISIONS[precision], clip_grad_norm)
+        if block_lr is None:  # one optimizer per block sets each block's rate as given
+            block_lr = "uniform" if isinstance(optimizer, (list, tuple)) else spec.block_lr
+        self.block_lr = block_lr_scales(block_lr, k)
+        for block, opt, scale, sched in zip(self.blocks, per_block(optimizer or _adam, k, "optimizer"),
+                                            self.block_lr, per_block(scheduler, k, "scheduler")):
+            block.configure(scale_lr(opt, scale), sched, PRECISIONS[precision], clip_grad_norm)
             if compile:
                 block.compile()
 

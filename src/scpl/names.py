@@ -7,6 +7,7 @@ The command line takes its choices and help texts from here (so ``scpl --help`` 
 
 from __future__ import annotations
 
+from .methods import BLOCK_LR_RULES as _BLOCK_LR_RULES
 from .methods import METHODS as _METHODS
 
 METHODS = tuple(_METHODS)
@@ -24,6 +25,9 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
 LR_SCHEDULES = ("constant", "cosine")
 """Learning-rate schedules (``TrainConfig.schedule``); DASCPL's block schedule is
 :class:`scpl.progressive.BlockSchedule`."""
+
+BLOCK_LR = _BLOCK_LR_RULES
+"""Rules for the learning rate of each block (:func:`scpl.optim.block_lr_scales`)."""
 
 AUGMENTATIONS = ("none", "mnist", "cifar", "scpl")
 EXECUTORS = ("sequential", "threads", "distributed")

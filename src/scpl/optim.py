@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules of the papers' recipes, built by name.
+"""Optimizers and learning-rate schedules of the papers' recipes, built by name, and the
+per-block learning-rate rules of the decoupled methods.
 
 ``build_optimizer`` gives Adam, AdamW, SGD (optionally Nesterov) or LARS (You et al., 2017,
 "Large Batch Training of Convolutional Networks"), which DeInfoReg's vision recipe uses and
@@ -9,7 +10,7 @@ from ``lr`` to ``min_lr`` after an optional linear warm-up.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,7 @@ from .errors import ConfigError
 
 OPTIMIZERS = names.OPTIMIZERS
 SCHEDULES = names.LR_SCHEDULES
+BLOCK_LR = names.BLOCK_LR
 
 
 class LARS(torch.optim.Optimizer):
@@ -130,3 +132,42 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, wa
         return f
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(i) for i in range(len(base))])
+
+
+def block_lr_scales(rule: Union[str, Sequence[float]], k: int) -> list[float]:
+    """Multipliers of the optimizer's learning rate for blocks 0..k-1.
+
+    ``"uniform"``: 1 for every block (the papers' setting). ``"ramp"``: ``min(1 + i / 2, 2)`` for
+    block i, so 1, 1.5, 2, 2 for K=4 (see :data:`scpl.methods.BLOCK_LR_RULES` for the measurements
+    behind it). A sequence: one positive multiplier per block, as given.
+    """
+    if isinstance(rule, str):
+        if rule == "uniform":
+            return [1.0] * k
+        if rule == "ramp":
+            return [min(1.0 + i / 2, 2.0) for i in range(k)]
+        raise ConfigError(f"unknown block_lr rule {rule!r}; choose one of {list(BLOCK_LR)} or give one "
+                          "multiplier per block")
+    scales = list(rule)
+    if len(scales) != k or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0
+                                   for s in scales):
+        raise ConfigError(f"block_lr {scales} must be {k} positive multipliers, one per block (or a rule: "
+                          f"{list(BLOCK_LR)})")
+    return [float(s) for s in scales]
+
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+def scale_lr(factory: OptimizerFactory, scale: float) -> OptimizerFactory:
+    """``factory`` whose optimizer trains at ``scale`` times its rate: every parameter group's
+    ``lr`` is multiplied once, when the optimizer is built (before a scheduler reads it)."""
+    if scale == 1.0:
+        return factory
+
+    def build(params):
+        optimizer = factory(params)
+        for group in optimizer.param_groups:
+            group["lr"] *= scale
+        return optimizer
+    return build

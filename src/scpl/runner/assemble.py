@@ -48,16 +48,10 @@ class Batches:
             yield x, y
 
 
-def _optimizers(cfg: TrainConfig) -> Any:
-    """One optimizer factory, or one per block when ``block_lr`` scales the rate per block
-    (DecoupledModel checks that there is one per block)."""
-    def factory(scale: float):
-        return lambda params: build_optimizer(cfg.optimizer, params, cfg.lr * scale, cfg.weight_decay,
-                                              cfg.momentum, cfg.nesterov)
-
-    if cfg.block_lr is None or cfg.method == "bp":
-        return factory(1.0)
-    return [factory(float(scale)) for scale in cfg.block_lr]
+def _optimizer(cfg: TrainConfig) -> Any:
+    """The optimizer factory of every block (DecoupledModel scales its rate by ``block_lr``)."""
+    return lambda params: build_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum,
+                                          cfg.nesterov)
 
 
 def _blocks_spec(spec: Any) -> Any:
@@ -253,7 +247,7 @@ def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any,
         example_input=example, contsup=cfg.contsup, exits=cfg.exits, devices=devices,
         objective_kwargs=cfg.objective_args, projector=cfg.projector, projector_dim=cfg.projector_dim,
         projector_hidden=cfg.projector_hidden, features=cfg.features, last_block=cfg.last_block,
-        optimizer=_optimizers(cfg),
+        optimizer=_optimizer(cfg), block_lr="uniform" if cfg.method == "bp" else cfg.block_lr,
         scheduler=lambda opt: build_scheduler(cfg.schedule, opt, cfg.epochs, cfg.warmup_epochs, cfg.min_lr,
                                               cfg.restarts or ()),
         precision=cfg.precision, clip_grad_norm=cfg.clip_grad_norm, compile=cfg.compile,

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from .. import names, recipes
 from ..errors import ConfigError
+from ..methods import METHODS
 
 
 @dataclass
@@ -64,7 +65,9 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    block_lr: Optional[list] = None  # per-block multipliers of lr (decoupled methods), e.g. [1, 1, 2, 2]
+    # each block's lr as a multiple of lr (decoupled methods; BP is one block at lr): a rule of
+    # names.BLOCK_LR ("ramp": 1, 1.5, 2, 2, ...; "uniform": the papers') or one multiplier per block
+    block_lr: Optional[Any] = None  # None: the method's default, written in by __post_init__
     momentum: float = 0.9
     nesterov: bool = False
     schedule: str = "cosine"  # the learning-rate schedule: constant | cosine
@@ -94,6 +97,8 @@ class TrainConfig:
             norm = self.model_args.get("input_norm")
             norm = names.LSTM_INPUT_NORM if norm is None else norm
             self.model_args = {**self.model_args, "input_norm": norm}
+        if self.block_lr is None and self.method in METHODS:
+            self.block_lr = METHODS[self.method].block_lr
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -155,8 +160,12 @@ class TrainConfig:
             checks += [(name in choices, f"unknown {key} {name!r}; choose one of {sorted(choices)} (or a "
                         "mapping from conv / sequence / flat to one, or a list of one per block)")
                        for name in _named(getattr(self, key))]
-        positive = all(isinstance(v, (int, float)) and v > 0 for v in self.block_lr or [])
-        checks.append((positive, f"block_lr takes positive multipliers, one per block, got {self.block_lr}"))
+        rule = self.block_lr
+        known_rule = rule in names.BLOCK_LR if isinstance(rule, str) else (
+            isinstance(rule, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                                           for v in rule))
+        checks.append((known_rule, f"block_lr is a rule ({' or '.join(names.BLOCK_LR)}) or positive "
+                                   f"multipliers, one per block, e.g. [1, 1.5, 2, 2]; got {rule!r}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -164,7 +173,11 @@ class TrainConfig:
 
 def legacy_config(saved: dict) -> dict:
     """A saved run's config read with the defaults it trained under: a ``text_lstm`` run saved
-    before ``input_norm`` existed (2026-12-01; its config does not name it) is a plain BiLSTM."""
+    before ``input_norm`` existed (2026-12-01; its config does not name it) is a plain BiLSTM; a
+    run saved before ``"ramp"`` became the default ``block_lr`` (2026-12-01; its config has none)
+    trained every block at one rate."""
+    if saved.get("block_lr") is None:
+        saved = {**saved, "block_lr": "uniform"}
     args = saved.get("model_args")
     if saved.get("model") == "text_lstm" and isinstance(args, dict) and "input_norm" not in args:
         return {**saved, "model_args": {**args, "input_norm": False}}

@@ -220,6 +220,10 @@ def restore(run: Run, out: Path) -> Progress:
             more += (f" The checkpoint's model_args are {saved['model_args']}, now {now['model_args']} "
                      "(text_lstm normalises its blocks' inputs by default since 2026-12-01; to resume "
                      "a run saved before, add input_norm: false to model_args).")
+        if "block_lr" in refused:
+            more += (f" The checkpoint's block_lr is {saved['block_lr']!r}, now {now['block_lr']!r} (the "
+                     "decoupled methods ramp the later blocks' rates by default since 2026-12-01; to resume "
+                     "a run saved before, set block_lr: uniform).")
         raise ConfigError(f"resume: the config differs from the checkpoint's in {refused}; resume with the "
                           f"same settings.{more}")
     load_blocks(run.model, epoch_dir(out, epoch), own_blocks(run))
