@@ -53,8 +53,9 @@ BLOCK_LR_RULES = ("ramp", "uniform")
 "ramp" is every method's default: the later blocks' inputs keep moving while the earlier blocks
 learn, and a larger rate lets them follow. It won every ablation it was measured in on
 validation accuracy (K=4): Fashion-MNIST at 8 epochs SCPL +1.5, DeInfoReg +1.6, greedy +1.1; at
-the converged 20 epochs SCPL +0.95, DeInfoReg +0.17, greedy +0.50; the LSTM at 16 epochs
-DeInfoReg +4.05, greedy +2.14 (docs/results.md, ablations). BP is one block: its rate is the
+the converged 20 epochs SCPL +0.95, DeInfoReg +0.17, greedy +0.50, DASCPL +0.79; the Transformer
+at 24 epochs SCPL +2.81, DeInfoReg +0.34, greedy +1.12, DASCPL +0.45; the LSTM at 16 epochs
+DeInfoReg +4.05, greedy +2.14 (docs/results.md, "Per-block learning rates"). BP is one block: its rate is the
 optimizer's either way."""
 
 METHODS: dict[str, Method] = {
