@@ -195,10 +195,40 @@ def test_a_ramped_block_trains_bit_for_bit_as_one_built_at_its_scaled_rate(loade
 
 @pytest.mark.parametrize("block_lr, message", [("fast", "unknown block_lr rule 'fast'"),
                                                ([1, 2], "must be 3 positive multipliers"),
+                                               ([], "must be 3 positive multipliers"),
+                                               ([1, float("inf"), 2], "must be 3 positive multipliers"),
                                                ([1, 0, 2], "must be 3 positive multipliers")])
 def test_bad_block_lr_names_the_cause(block_lr, message):
     with pytest.raises(ConfigError, match=message):
         build("scpl", block_lr=block_lr)
+
+
+def test_bp_is_one_block_at_the_rate_under_every_rule_and_refuses_a_list_for_more_blocks():
+    rates = lambda m: [b.optimizer.param_groups[0]["lr"] for b in m.blocks]  # noqa: E731
+    assert build("bp").block_lr == build("bp", block_lr="ramp").block_lr == [1.0]
+    assert rates(build("bp", block_lr=[2])) == pytest.approx([2e-3])
+    with pytest.raises(ConfigError, match="must be 1 positive multipliers"):
+        build("bp", block_lr=[1, 1.5, 2])  # not silently ignored
+
+
+def test_a_cosine_schedule_anneals_every_ramped_block_from_its_own_peak_to_one_floor(loader):
+    from scpl.optim import build_scheduler
+
+    cosine = lambda opt: build_scheduler("cosine", opt, 4, min_lr=1e-4)  # noqa: E731
+    model = build("dascpl", scheduler=cosine)  # blocks switched on one after another
+    model.fit(loader, epochs=2)
+    peaks = [b.scheduler.base_lrs[0] for b in model.blocks]
+    assert peaks == pytest.approx([1e-3, 1.5e-3, 2e-3])  # the ramp survives the progressive schedule
+    for block, peak in zip(model.blocks, peaks):
+        sched = block.scheduler
+        now = block.optimizer.param_groups[0]["lr"]
+        assert now == pytest.approx(peak * sched.lr_lambdas[0](sched.last_epoch))
+    ends = [b.scheduler.lr_lambdas[0](4) * p for b, p in zip(model.blocks, peaks)]
+    assert ends == pytest.approx([1e-4] * 3)  # one floor for every block
+    # a multiplier below 1 can put a block under min_lr: the error names block_lr
+    with pytest.raises(ConfigError, match="lowest lr is 0.0005.*block_lr"):
+        build("scpl", block_lr=[1, 0.5, 1],
+              scheduler=lambda opt: build_scheduler("cosine", opt, 4, min_lr=8e-4))
 
 
 def test_each_block_optimizer_owns_exactly_its_parameters():

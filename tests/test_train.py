@@ -322,7 +322,7 @@ def test_a_run_saved_before_block_lr_ramped_loads_and_resumes_at_one_rate(tmp_pa
     run = load_run(out)
     assert run.model.block_lr == [1.0] * len(run.model.blocks)
     assert run.model.evaluate(run.test_batches)["accuracy"] == summary["test_accuracy"]
-    with pytest.raises(ConfigError, match="set block_lr: uniform"):
+    with pytest.raises(ConfigError, match="resume with block_lr: 'uniform'"):
         _run(tmp_path, "old", epochs=2, resume=True)  # now the default: ramped
     resumed = _run(tmp_path, "old", epochs=2, block_lr="uniform", resume=True)
     assert resumed["test_accuracy"] == summary["test_accuracy"]
@@ -331,5 +331,42 @@ def test_a_run_saved_before_block_lr_ramped_loads_and_resumes_at_one_rate(tmp_pa
     _run(tmp_path, "new", epochs=1)
     assert yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())["block_lr"] == "ramp"
     assert load_run(tmp_path / "new").model.block_lr[:3] == [1.0, 1.5, 2.0]
-    with pytest.raises(ConfigError, match="block_lr is a rule"):
-        T.TrainConfig.from_dict({**FAST, "block_lr": "fast"})
+    for bad in ("fast", [], [1, float("inf")], [1, True]):
+        with pytest.raises(ConfigError, match="block_lr is a rule"):
+            T.TrainConfig.from_dict({**FAST, "block_lr": bad})
+    T.TrainConfig(**{**FAST, "block_lr": (1, 1.5)}).validate()  # a tuple from Python is a list
+
+    # the same rates under another spelling resume: [1, 1.5, 2, ...] is the ramp
+    ramp = load_run(tmp_path / "new").model.block_lr
+    _run(tmp_path, "new", epochs=1, block_lr=ramp, resume=True)
+
+
+def test_bp_runs_resume_under_any_block_lr_they_were_saved_with(tmp_path):
+    """BP is one block at the rate: its config said "ramp" from 2026-12-01 to 2026-12-02 and says
+    "uniform" since; runs saved before 2026-12-01 say nothing. Each resumes under today's default."""
+    from scpl.checkpoint import atomic_save, load
+
+    summary = _run(tmp_path, "bp", method="bp", epochs=1)
+    out = tmp_path / "bp"
+    assert yaml.safe_load((out / "config.yaml").read_text())["block_lr"] == "uniform"
+    for saved_rule in ("ramp", None):
+        for trainer in (out / "epochs").glob("*/trainer-0.pt"):
+            state = load(trainer, weights_only=False)
+            atomic_save({**state, "config": {**state["config"], "block_lr": saved_rule}}, trainer)
+        resumed = _run(tmp_path, "bp", method="bp", epochs=1, resume=True)
+        assert resumed["test_accuracy"] == summary["test_accuracy"]
+    with pytest.raises(ConfigError, match="must be 1 positive multipliers"):
+        _run(tmp_path, "bp4", method="bp", epochs=1, block_lr=[1, 1.5, 2, 2])
+
+
+def test_more_epochs_restart_every_ramped_block_at_its_own_peak(tmp_path):
+    class Rates(T.Hook):
+        def epoch_start(self, loop, epoch):
+            self.rates = [b.optimizer.param_groups[0]["lr"] for b in loop.run.model.blocks]
+
+    _run(tmp_path, "run", epochs=2)
+    seen = Rates()
+    _run(tmp_path, "run", [seen], epochs=3, resume=True)  # a new cosine cycle over epoch 3
+    scales = load_run(tmp_path / "run").model.block_lr
+    assert scales[:3] == [1.0, 1.5, 2.0]
+    assert seen.rates == pytest.approx([1e-3 * s for s in scales])

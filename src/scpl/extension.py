@@ -43,7 +43,9 @@ def extend(trained: DecoupledModel, new_layers: Sequence[nn.Module], *, example_
     """The trained blocks, frozen, followed by ``new_layers`` (one block each), trained alone.
 
     ``options`` go to :class:`DecoupledModel` for the new blocks (``method``, ``optimizer``,
-    ``exits``, ...); ``num_classes`` is the trained model's. The last new layer outputs logits.
+    ``block_lr``, ``exits``, ...); ``num_classes`` is the trained model's. ``block_lr`` counts
+    from the first new block (under ``"ramp"`` it trains at 1x the rate, the next at 1.5x, ...),
+    since the new blocks are the ones that learn. The last new layer outputs logits.
     The trained blocks are copied (without their optimizers: frozen blocks never step), so
     ``trained`` itself is left unchanged and can still be used; the copies cost their weights'
     memory once more.

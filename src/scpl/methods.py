@@ -8,6 +8,7 @@ exit classifiers, ContSup context or DASCPL's progressive schedule.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, Union
 
@@ -55,11 +56,20 @@ learn, and a larger rate lets them follow. It won every ablation it was measured
 validation accuracy (K=4): Fashion-MNIST at 8 epochs SCPL +1.5, DeInfoReg +1.6, greedy +1.1; at
 the converged 20 epochs SCPL +0.95, DeInfoReg +0.17, greedy +0.50, DASCPL +0.79; the Transformer
 at 24 epochs SCPL +2.81, DeInfoReg +0.34, greedy +1.12, DASCPL +0.45; the LSTM at 16 epochs
-DeInfoReg +4.05, greedy +2.14 (docs/results.md, "Per-block learning rates"). BP is one block: its rate is the
-optimizer's either way."""
+DeInfoReg +4.05, greedy +2.14 (docs/results.md, "Per-block learning rates"). BP is one block at the
+optimizer's rate: its default is "uniform" (with one block, "ramp" gives the same 1x)."""
+
+
+
+def is_multiplier(value: object) -> bool:
+    """Whether ``value`` can be one block's learning-rate multiplier: a finite number > 0."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and math.isfinite(value) and value > 0
+
 
 METHODS: dict[str, Method] = {
-    "bp": Method(objective=None, projector="identity", about="end-to-end backpropagation, one block"),
+    "bp": Method(objective=None, projector="identity", block_lr="uniform",
+               about="end-to-end backpropagation, one block"),
     "scpl": Method(objective="supcon", projector="mlp", out_dim=128,
                    about="supervised contrastive local losses"),
     "deinforeg": Method(objective="deinforeg", projector="deinforeg",

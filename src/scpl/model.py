@@ -78,8 +78,10 @@ class DecoupledModel(nn.Module):
         block_lr: each block's optimizer trains at a multiple of its rate: ``"ramp"`` (1, 1.5,
             2, 2, ... for blocks 1, 2, 3, 4, ...; the decoupled methods' default, chosen by the
             ablations in docs/results.md), ``"uniform"`` (the papers' setting) or one multiplier
-            per block. None: the method's default (:func:`scpl.optim.block_lr_scales`), or
-            ``"uniform"`` when ``optimizer`` is a list (each block's rate as given).
+            per block (:func:`scpl.optim.block_lr_scales`). None: the method's default
+            (:attr:`scpl.methods.Method.block_lr`: ``"ramp"``, ``"uniform"`` for BP), or
+            ``"uniform"`` when ``optimizer`` is a list (each block's rate as given). The
+            multipliers are built into each block's optimizer once; a scheduler scales from there.
         devices: a device, or one per block.
         objective_kwargs: keyword arguments for objectives built by name (e.g. ``temperature``).
         num_blocks: the K of ``blocks="auto"``.
@@ -94,6 +96,13 @@ class DecoupledModel(nn.Module):
         last_block: ``"ce"`` (cross-entropy on the last block's logits) or ``"contrastive"``
             (SCPL's original: the local objective on the input of the last block's final
             ``nn.Linear``, which learns with cross-entropy on that input, detached).
+
+    Attributes:
+        blocks: the :class:`~scpl.block.Block` s, in order.
+        balance: the measured cut of ``blocks="auto"`` (else None).
+        block_lr: the learning-rate multiplier of each block this model built, e.g.
+            ``[1.0, 1.5, 2.0, 2.0]`` under ``"ramp"`` (for :func:`scpl.extension.extend`, the new
+            blocks only).
     """
 
     def __init__(

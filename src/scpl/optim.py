@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from . import names
 from .errors import ConfigError
+from .methods import is_multiplier
 
 OPTIMIZERS = names.OPTIMIZERS
 SCHEDULES = names.LR_SCHEDULES
@@ -93,6 +94,8 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, wa
     after ``warmup_epochs`` of linear warm-up (lr * (e+1)/warmup in epoch e). Epoch e of the cosine
     part trains at ``min_lr + (lr - min_lr) * (1 + cos(pi * e / span)) / 2`` with span = epochs -
     warmup, so its first epoch is at lr and ``min_lr`` is reached when the last epoch has ended.
+    Every group anneals to the same ``min_lr``: per-block multipliers (``block_lr``) scale the peak
+    rate, not the floor.
     ``"constant"`` without warm-up is None (no scheduler).
 
     ``restarts`` (epochs r_1 < r_2 < ... < epochs) end the schedule early and start it again, as in
@@ -110,7 +113,9 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, wa
         raise ConfigError(f"warmup_epochs ({warmup_epochs}) must be in [0, epochs={first})")
     base = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
     if any(min_lr > b for b in base) or min_lr < 0:
-        raise ConfigError(f"min_lr ({min_lr}) must lie in [0, lr] (lr {max(base)})")
+        raise ConfigError(f"min_lr ({min_lr}) must lie in [0, lr] of every parameter group; the lowest lr "
+                          f"is {min(base)} (block_lr multiplies each block's lr, and a multiplier below 1 "
+                          "lowers it): lower min_lr")
     if name == "constant" and warmup_epochs == 0:
         return None
 
@@ -139,7 +144,8 @@ def block_lr_scales(rule: Union[str, Sequence[float]], k: int) -> list[float]:
 
     ``"uniform"``: 1 for every block (the papers' setting). ``"ramp"``: ``min(1 + i / 2, 2)`` for
     block i, so 1, 1.5, 2, 2 for K=4 (see :data:`scpl.methods.BLOCK_LR_RULES` for the measurements
-    behind it). A sequence: one positive multiplier per block, as given.
+    behind it). A sequence: one finite positive multiplier per block, as given. With one block
+    (BP) every rule but a sequence is 1.
     """
     if isinstance(rule, str):
         if rule == "uniform":
@@ -149,8 +155,7 @@ def block_lr_scales(rule: Union[str, Sequence[float]], k: int) -> list[float]:
         raise ConfigError(f"unknown block_lr rule {rule!r}; choose one of {list(BLOCK_LR)} or give one "
                           "multiplier per block")
     scales = list(rule)
-    if len(scales) != k or not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0
-                                   for s in scales):
+    if len(scales) != k or not all(is_multiplier(s) for s in scales):
         raise ConfigError(f"block_lr {scales} must be {k} positive multipliers, one per block (or a rule: "
                           f"{list(BLOCK_LR)})")
     return [float(s) for s in scales]

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from .. import names, recipes
 from ..errors import ConfigError
-from ..methods import METHODS
+from ..methods import METHODS, is_multiplier
 
 
 @dataclass
@@ -162,9 +162,8 @@ class TrainConfig:
                        for name in _named(getattr(self, key))]
         rule = self.block_lr
         known_rule = rule in names.BLOCK_LR if isinstance(rule, str) else (
-            isinstance(rule, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-                                           for v in rule))
-        checks.append((known_rule, f"block_lr is a rule ({' or '.join(names.BLOCK_LR)}) or positive "
+            isinstance(rule, (list, tuple)) and len(rule) > 0 and all(is_multiplier(v) for v in rule))
+        checks.append((known_rule, f"block_lr is a rule ({' or '.join(names.BLOCK_LR)}) or finite positive "
                                    f"multipliers, one per block, e.g. [1, 1.5, 2, 2]; got {rule!r}"))
         for ok, message in checks:
             if not ok:

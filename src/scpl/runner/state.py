@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from ..checkpoint import atomic_save, atomic_write_text, load, load_blocks, read_json, save_blocks
 from ..errors import ConfigError
+from ..optim import block_lr_scales
 from .assemble import Run
 from .config import TrainConfig, legacy_config
 
@@ -204,13 +205,23 @@ def extend(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def _same_rates(saved_rule: Any, scales: list[float]) -> bool:
+    """Whether a checkpoint's ``block_lr`` rule gives the model's per-block multipliers ``scales``
+    (``"ramp"`` and ``[1, 1.5, 2, 2]`` are one setting for K=4; every rule is 1 for BP's one block)."""
+    try:
+        return block_lr_scales(saved_rule, len(scales)) == scales
+    except ConfigError:  # a list of another length or a rule this version does not know
+        return False
+
+
 def restore(run: Run, out: Path) -> Progress:
     """Load the latest complete set into ``run`` and return its progress (refuses changed settings)."""
     epoch = latest(out)  # claim() has checked that there is one
     state = read_trainer(out, epoch, run.rank)
     saved = {k: v for k, v in legacy_config(state["config"]).items() if k not in RESUMABLE_CHANGES}
     now = asdict(run.cfg)
-    changed = sorted(k for k in saved if saved[k] != now.get(k))
+    changed = sorted(k for k in saved if saved[k] != now.get(k)
+                     and not (k == "block_lr" and _same_rates(saved[k], run.model.block_lr)))
     extended = bool(run.cfg.restarts) and run.cfg.restarts[-1] == epoch == saved["epochs"]
     refused = sorted(set(changed) - {"restarts"} - ({"epochs"} if extended else set()))
     if refused:
@@ -222,8 +233,8 @@ def restore(run: Run, out: Path) -> Progress:
                      "a run saved before, add input_norm: false to model_args).")
         if "block_lr" in refused:
             more += (f" The checkpoint's block_lr is {saved['block_lr']!r}, now {now['block_lr']!r} (the "
-                     "decoupled methods ramp the later blocks' rates by default since 2026-12-01; to resume "
-                     "a run saved before, set block_lr: uniform).")
+                     "decoupled methods ramp the later blocks' rates by default since 2026-12-01): resume "
+                     f"with block_lr: {saved['block_lr']!r}.")
         raise ConfigError(f"resume: the config differs from the checkpoint's in {refused}; resume with the "
                           f"same settings.{more}")
     load_blocks(run.model, epoch_dir(out, epoch), own_blocks(run))
