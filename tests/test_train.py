@@ -358,15 +358,48 @@ def test_bp_runs_resume_under_any_block_lr_they_were_saved_with(tmp_path):
     with pytest.raises(ConfigError, match="must be 1 positive multipliers"):
         _run(tmp_path, "bp4", method="bp", epochs=1, block_lr=[1, 1.5, 2, 2])
 
+    # until 2026-12-02 BP ignored block_lr: a run saved with a list for several blocks trained at 1x
+    for trainer in (out / "epochs").glob("*/trainer-0.pt"):
+        state = load(trainer, weights_only=False)
+        atomic_save({**state, "config": {**state["config"], "block_lr": [1, 1.5, 2, 2]}}, trainer)
+    assert load_run(out).model.block_lr == [1.0]
+    resumed = _run(tmp_path, "bp", method="bp", epochs=1, resume=True)
+    assert resumed["test_accuracy"] == summary["test_accuracy"]
+
+
+class Rates(T.Hook):
+    """Each block's learning rate at the start of every epoch."""
+
+    def __init__(self):
+        self.rates = []
+
+    def epoch_start(self, loop, epoch):
+        self.rates.append([b.optimizer.param_groups[0]["lr"] for b in loop.run.model.blocks])
+
+
+def test_bp_trains_at_its_one_multiplier(tmp_path):
+    seen = Rates()
+    _run(tmp_path, "bp", [seen], method="bp", epochs=1, block_lr=[2])
+    assert seen.rates == [pytest.approx([2e-3])]
+
+
+def test_dascpl_blocks_start_their_own_cosine_at_their_ramped_peak(tmp_path):
+    """DASCPL rebuilds each block's schedule over the epochs it trains: block k, switched on at
+    epoch k here, starts at its own peak (block_lr[k] x lr) and anneals from there."""
+    seen = Rates()
+    _run(tmp_path, "dascpl", [seen], method="dascpl", epochs=4, progressive_span=1.0)
+    scales = load_run(tmp_path / "dascpl").model.block_lr
+    assert len(scales) == 4 and scales == [1.0, 1.5, 2.0, 2.0]
+    for k, scale in enumerate(scales):
+        assert seen.rates[k][k] == pytest.approx(1e-3 * scale)  # its first epoch, at its peak
+        if k < 3:
+            assert seen.rates[k + 1][k] < 1e-3 * scale  # then down its own cosine
+
 
 def test_more_epochs_restart_every_ramped_block_at_its_own_peak(tmp_path):
-    class Rates(T.Hook):
-        def epoch_start(self, loop, epoch):
-            self.rates = [b.optimizer.param_groups[0]["lr"] for b in loop.run.model.blocks]
-
     _run(tmp_path, "run", epochs=2)
     seen = Rates()
     _run(tmp_path, "run", [seen], epochs=3, resume=True)  # a new cosine cycle over epoch 3
     scales = load_run(tmp_path / "run").model.block_lr
     assert scales[:3] == [1.0, 1.5, 2.0]
-    assert seen.rates == pytest.approx([1e-3 * s for s in scales])
+    assert seen.rates == [pytest.approx([1e-3 * s for s in scales])]

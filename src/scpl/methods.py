@@ -60,11 +60,10 @@ DeInfoReg +4.05, greedy +2.14 (docs/results.md, "Per-block learning rates"). BP 
 optimizer's rate: its default is "uniform" (with one block, "ramp" gives the same 1x)."""
 
 
-
 def is_multiplier(value: object) -> bool:
     """Whether ``value`` can be one block's learning-rate multiplier: a finite number > 0."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return number and math.isfinite(value) and value > 0
+    return number and 0 < value < math.inf  # NaN compares False; no float() of a huge int
 
 
 METHODS: dict[str, Method] = {

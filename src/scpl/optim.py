@@ -112,12 +112,14 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, wa
     if warmup_epochs < 0 or (warmup_epochs > 0 and warmup_epochs >= first):
         raise ConfigError(f"warmup_epochs ({warmup_epochs}) must be in [0, epochs={first})")
     base = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
-    if any(min_lr > b for b in base) or min_lr < 0:
-        raise ConfigError(f"min_lr ({min_lr}) must lie in [0, lr] of every parameter group; the lowest lr "
-                          f"is {min(base)} (block_lr multiplies each block's lr, and a multiplier below 1 "
-                          "lowers it): lower min_lr")
     if name == "constant" and warmup_epochs == 0:
         return None
+    if min_lr < 0:
+        raise ConfigError(f"min_lr must be >= 0, got {min_lr}")
+    if name == "cosine" and any(min_lr > b for b in base):
+        raise ConfigError(f"min_lr ({min_lr}) is above this optimizer's lr {min(base)}: the cosine schedule "
+                          "anneals down to min_lr (block_lr multiplies each block's lr, and a multiplier "
+                          "below 1 lowers it): lower min_lr")
 
     def factor(i: int):
         def f(epoch: int) -> float:

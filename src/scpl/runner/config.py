@@ -65,8 +65,8 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    # each block's lr as a multiple of lr (decoupled methods; BP is one block at lr): a rule of
-    # names.BLOCK_LR ("ramp": 1, 1.5, 2, 2, ...; "uniform": the papers') or one multiplier per block
+    # each block's peak lr as a multiple of lr: a rule of names.BLOCK_LR ("ramp": 1, 1.5, 2, 2, ...;
+    # "uniform": the papers', BP's default) or one multiplier per block (BP: one)
     block_lr: Optional[Any] = None  # None: the method's default, written in by __post_init__
     momentum: float = 0.9
     nesterov: bool = False
@@ -174,9 +174,13 @@ def legacy_config(saved: dict) -> dict:
     """A saved run's config read with the defaults it trained under: a ``text_lstm`` run saved
     before ``input_norm`` existed (2026-12-01; its config does not name it) is a plain BiLSTM; a
     run saved before ``"ramp"`` became the default ``block_lr`` (2026-12-01; its config has none)
-    trained every block at one rate."""
+    trained every block at one rate, and so did a BP run saved with a list for several blocks
+    (ignored for BP until 2026-12-02)."""
     if saved.get("block_lr") is None:
         saved = {**saved, "block_lr": "uniform"}
+    rule = saved["block_lr"]
+    if saved.get("method") == "bp" and isinstance(rule, list) and len(rule) != 1:
+        saved = {**saved, "block_lr": "uniform"}  # BP ignored block_lr until 2026-12-02: it trained at 1x
     args = saved.get("model_args")
     if saved.get("model") == "text_lstm" and isinstance(args, dict) and "input_norm" not in args:
         return {**saved, "model_args": {**args, "input_norm": False}}

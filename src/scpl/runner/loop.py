@@ -39,7 +39,7 @@ class EpochRecord:
     losses: list[Optional[float]]  # None for a block that did not train (DASCPL before its epoch)
     seconds: float
     samples: int
-    lr: float  # block 0's rate this epoch; block k trains at block_lr[k] x the peak (see build_scheduler)
+    lr: float  # block 0's rate this epoch (block k's peak rate is block_lr[k] x the config's lr)
     val_accuracy: Optional[float] = None
     val_exits: list[Optional[float]] = field(default_factory=list)
     train_accuracy: Optional[float] = None  # on the training split's (possibly noisy) labels (eval_train)

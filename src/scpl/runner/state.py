@@ -232,9 +232,10 @@ def restore(run: Run, out: Path) -> Progress:
                      "(text_lstm normalises its blocks' inputs by default since 2026-12-01; to resume "
                      "a run saved before, add input_norm: false to model_args).")
         if "block_lr" in refused:
-            more += (f" The checkpoint's block_lr is {saved['block_lr']!r}, now {now['block_lr']!r} (the "
-                     "decoupled methods ramp the later blocks' rates by default since 2026-12-01): resume "
-                     f"with block_lr: {saved['block_lr']!r}.")
+            more += f" The checkpoint's block_lr is {saved['block_lr']!r}, now {now['block_lr']!r}"
+            if saved["block_lr"] == "uniform" and now["block_lr"] == "ramp":
+                more += " (the decoupled methods ramp the later blocks' rates by default since 2026-12-01)"
+            more += f": resume with block_lr: {saved['block_lr']!r}."
         raise ConfigError(f"resume: the config differs from the checkpoint's in {refused}; resume with the "
                           f"same settings.{more}")
     load_blocks(run.model, epoch_dir(out, epoch), own_blocks(run))
