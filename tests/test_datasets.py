@@ -87,3 +87,14 @@ def test_mnist_reads_idx_files_from_its_folder(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError,
                        match=r"in ~/.scpl/data/mnist \(or \$SCPL_DATA/mnist once SCPL_DATA"):
         load_dataset("mnist")
+
+
+def test_a_train_limit_that_leaves_out_classes_says_so():
+    with pytest.warns(UserWarning, match=r"train_limit=600 keeps the first 600 .* hold 1 of its 16 classes"):
+        bundle = load_dataset("debian", train_limit=600, max_len=8)
+    assert len(bundle.train) + len(bundle.val) == 600
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset("digits", train_limit=512)  # the first 512 digits hold every class

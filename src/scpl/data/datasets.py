@@ -13,6 +13,7 @@ across training seeds so that runs with different seeds select on the same data)
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -119,11 +120,23 @@ def _limit(x: Tensor, y: Tensor, n: Optional[int]) -> tuple[Tensor, Tensor]:
     return (x, y) if n is None else (x[:n], y[:n])
 
 
+def _warn_missing_classes(name: str, labels: Sequence[int], num_classes: int, n: Optional[int]) -> None:
+    """Warn when ``train_limit`` kept training samples of only some classes (a file sorted by
+    class, as the Debian set's is): such a model cannot be tested on every class."""
+    held = len(set(int(v) for v in labels))
+    if n is not None and held < num_classes:
+        warnings.warn(f"train_limit={n} keeps the first {n} training samples of {name}, which hold {held} of "
+                      f"its {num_classes} classes (its training file is sorted by class): test accuracy "
+                      "will be low for that reason alone. Use all of the training set (train_limit: null) "
+                      "to compare methods.", UserWarning, stacklevel=3)
+
+
 def _image_bundle(name: str, root: Optional[str], val_fraction: float, split_seed: int,
                   train_limit: Optional[int]) -> DataBundle:
     loader, num_classes = IMAGE_SETS[name]
     x_train, y_train, x_test, y_test = loader(root)
     x_train, y_train = _limit(x_train, y_train, train_limit)
+    _warn_missing_classes(name, y_train.tolist(), num_classes, train_limit)
     tr, va = split_indices(len(y_train), val_fraction, split_seed)
     mean, std = channel_stats(x_train[tr])
     val = TensorDataset(x_train[va], y_train[va]) if len(va) else None
@@ -138,6 +151,7 @@ def _text_bundle(name: str, root: Optional[str], val_fraction: float, split_seed
     train_texts, train_labels, test_texts, test_labels, classes = TEXT_SETS[name](root)
     if train_limit is not None:
         train_texts, train_labels = train_texts[:train_limit], train_labels[:train_limit]
+        _warn_missing_classes(name, train_labels, len(classes), train_limit)
     tr, va = split_indices(len(train_labels), val_fraction, split_seed)
     tokens = [text.tokenize(train_texts[i]) for i in tr]
     vocab = text.Vocab.build(tokens, min_freq=min_freq, max_size=max_vocab)  # training part only
@@ -156,7 +170,8 @@ def load_dataset(name: str, root: Optional[str] = None, *, val_fraction: float =
                  max_vocab: Optional[int] = None) -> DataBundle:
     """The data set ``name`` (one of :data:`DATASETS`) as a :class:`DataBundle`.
 
-    ``train_limit`` keeps the first N official training samples before the validation split;
+    ``train_limit`` keeps the first N official training samples before the validation split (a
+    warning says so when they do not hold every class, e.g. of the Debian set, sorted by class);
     ``max_len``/``min_freq``/``max_vocab`` apply to text sets (tokens per sample, vocabulary).
     Missing files raise ``FileNotFoundError`` saying where to put them or how to get them.
     """
