@@ -224,3 +224,8 @@ def test_runs_measured_at_one_rate_per_block_pin_it_and_the_uniform_tier_pairs_t
     assert "| scpl | s0 +1.00 / s1 -3.00 | -1.00 ± 2.83 |" in uniform
     ramped = "\n".join(grid.parity_tables(runs))
     assert "| scpl (1 seed) | 75.00 | +0.00 |" in ramped and "uniform" not in ramped
+    # like for like: seed 1 has no ramped SCPL run yet, so both sides average seed 0 only
+    both = "\n".join(grid.ramp_against_uniform(runs))
+    assert "| `debian-lstm-parity` | scpl | 0 | +1.00 -> +5.00 | +4.00 | +1.00 -> +5.00 | +4.00 |" in both
+    del runs["debian-lstm-parity-bp-s0"]
+    assert grid.ramp_against_uniform(runs) == []
