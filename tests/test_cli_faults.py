@@ -136,7 +136,10 @@ def test_bench_settings_are_checked(capsys, args, message):
 def test_ctrl_c_prints_where_it_stopped_and_how_to_resume(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "scpl", *FAST[:3], "--epochs", "200", *FAST[5:], "--out", str(out)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # a shell's background job (CI run with `&`, nohup) ignores SIGINT, and children inherit that:
+    # give the run the default disposition a terminal's Ctrl-C meets
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / "latest.json").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
