@@ -499,9 +499,8 @@ def ramp_against_uniform(runs: dict[str, dict]) -> list[str]:
     rows = []
     for recipe, methods in PARITY.items():
         for method in (m for m in methods if m != "bp"):
-            needed = [lambda s: parity_name(recipe, method, s), lambda s: parity_name(recipe, "bp", s),
-                      lambda s: parity_name(recipe, method, s, BEFORE)]
-            seeds = [s for s in SEEDS if all(name(s) in runs for name in needed)]
+            seeds = [s for s in SEEDS if {parity_name(recipe, method, s), parity_name(recipe, "bp", s),
+                                          parity_name(recipe, method, s, BEFORE)} <= runs.keys()]
             if not seeds:
                 continue
             cells = []

@@ -123,8 +123,10 @@ def _limit(x: Tensor, y: Tensor, n: Optional[int]) -> tuple[Tensor, Tensor]:
 def _warn_missing_classes(name: str, labels: Sequence[int], num_classes: int, n: Optional[int]) -> None:
     """Warn when ``train_limit`` kept training samples of only some classes (a file sorted by
     class, as the Debian set's is): such a model cannot be tested on every class."""
+    if n is None:
+        return
     held = len(set(int(v) for v in labels))
-    if n is not None and held < num_classes:
+    if held < num_classes:
         warnings.warn(f"train_limit={n} keeps the first {n} training samples of {name}, which hold {held} of "
                       f"its {num_classes} classes (its training file is sorted by class): test accuracy "
                       "will be low for that reason alone. Use all of the training set (train_limit: null) "
