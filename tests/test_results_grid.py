@@ -109,6 +109,16 @@ def test_ablation_deltas_are_against_the_parity_run_or_left_blank_without_it(gri
     assert any(line.startswith("| bp | plain BiLSTM") and "| 70.00 | -5.00 |" in line for line in rows)
     assert any(line.startswith("| scpl | plain BiLSTM") and "| 70.00 | -2.00 |" in line for line in rows)
     assert any(line.startswith("| greedy | plain BiLSTM") and "| 70.00 | – |" in line for line in rows)
+    # the ramped rows compare with the ramped parity run of their own seed
+    ramped = {s.seed: s for s in grid.ablation_runs() if s.table == "lstm-parity-ramp"}
+    runs = {ramped[0].name: record(ramped[0], 0.80), ramped[1].name: record(ramped[1], 0.81)}
+    for seed, val in ((0, 0.78), (1, 0.77)):
+        name = f"debian-lstm-parity-deinforeg-s{seed}"
+        runs[name] = record(parity[name], val)
+    name = "debian-lstm-parity-deinforeg-s1-uniform-lr"
+    runs[name] = record(uniform[name], 0.5)  # not the reference
+    deltas = [line.split(" | ")[3] for line in grid.ablation_tables(runs) if line.startswith("| deinforeg")]
+    assert deltas == ["+2.00", "+4.00"]
     # without a reference table, the first row of the method is the baseline
     fmnist = [s for s in grid.ablation_runs() if s.table == "fmnist" and s.row.startswith("bp|")][:2]
     runs = {fmnist[0].name: record(fmnist[0], 0.80), fmnist[1].name: record(fmnist[1], 0.82)}
@@ -200,9 +210,10 @@ def test_a_run_that_breaks_the_driver_itself_is_reported_and_the_others_are_kept
 def test_runs_measured_at_one_rate_per_block_pin_it_and_the_uniform_tier_pairs_them_with_bp(grid):
     for spec in grid.ablation_runs() + grid.noise_runs():
         args = list(spec.args)
-        assert "block_lr=uniform" in args, spec.name  # so each command computes its cached number
+        pinned = "block_lr=ramp" if spec.table == "lstm-parity-ramp" else "block_lr=uniform"
+        assert pinned in args, spec.name  # so each command computes its cached number
         own = [a for a in args if a.startswith("block_lr=")][-1]
-        assert own == "block_lr=uniform" or "block_lr=uniform" in args[:args.index(own)]  # a row's own wins
+        assert own == pinned or pinned in args[:args.index(own)]  # a row's own wins
     names = {s.name for s in grid.uniform_runs()}
     assert "fmnist-cnn-parity-scpl-s2-uniform-lr" in names
     assert "fmnist-cnn-parity-bp-s0-uniform-lr" not in names  # BP is one block: the same run either way
