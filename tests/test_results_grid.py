@@ -210,7 +210,7 @@ def test_a_run_that_breaks_the_driver_itself_is_reported_and_the_others_are_kept
 def test_runs_measured_at_one_rate_per_block_pin_it_and_the_uniform_tier_pairs_them_with_bp(grid):
     for spec in grid.ablation_runs() + grid.noise_runs():
         args = list(spec.args)
-        pinned = "block_lr=ramp" if spec.table == "lstm-parity-ramp" else "block_lr=uniform"
+        pinned = "block_lr=ramp" if spec.table.endswith("-ramp") else "block_lr=uniform"
         assert pinned in args, spec.name  # so each command computes its cached number
         own = [a for a in args if a.startswith("block_lr=")][-1]
         assert own == pinned or pinned in args[:args.index(own)]  # a row's own wins
