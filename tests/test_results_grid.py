@@ -69,12 +69,18 @@ def test_noise_tables_come_one_per_rate_with_their_curves(grid, tmp_path):
     runs = {s.name: {"command": shlex.join(s.command(Path("results"))), "curves": curves,
                      "summary": {"test_accuracy": 0.8, "val_accuracy": 0.85, "best_epoch": 12, "epochs": 40,
                                  "final_train_clean_accuracy": 0.7}}
-            for s in grid.noise_runs() if s.table in ("noise40", "noise0")}
+            for s in grid.noise_runs() if s.table == "noise40"}
+    clean = {key: value for key, value in curves.items() if key != "train_clean_accuracy"}
+    runs |= {s.name: {"command": shlex.join(s.command(Path("results"))), "curves": clean,
+                      "summary": {"test_accuracy": 0.9, "val_accuracy": 0.9, "best_epoch": 30, "epochs": 40,
+                                  "final_train_clean_accuracy": None}}
+             for s in grid.noise_runs() if s.table == "noise0"}  # no noise: no second label set
     text = "\n".join(grid.noise_table(runs, tmp_path))
     assert text.index("#### 40 % noise") < text.index("#### 0 % noise") and "20 % noise" not in text
     assert "| bp | 80.00 | 12/40 | 85.00 / 80.00 | 22.50 / 47.50 / 72.50 / 97.50 | 70.00 |" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["noise0.png", "noise40.png"]
     assert "![curves at 40 % noise](img/noise40.png)" in text
+    assert "| greedy | 90.00 | 30/40 | 90.00 / 80.00 | 22.50 / 47.50 / 72.50 / 97.50 | - |" in text
 
 
 def test_the_exit_rule_is_chosen_on_validation_within_half_a_point(grid, tmp_path):
