@@ -417,7 +417,8 @@ def ablation_tables(runs: dict[str, dict]) -> list[str]:
         specs = [s for s in ablation_runs() if s.table == workload and s.name in runs]
         if not specs:
             continue
-        lines += [f"#### {workload} (`{' '.join(ABLATION_BASES[workload])}`, seed 0)", "",
+        seeds = "seed 0" if all(s.seed == 0 for s in specs) else "seed 0 unless the setting names another"
+        lines += [f"#### {workload} (`{' '.join(ABLATION_BASES[workload])}`, {seeds})", "",
                   "| method | setting | val accuracy % | Δ to the method's first row (or parity run) "
                   "| best epoch | command |",
                   "| --- | --- | ---: | ---: | ---: | --- |"]
