@@ -213,8 +213,8 @@ def _ablations() -> list[tuple[str, str, str, list[str]]]:
     # DeInfoReg's LSTM miss under the defaults (-3.6 test, -3.8 validation over 3 seeds): the MLP
     # projector without BatchNorm won the LSTM ablation by 11 validation points over DeInfoReg's
     # projector (8 epochs, the plain BiLSTM) and lost 4.5 on the Transformer's: both are sequence
-    # outputs. At the LSTM's parity budget (input_norm) it lost 5 points at seeds 0 and 1: the
-    # Transformer check stopped at seed 0.
+    # outputs. At the LSTM's parity budget (input_norm) it lost about 5 points at every seed; the
+    # Transformer check (-2.25) stopped at seed 0.
     mlp = _set(projector="mlp", projector_dim="128")
     rows += [(workload, "deinforeg", "MLP projector 512-128" + (f", seed {seed}" if seed else ""),
               [*mlp, *(["--seed", str(seed)] if seed else [])])
