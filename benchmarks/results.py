@@ -95,20 +95,30 @@ ABLATION_BASES = {
     "fmnist-parity": ["--config", "fmnist-cnn-parity", *UNIFORM],
     "transformer-parity": ["--config", "debian-transformer-parity", *UNIFORM],
     "lstm-parity": ["--config", "debian-lstm-parity", *UNIFORM],
-    "lstm-parity-ramp": ["--config", "debian-lstm-parity", "--set", "block_lr=ramp"],
-    "transformer-parity-ramp": ["--config", "debian-transformer-parity", "--set", "block_lr=ramp"],
+    "lstm-parity-ramp": ["--config", "debian-lstm-parity", *_set(block_lr="ramp")],
+    "transformer-parity-ramp": ["--config", "debian-transformer-parity", *_set(block_lr="ramp")],
 }
 """Short budgets: Fashion-MNIST 18,000 images x 8 epochs, the text models 10 and 8 epochs; and
 the settings that won at the short budget, checked at the converged one. All at one learning rate
 per block, as measured (a row's own ``block_lr`` comes later and wins), except the ``-ramp``
 workloads: the text parity recipes under the per-block rates that are the default since 2026-12-01."""
-ABLATION_REFERENCE = {"fmnist-parity": ("fmnist-cnn-parity", BEFORE),
-                      "transformer-parity": ("debian-transformer-parity", BEFORE),
-                      "lstm-parity": ("debian-lstm-parity", BEFORE),
-                      "lstm-parity-ramp": ("debian-lstm-parity", ""),
-                      "transformer-parity-ramp": ("debian-transformer-parity", "")}
-"""Ablations whose baseline is the parity run of the same method and seed: (recipe, name suffix of
-:func:`parity_name`; :data:`BEFORE` for the runs at one learning rate)."""
+ABLATION_REFERENCE = {"fmnist-parity", "transformer-parity", "lstm-parity", "lstm-parity-ramp",
+                      "transformer-parity-ramp"}
+"""Ablations whose baseline is the parity run of the same method and seed (:func:`reference_name`)."""
+
+
+def reference_name(workload: str, method: str, seed: int) -> str:
+    """The parity run an ablation row of ``workload`` is compared with: the recipe of the
+    workload's base, at the base's rate rule (:data:`BEFORE` when it pins :data:`UNIFORM`)."""
+    base = ABLATION_BASES[workload]
+    recipe = base[base.index("--config") + 1]
+    return parity_name(recipe, method, seed, BEFORE if UNIFORM[1] in base else "")
+
+
+def _seeded(setting: str, extra: list[str], seed: int) -> tuple[str, list[str]]:
+    """A row's setting and arguments at ``seed`` (seed 0, the recipes' own, adds nothing)."""
+    return (setting, extra) if seed == 0 else (f"{setting}, seed {seed}", [*extra, "--seed", str(seed)])
+
 
 def _ablations() -> list[tuple[str, str, str, list[str]]]:
     """(workload, method, setting, extra arguments), one factor changed at a time from a stated
@@ -216,14 +226,12 @@ def _ablations() -> list[tuple[str, str, str, list[str]]]:
     # outputs. At the LSTM's parity budget (input_norm) it lost about 5 points at every seed; the
     # Transformer check (-2.25) stopped at seed 0.
     mlp = _set(projector="mlp", projector_dim="128")
-    rows += [(workload, "deinforeg", "MLP projector 512-128" + (f", seed {seed}" if seed else ""),
-              [*mlp, *(["--seed", str(seed)] if seed else [])])
+    rows += [(workload, "deinforeg", *_seeded("MLP projector 512-128", mlp, seed))
              for workload, seeds in (("lstm-parity-ramp", SEEDS), ("transformer-parity-ramp", (0,)))
              for seed in seeds]
     # the lever left for the LSTM misses: at one rate, 24 epochs closed half of DeInfoReg's gap
     # (BP at 24 epochs is the lstm-parity row: BP has one block, the same run under either rule)
-    rows += [("lstm-parity-ramp", method, "24 epochs" + (f", seed {seed}" if seed else ""),
-              ["--epochs", "24", *(["--seed", str(seed)] if seed else [])])
+    rows += [("lstm-parity-ramp", method, *_seeded("24 epochs", ["--epochs", "24"], seed))
              for seed in (0, 1) for method in ("deinforeg", "greedy")]
     return rows
 
@@ -432,8 +440,7 @@ def ablation_tables(runs: dict[str, dict]) -> list[str]:
             s = runs[spec.name]["summary"]
             method, setting = spec.row.split("|", 1)
             if workload in ABLATION_REFERENCE:  # against the parity run, once it is cached
-                recipe, suffix = ABLATION_REFERENCE[workload]
-                reference = runs.get(parity_name(recipe, method, spec.seed, suffix))
+                reference = runs.get(reference_name(workload, method, spec.seed))
                 base = reference["summary"]["val_accuracy"] if reference else None
             else:
                 base = first.setdefault(method, s["val_accuracy"])
