@@ -55,12 +55,29 @@ SEEDS = (0, 1, 2)
 DECOUPLED = ("scpl", "deinforeg", "greedy", "contsup", "dascpl")
 TEXT_METHODS = ("bp", "scpl", "deinforeg", "greedy", "dascpl")  # ContSup's context needs conv feature maps
 PARITY = {"fmnist-cnn-parity": ("bp", *DECOUPLED), "debian-transformer-parity": TEXT_METHODS,
-          "debian-lstm-parity": TEXT_METHODS}
+          "debian-lstm-parity": TEXT_METHODS, "debian-lstm-parity-16ep": TEXT_METHODS}
+"""The parity grids and their methods. A grid is named by its recipe, or it is a recipe at the
+budget it had before (:data:`GRID_ARGS`)."""
+GRID_ARGS = {"debian-lstm-parity-16ep": ("--config", "debian-lstm-parity", "--epochs", "16")}
+"""Grids kept at a budget their recipe has left (the LSTM's went from 16 to 24 epochs on
+2026-12-02): their commands pin it, so that each computes its cached number."""
 NOISE = {"rates": (0.2, 0.4), "methods": ("bp", "scpl", "deinforeg", "greedy")}
 UNIFORM = ("--set", "block_lr=uniform")
 """One learning rate for every block: the decoupled methods' default before "ramp" (2026-12-01)."""
 BEFORE = "uniform-lr"
 """The name suffix of the parity runs (and their evaluations) made with :data:`UNIFORM`."""
+UNIFORM_GRIDS = ("fmnist-cnn-parity", "debian-transformer-parity", "debian-lstm-parity-16ep")
+"""The grids also run with :data:`UNIFORM` (the LSTM's at 16 epochs, its budget then)."""
+
+
+def grid_args(grid: str) -> tuple[str, ...]:
+    """The arguments that select a parity grid's recipe and budget."""
+    return GRID_ARGS.get(grid, ("--config", grid))
+
+
+def grid_title(grid: str) -> str:
+    """A parity grid as the page names it: its recipe and any pinned budget."""
+    return "`" + " ".join(a for a in grid_args(grid) if a != "--config") + "`"
 
 
 @dataclass(frozen=True)
@@ -88,31 +105,31 @@ def _set(**values: str) -> list[str]:
     return [a for key, value in values.items() for a in ("--set", f"{key}={value}")]
 
 
+ABLATION_REFERENCE = {"fmnist-parity": ("fmnist-cnn-parity", BEFORE),
+                      "transformer-parity": ("debian-transformer-parity", BEFORE),
+                      "lstm-parity": ("debian-lstm-parity-16ep", BEFORE),
+                      "lstm-parity-ramp": ("debian-lstm-parity-16ep", ""),
+                      "transformer-parity-ramp": ("debian-transformer-parity", "")}
+"""Ablations on a parity grid, by workload: the grid and its rate rule (:data:`BEFORE`: one rate
+per block; "": the ramp, pinned). A row is compared with the grid's run of its method and seed."""
 ABLATION_BASES = {
     "fmnist": ["--config", "fmnist-cnn-fast", "--epochs", "8", *UNIFORM],
     "transformer": ["--config", "debian-transformer-fast", "--epochs", "10", *UNIFORM],
     "lstm": ["--config", "debian-lstm-fast", "--epochs", "8", *UNIFORM],
-    "fmnist-parity": ["--config", "fmnist-cnn-parity", *UNIFORM],
-    "transformer-parity": ["--config", "debian-transformer-parity", *UNIFORM],
-    "lstm-parity": ["--config", "debian-lstm-parity", *UNIFORM],
-    "lstm-parity-ramp": ["--config", "debian-lstm-parity", *_set(block_lr="ramp")],
-    "transformer-parity-ramp": ["--config", "debian-transformer-parity", *_set(block_lr="ramp")],
+    **{workload: [*grid_args(grid), *(UNIFORM if rule == BEFORE else _set(block_lr="ramp"))]
+       for workload, (grid, rule) in ABLATION_REFERENCE.items()},
 }
 """Short budgets: Fashion-MNIST 18,000 images x 8 epochs, the text models 10 and 8 epochs; and
 the settings that won at the short budget, checked at the converged one. All at one learning rate
 per block, as measured (a row's own ``block_lr`` comes later and wins), except the ``-ramp``
-workloads: the text parity recipes under the per-block rates that are the default since 2026-12-01."""
-ABLATION_REFERENCE = {"fmnist-parity", "transformer-parity", "lstm-parity", "lstm-parity-ramp",
-                      "transformer-parity-ramp"}
-"""Ablations whose baseline is the parity run of the same method and seed (:func:`reference_name`)."""
+workloads: the text parity grids under the per-block rates that are the default since 2026-12-01.
+A row's own ``--epochs`` replaces its base's."""
 
 
 def reference_name(workload: str, method: str, seed: int) -> str:
-    """The parity run an ablation row of ``workload`` is compared with: the recipe of the
-    workload's base, at the base's rate rule (:data:`BEFORE` when it pins :data:`UNIFORM`)."""
-    base = ABLATION_BASES[workload]
-    recipe = base[base.index("--config") + 1]
-    return parity_name(recipe, method, seed, BEFORE if UNIFORM[1] in base else "")
+    """The parity run an ablation row of ``workload`` is compared with (:data:`ABLATION_REFERENCE`)."""
+    grid, rule = ABLATION_REFERENCE[workload]
+    return parity_name(grid, method, seed, rule)
 
 
 def _seeded(setting: str, extra: list[str], seed: int) -> tuple[str, list[str]]:
@@ -247,8 +264,17 @@ def ablation_name(workload: str, method: str, extra: list[str]) -> str:
 
 def ablation_runs() -> list[Spec]:
     return [Spec(ablation_name(workload, method, extra), "ablations", workload, f"{method}|{setting}",
-                 (*ABLATION_BASES[workload], "--method", method, *extra), _seed(extra))
+                 (*_base(workload, extra), "--method", method, *extra), _seed(extra))
             for workload, method, setting, extra in ABLATIONS]
+
+
+def _base(workload: str, extra: list[str]) -> list[str]:
+    """The workload's base arguments, without its ``--epochs`` if the row sets its own."""
+    base = ABLATION_BASES[workload]
+    if "--epochs" in extra and "--epochs" in base:
+        at = base.index("--epochs")
+        return base[:at] + base[at + 2:]
+    return base
 
 
 def _seed(args: list[str]) -> int:
@@ -256,24 +282,24 @@ def _seed(args: list[str]) -> int:
     return int(args[args.index("--seed") + 1]) if "--seed" in args else 0
 
 
-def parity_name(recipe: str, method: str, seed: int, suffix: str = "") -> str:
+def parity_name(grid: str, method: str, seed: int, suffix: str = "") -> str:
     """A parity run's cache name; ``suffix`` (e.g. :data:`BEFORE`) marks a pinned older default.
     BP is one block, the same run under every ``block_lr``: it has no suffix."""
-    return f"{recipe}-{method}-s{seed}" + (f"-{suffix}" if suffix and method != "bp" else "")
+    return f"{grid}-{method}-s{seed}" + (f"-{suffix}" if suffix and method != "bp" else "")
 
 
 def parity_runs() -> list[Spec]:
     """Recipe by recipe, seed 0 of every method first (a partial grid covers every method)."""
-    return [Spec(parity_name(recipe, method, seed), "parity", recipe, method,
-                 ("--config", recipe, "--method", method, "--seed", str(seed)), seed)
-            for recipe, methods in PARITY.items() for seed in SEEDS for method in methods]
+    return [Spec(parity_name(grid, method, seed), "parity", grid, method,
+                 (*grid_args(grid), "--method", method, "--seed", str(seed)), seed)
+            for grid, methods in PARITY.items() for seed in SEEDS for method in methods]
 
 
 def uniform_runs() -> list[Spec]:
     """The parity grid's decoupled runs at one rate per block, and their exit evaluations."""
-    return [Spec(parity_name(recipe, method, seed, BEFORE), "uniform", recipe, method,
-                 ("--config", recipe, "--method", method, "--seed", str(seed), *UNIFORM), seed)
-            for recipe, methods in PARITY.items() for seed in SEEDS for method in methods
+    return [Spec(parity_name(grid, method, seed, BEFORE), "uniform", grid, method,
+                 (*grid_args(grid), "--method", method, "--seed", str(seed), *UNIFORM), seed)
+            for grid in UNIFORM_GRIDS for seed in SEEDS for method in PARITY[grid]
             if method != "bp"] + exit_runs(BEFORE)
 
 
@@ -463,13 +489,15 @@ def _curve_gain(record: dict) -> Optional[float]:
 
 def parity_tables(runs: dict[str, dict], suffix: str = "") -> list[str]:
     lines: list[str] = []
-    for recipe, methods in PARITY.items():
-        rows = {m: [runs[parity_name(recipe, m, s, suffix)] for s in SEEDS
-                    if parity_name(recipe, m, s, suffix) in runs] for m in methods}
+    for grid in UNIFORM_GRIDS if suffix else PARITY:
+        methods = PARITY[grid]
+        rows = {m: [runs[parity_name(grid, m, s, suffix)] for s in SEEDS
+                    if parity_name(grid, m, s, suffix) in runs] for m in methods}
         if not any(rows.values()):
             continue
         bp = [r["summary"]["test_accuracy"] for r in rows.get("bp", [])]
-        title = f"`{recipe}`, one learning rate for every block" if suffix else f"`{recipe}`"
+        title = grid_title(grid) + (" (the recipe's earlier budget)" if grid in GRID_ARGS else "")
+        title += ", one learning rate for every block" if suffix else ""
         lines += [f"#### {title}", "",
                   "| method | test accuracy % (mean ± sd) | gap to BP | val accuracy % | best epochs | "
                   "val gain in the last quarter | train s | samples/s | command (seed 0) |",
@@ -489,15 +517,15 @@ def parity_tables(runs: dict[str, dict], suffix: str = "") -> list[str]:
                 f"{', '.join(str(s['best_epoch']) for s in ss)} / {ss[0]['epochs']} | {gain} | "
                 f"{statistics.mean(s['train_seconds'] for s in ss):.0f} | "
                 f"{statistics.mean(s['samples_per_s'] for s in ss):.0f} | {_command(rs[0])} |")
-        lines += ["", *paired_gaps(recipe, runs, suffix)]
+        lines += ["", *paired_gaps(grid, runs, suffix)]
     return lines
 
 
-def paired_gaps(recipe: str, runs: dict[str, dict], suffix: str = "") -> list[str]:
+def paired_gaps(grid: str, runs: dict[str, dict], suffix: str = "") -> list[str]:
     """Each method's gap to BP trained with the same seed, on test and validation, once two
     seeds of a method and of BP are cached: how much of a mean gap is seed noise."""
     def gaps(method: str, split: str) -> list[tuple[int, float]]:
-        pairs = [(seed, parity_name(recipe, method, seed, suffix), parity_name(recipe, "bp", seed))
+        pairs = [(seed, parity_name(grid, method, seed, suffix), parity_name(grid, "bp", seed))
                  for seed in SEEDS]
         return [(seed, 100 * (runs[run]["summary"][split] - runs[bp]["summary"][split]))
                 for seed, run, bp in pairs if {run, bp} <= runs.keys()]
@@ -508,7 +536,7 @@ def paired_gaps(recipe: str, runs: dict[str, dict], suffix: str = "") -> list[st
                 f"{statistics.mean(numbers):+.2f} ± {statistics.stdev(numbers):.2f}")
 
     rows = []
-    for method in (m for m in PARITY[recipe] if m != "bp"):
+    for method in (m for m in PARITY[grid] if m != "bp"):
         test, val = gaps(method, "test_accuracy"), gaps(method, "val_accuracy")
         if len(test) > 1:
             rows.append(f"| {method} | {' | '.join(cell(test))} | {' | '.join(cell(val))} |")
@@ -523,14 +551,14 @@ def ramp_against_uniform(runs: dict[str, dict]) -> list[str]:
     """Each decoupled method's gap to BP under the default (the ramp) and at one rate per block,
     over the seeds where all three runs are cached: the change of default, like for like."""
     def mean(method: str, seeds: list[int], split: str, suffix: str = "") -> float:
-        return statistics.mean(100 * runs[parity_name(recipe, method, s, suffix)]["summary"][split]
+        return statistics.mean(100 * runs[parity_name(grid, method, s, suffix)]["summary"][split]
                                for s in seeds)
 
     rows = []
-    for recipe, methods in PARITY.items():
+    for grid, methods in PARITY.items():
         for method in (m for m in methods if m != "bp"):
-            seeds = [s for s in SEEDS if {parity_name(recipe, method, s), parity_name(recipe, "bp", s),
-                                          parity_name(recipe, method, s, BEFORE)} <= runs.keys()]
+            seeds = [s for s in SEEDS if {parity_name(grid, method, s), parity_name(grid, "bp", s),
+                                          parity_name(grid, method, s, BEFORE)} <= runs.keys()]
             if not seeds:
                 continue
             cells = []
@@ -538,14 +566,15 @@ def ramp_against_uniform(runs: dict[str, dict]) -> list[str]:
                 bp = mean("bp", seeds, split)
                 before, after = mean(method, seeds, split, BEFORE) - bp, mean(method, seeds, split) - bp
                 cells += [f"{before:+.2f} -> {after:+.2f}", f"{after - before:+.2f}"]
-            rows.append(f"| `{recipe}` | {method} | {', '.join(map(str, seeds))} | {' | '.join(cells)} |")
+            rows.append(f"| {grid_title(grid)} | {method} | {', '.join(map(str, seeds))} | "
+                        f"{' | '.join(cells)} |")
     if not rows:
         return []
     return ["### The defaults against one rate for every block, like for like", "",
             "Each method's mean gap to BP over the seeds where the method's run at one rate, its run "
             "under the ramp and BP's run are all cached (points; the tables above and below hold the "
             "runs and their commands):", "",
-            "| recipe | method | seeds | test gap to BP: one rate -> ramp | Δ test | "
+            "| grid | method | seeds | test gap to BP: one rate -> ramp | Δ test | "
             "validation gap to BP: one rate -> ramp | Δ validation |",
             "| --- | --- | --- | ---: | ---: | ---: | ---: |", *rows, ""]
 

@@ -3,6 +3,8 @@ in a row would otherwise fail hours into a run), names are unique and stable, se
 from the arguments."""
 
 import importlib.util
+import operator
+import re
 import shlex
 import sys
 import time
@@ -105,12 +107,13 @@ def test_ablation_deltas_are_against_the_parity_run_or_left_blank_without_it(gri
     plain = [s for s in grid.ablation_runs() if s.table == "lstm-parity"]
     runs = {s.name: record(s, 0.70) for s in plain}
     parity = {s.name: s for s in grid.parity_runs()}
-    runs["debian-lstm-parity-bp-s0"] = record(parity["debian-lstm-parity-bp-s0"], 0.75)
+    runs["debian-lstm-parity-16ep-bp-s0"] = record(parity["debian-lstm-parity-16ep-bp-s0"], 0.75)
     # the ablations ran at one rate per block: a decoupled method's reference is its uniform run
     uniform = {s.name: s for s in grid.uniform_runs()}
-    name = "debian-lstm-parity-scpl-s0-uniform-lr"
+    name = "debian-lstm-parity-16ep-scpl-s0-uniform-lr"
     runs[name] = record(uniform[name], 0.72)
-    runs["debian-lstm-parity-greedy-s0"] = record(parity["debian-lstm-parity-greedy-s0"], 0.90)  # ramped
+    runs["debian-lstm-parity-16ep-greedy-s0"] = record(parity["debian-lstm-parity-16ep-greedy-s0"], 0.90)
+    runs["debian-lstm-parity-greedy-s0"] = record(parity["debian-lstm-parity-greedy-s0"], 0.90)  # 24 epochs
     rows = [line for line in grid.ablation_tables(runs) if line.startswith("| ")]
     assert any(line.startswith("| bp | plain BiLSTM") and "| 70.00 | -5.00 |" in line for line in rows)
     assert any(line.startswith("| scpl | plain BiLSTM") and "| 70.00 | -2.00 |" in line for line in rows)
@@ -120,10 +123,10 @@ def test_ablation_deltas_are_against_the_parity_run_or_left_blank_without_it(gri
               if s.table == "lstm-parity-ramp" and "MLP projector" in s.row}
     runs = {ramped[0].name: record(ramped[0], 0.80), ramped[1].name: record(ramped[1], 0.81)}
     for seed, val in ((0, 0.78), (1, 0.77)):
-        name = f"debian-lstm-parity-deinforeg-s{seed}"
+        name = f"debian-lstm-parity-16ep-deinforeg-s{seed}"
         runs[name] = record(parity[name], val)
-    name = "debian-lstm-parity-deinforeg-s1-uniform-lr"
-    runs[name] = record(uniform[name], 0.5)  # not the reference
+    for name in ("debian-lstm-parity-16ep-deinforeg-s1-uniform-lr", "debian-lstm-parity-deinforeg-s1"):
+        runs[name] = record({**uniform, **parity}[name], 0.5)  # not the reference: another rule or budget
     deltas = [line.split(" | ")[3] for line in grid.ablation_tables(runs) if line.startswith("| deinforeg")]
     assert deltas == ["+2.00", "+4.00"]
     # without a reference table, the first row of the method is the baseline
@@ -227,6 +230,14 @@ def test_runs_measured_at_one_rate_per_block_pin_it_and_the_uniform_tier_pairs_t
     assert "tradeoff-test-fmnist-cnn-parity-dascpl-s1-uniform-lr" in names
     assert not {s.name for s in grid.parity_runs()} & names
     assert all("block_lr" not in " ".join(s.args) for s in grid.parity_runs())  # the defaults
+    # the LSTM's runs from before its budget moved to 24 epochs pin the 16 they ran
+    assert "debian-lstm-parity-scpl-s0-uniform-lr" not in names
+    for spec in grid.parity_runs() + grid.uniform_runs() + grid.ablation_runs():
+        args = " ".join(spec.args)
+        if spec.table in ("debian-lstm-parity-16ep", "lstm-parity", "lstm-parity-ramp"):
+            assert args.count("--epochs") == 1 and ("--epochs 16" in args or "24 epochs" in spec.row), args
+        elif spec.table == "debian-lstm-parity":
+            assert "--epochs" not in args
 
     def record(spec, test):
         return {"command": shlex.join(spec.command(Path("results"))),
@@ -234,9 +245,9 @@ def test_runs_measured_at_one_rate_per_block_pin_it_and_the_uniform_tier_pairs_t
                             "train_seconds": 1.0, "samples_per_s": 1.0}}
     specs = {s.name: s for s in grid.parity_runs() + grid.uniform_runs()}
     runs = {name: record(specs[name], test) for name, test in (
-        ("debian-lstm-parity-bp-s0", 0.70), ("debian-lstm-parity-bp-s1", 0.80),
-        ("debian-lstm-parity-scpl-s0-uniform-lr", 0.71), ("debian-lstm-parity-scpl-s1-uniform-lr", 0.77),
-        ("debian-lstm-parity-scpl-s0", 0.75))}
+        ("debian-lstm-parity-16ep-bp-s0", 0.70), ("debian-lstm-parity-16ep-bp-s1", 0.80),
+        ("debian-lstm-parity-16ep-scpl-s0-uniform-lr", 0.71),
+        ("debian-lstm-parity-16ep-scpl-s1-uniform-lr", 0.77), ("debian-lstm-parity-16ep-scpl-s0", 0.75))}
     uniform = "\n".join(grid.parity_tables(runs, grid.BEFORE))
     assert "one learning rate for every block" in uniform and "uniform-lr --json" in uniform
     assert "| scpl | s0 +1.00 / s1 -3.00 | -1.00 ± 2.83 |" in uniform
@@ -244,6 +255,24 @@ def test_runs_measured_at_one_rate_per_block_pin_it_and_the_uniform_tier_pairs_t
     assert "| scpl (1 seed) | 75.00 | +0.00 |" in ramped and "uniform" not in ramped
     # like for like: seed 1 has no ramped SCPL run yet, so both sides average seed 0 only
     both = "\n".join(grid.ramp_against_uniform(runs))
-    assert "| `debian-lstm-parity` | scpl | 0 | +1.00 -> +5.00 | +4.00 | +1.00 -> +5.00 | +4.00 |" in both
-    del runs["debian-lstm-parity-bp-s0"]
+    row = "| `debian-lstm-parity --epochs 16` | scpl | 0 | +1.00 -> +5.00 | +4.00 | +1.00 -> +5.00 | +4.00 |"
+    assert row in both
+    del runs["debian-lstm-parity-16ep-bp-s0"]
     assert grid.ramp_against_uniform(runs) == []
+
+
+def test_every_cached_run_is_a_run_of_the_grid_and_keeps_the_command_that_computes_it(grid):
+    """The page prints each cached run's command beside its number: it must be the command the
+    grid runs now (a renamed or re-budgeted run whose cache line kept its old command would
+    print a command that computes something else)."""
+    specs = {s.name: s for tier in grid.TIERS for s in grid.TIERS[tier]()}
+    runs = grid.load()
+    assert runs.keys() <= specs.keys(), sorted(runs.keys() - specs.keys())
+    def current(command: str, name: str) -> tuple[str, str]:  # (as cached, as the grid runs it)
+        return re.sub(r"\S*/results/", "results/", command), shlex.join(specs[name].command(Path("results")))
+
+    for name, record in runs.items():
+        assert operator.eq(*current(record["command"], name)), name
+        if "same_as" in record:  # the identical computation it was cached from is a grid run too
+            source = re.search(r"--out \S*/results/(\S+)", record["same_as"])[1]
+            assert operator.eq(*current(record["same_as"], source)), name
