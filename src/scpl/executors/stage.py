@@ -23,11 +23,16 @@ from .base import Failures, Pipe, Stop
 from .watch import RemoteStageFailure, Watch, announce
 
 _JOIN_S = 5.0
+UNKNOWN_GRACE_S = 2.0
+"""How long a failure whose rank is unknown (the store's host is gone) waits for this rank's own
+threads to name the failed peer (a broken link) before it stops the stage under its own name."""
 
 Compute = Callable[[int, int, Flow, Tensor, list], Optional[tuple[Flow, Tensor, list]]]
 """``compute(step, micro, flow, labels, extras) -> (out, labels, extras)``, or None to send nothing."""
 Sink = Callable[[int, int, Flow, Tensor, list], None]
 """What the last stage does with each result."""
+Report = Callable[[Optional[int], BaseException], None]
+"""How the watchdog reports a failure: the failed rank (None: not known) and its exception."""
 
 
 def run_stage(rank: int, prev: Optional[int], next_: Optional[int], comm: torch.device, compute: Compute,
@@ -41,8 +46,7 @@ def run_stage(rank: int, prev: Optional[int], next_: Optional[int], comm: torch.
     failures = Failures(abort)
     inbox = Pipe(abort, queue_size) if prev is not None else None
     outbox = Pipe(abort, queue_size) if next_ is not None else None
-    threads = [threading.Thread(target=watch.run, args=(abort, lambda r, e: failures.add(r, e, "")),
-                                daemon=True)]
+    threads = [threading.Thread(target=watch.run, args=(abort, _report(failures)), daemon=True)]
     if inbox is not None:
         threads.append(threading.Thread(target=_pump, args=(prev, _receiver(prev, comm, inbox), failures),
                                         daemon=True))
@@ -105,6 +109,19 @@ def _incoming(source: Iterator,
         n_flow = len(msg.tensors) - 1 - n_extras
         flow, labels, extras = msg.tensors[:n_flow], msg.tensors[n_flow], msg.tensors[n_flow + 1:]
         yield msg.step, msg.micro, (tuple(flow) if is_tuple else flow[0]), labels, list(extras)
+
+
+def _report(failures: Failures, grace: float = UNKNOWN_GRACE_S) -> Report:
+    """The watchdog's report of a failure. One of unknown rank (the store is unreachable: the rank
+    hosting it stopped, maybe because another rank died) first gives this rank's links ``grace``
+    seconds to report a broken connection, which names the rank that died; it is then recorded
+    after that one (the error raised is the first recorded)."""
+    def report(rank: Optional[int], exc: BaseException) -> None:
+        if rank is None:
+            failures.abort.wait(grace)
+        failures.add(rank, exc, "")
+
+    return report
 
 
 def _pump(peer: int, move: Callable[[], p2p.Message], failures: Failures) -> None:
