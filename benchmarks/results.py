@@ -20,6 +20,7 @@ Tiers::
                converged models with exit classifiers (``scpl eval --tradeoff``)
     uniform    the parity grid and its early-exit evaluations at one learning rate for every
                block (``block_lr=uniform``), the decoupled methods' default before 2026-12-01
+               (the LSTM's at 16 epochs, its budget then)
 
 Runs measured before a default changed pin the old setting in their commands (the ablations and
 the noise runs pin ``block_lr=uniform``), so that every command on the page computes its number.
@@ -289,14 +290,16 @@ def parity_name(grid: str, method: str, seed: int, suffix: str = "") -> str:
 
 
 def parity_runs() -> list[Spec]:
-    """Recipe by recipe, seed 0 of every method first (a partial grid covers every method)."""
+    """Grid by grid (:data:`PARITY`), seed 0 of every method first (a partial grid covers every
+    method)."""
     return [Spec(parity_name(grid, method, seed), "parity", grid, method,
                  (*grid_args(grid), "--method", method, "--seed", str(seed)), seed)
             for grid, methods in PARITY.items() for seed in SEEDS for method in methods]
 
 
 def uniform_runs() -> list[Spec]:
-    """The parity grid's decoupled runs at one rate per block, and their exit evaluations."""
+    """The decoupled runs of :data:`UNIFORM_GRIDS` at one rate per block, and their exit
+    evaluations."""
     return [Spec(parity_name(grid, method, seed, BEFORE), "uniform", grid, method,
                  (*grid_args(grid), "--method", method, "--seed", str(seed), *UNIFORM), seed)
             for grid in UNIFORM_GRIDS for seed in SEEDS for method in PARITY[grid]
@@ -555,8 +558,8 @@ def ramp_against_uniform(runs: dict[str, dict]) -> list[str]:
                                for s in seeds)
 
     rows = []
-    for grid, methods in PARITY.items():
-        for method in (m for m in methods if m != "bp"):
+    for grid in UNIFORM_GRIDS:
+        for method in (m for m in PARITY[grid] if m != "bp"):
             seeds = [s for s in SEEDS if {parity_name(grid, method, s), parity_name(grid, "bp", s),
                                           parity_name(grid, method, s, BEFORE)} <= runs.keys()]
             if not seeds:

@@ -4,6 +4,7 @@ import os
 import re
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 import torch
@@ -15,8 +16,8 @@ from scpl import ConfigError
 from scpl.errors import NonFiniteLossError, StageError
 from scpl.executors import DistributedExecutor, SequentialExecutor, ThreadedExecutor, p2p
 from scpl.executors.base import Failures
-from scpl.executors.stage import _report
-from scpl.executors.watch import RemoteStageFailure
+from scpl.executors.stage import _explain, _report
+from scpl.executors.watch import ABORT_KEY, RemoteStageFailure
 from scpl.inference import PatienceCosine, early_exit
 from scpl.objectives import CallableObjective
 
@@ -146,10 +147,23 @@ def test_distributed_failure_stops_every_rank(fault, tmp_path):
     assert all(c != 0 for c in codes), codes
     for rank in (0, 2):
         assert "StageError: stage 1 failed" in outputs[rank], outputs[rank][-2000:]
+        assert "stopped responding" not in outputs[rank]  # told at once, not after a heartbeat timeout
     if fault.startswith("raise"):
         assert "injected failure at call 3" in outputs[1]
         assert ("rank 1 failed: ValueError: injected failure" in outputs[2]
                 or "lost the connection to rank 1" in outputs[2])
+
+
+def test_a_killed_store_host_stops_every_rank_and_no_rank_blames_it_on_a_healthy_one(tmp_path):
+    # rank 0 hosts the store: rank 1 loses its link to it; rank 2 loses the store and then its
+    # link to rank 1, which stopped because of rank 0: it must not name rank 1 as the cause alone
+    codes, outputs, _ = run_ranks("dist_train.py", 3, str(tmp_path / "out"), "cnn", "kill:3:0",
+                                  timeout=HANG_S)
+    assert codes[0] == -9 and codes[1] != 0 and codes[2] != 0, codes
+    assert "StageError: stage 0 failed" in outputs[1], outputs[1][-2000:]
+    stopped = [line for line in outputs[2].splitlines() if "StageError:" in line]
+    assert stopped and ("may have stopped because another rank failed" in stopped[0]
+                        or "lost the process group's store" in stopped[0]), outputs[2][-2000:]
 
 
 def test_a_lost_store_waits_for_a_broken_link_that_names_the_rank_that_died():
@@ -167,11 +181,44 @@ def test_a_lost_store_waits_for_a_broken_link_that_names_the_rank_that_died():
     assert time.monotonic() - start < 20  # it ended its wait when the link reported
     error = failures.error()
     assert error.stage == 1 and "lost the connection to rank 1" in str(error)
-    assert len(failures.items) == 2
     # with no link to name the cause, the lost store is reported after the wait
     alone = Failures(threading.Event())
     _report(alone, grace=0.1)(None, RemoteStageFailure("lost the process group's store"))
     assert alone.error().stage is None and "lost the process group's store" in str(alone.error())
+    # this stage's own error stays as it is
+    own = Failures(threading.Event())
+    own.add(2, ValueError("bad input"), "", first=True)
+    _report(own, grace=30.0)(None, RemoteStageFailure("lost the process group's store"))
+    assert own.error().stage == 2 and str(own.items[0][1]) == "bad input" and len(own.items) == 2
+    # a stage that finished cleanly during the wait records nothing
+    clean = Failures(threading.Event())
+    clean.abort.set()
+    _report(clean, grace=30.0)(None, RemoteStageFailure("lost the process group's store"))
+    assert not clean
+
+
+def test_a_broken_link_yields_to_an_announced_failure_or_says_that_the_store_is_gone_too():
+    """A peer whose link broke may have stopped because of another rank's failure."""
+    def link_failure():
+        failures = Failures(threading.Event())
+        failures.add(1, RemoteStageFailure("lost the connection to rank 1: closed by peer"), "")
+        return failures
+
+    store = dist.HashStore()
+    failures = link_failure()
+    _explain(failures, store)  # nothing announced: the peer is the cause
+    assert failures.error().stage == 1 and "store" not in str(failures.error())
+    store.set(ABORT_KEY, "0\nValueError: bad batch")
+    _explain(failures, store)
+    assert failures.error().stage == 0 and "rank 0 failed: ValueError: bad batch" in str(failures.error())
+    # the rank hosting the store stopped: the link is named, with the doubt
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    client = dist.TCPStore("127.0.0.1", server.port, is_master=False, timeout=timedelta(seconds=10))
+    del server
+    failures = link_failure()
+    _explain(failures, client)
+    assert failures.error().stage == 1
+    assert "store is gone too: rank 1 may have stopped because another rank failed" in str(failures.error())
 
 
 def test_a_rank_killed_in_the_last_micro_batch_stops_every_rank(tmp_path, monkeypatch):

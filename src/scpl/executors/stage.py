@@ -20,19 +20,18 @@ from torch import Tensor
 from ..flow import Flow
 from . import p2p
 from .base import Failures, Pipe, Stop
-from .watch import RemoteStageFailure, Watch, announce
+from .watch import ABORT_KEY, RemoteStageFailure, Report, Watch, announce
 
 _JOIN_S = 5.0
+LOST_LINK = "lost the connection to rank"
 UNKNOWN_GRACE_S = 2.0
 """How long a failure whose rank is unknown (the store's host is gone) waits for this rank's own
-threads to name the failed peer (a broken link) before it stops the stage under its own name."""
+threads to name a failed peer (a broken link) before the store loss is recorded as the failure."""
 
 Compute = Callable[[int, int, Flow, Tensor, list], Optional[tuple[Flow, Tensor, list]]]
 """``compute(step, micro, flow, labels, extras) -> (out, labels, extras)``, or None to send nothing."""
 Sink = Callable[[int, int, Flow, Tensor, list], None]
 """What the last stage does with each result."""
-Report = Callable[[Optional[int], BaseException], None]
-"""How the watchdog reports a failure: the failed rank (None: not known) and its exception."""
 
 
 def run_stage(rank: int, prev: Optional[int], next_: Optional[int], comm: torch.device, compute: Compute,
@@ -86,6 +85,7 @@ def run_stage(rank: int, prev: Optional[int], next_: Optional[int], comm: torch.
     finally:
         abort.set()  # stops the watchdog (and the comm threads, on failure)
     if failures:
+        _explain(failures, watch.store)
         dist.destroy_process_group()  # fails the comm threads' pending operations ...
         for t in threads:  # ... so they end before the interpreter does
             t.join(_JOIN_S)
@@ -113,15 +113,43 @@ def _incoming(source: Iterator,
 
 def _report(failures: Failures, grace: float = UNKNOWN_GRACE_S) -> Report:
     """The watchdog's report of a failure. One of unknown rank (the store is unreachable: the rank
-    hosting it stopped, maybe because another rank died) first gives this rank's links ``grace``
-    seconds to report a broken connection, which names the rank that died; it is then recorded
-    after that one (the error raised is the first recorded)."""
+    hosting it stopped) first gives this rank's links ``grace`` seconds to break: a broken link
+    names a peer that stopped, which is then the error raised, with a note that the store is
+    gone too (:func:`_explain`). If the stage finished cleanly meanwhile, nothing is recorded."""
     def report(rank: Optional[int], exc: BaseException) -> None:
-        if rank is None:
-            failures.abort.wait(grace)
+        if rank is None and failures.abort.wait(grace):
+            if not failures or _broken_link(failures):  # finished cleanly, or a link named a peer
+                return
         failures.add(rank, exc, "")
 
     return report
+
+
+def _broken_link(failures: Failures) -> bool:
+    """Whether the first failure recorded is a broken link to a peer."""
+    stage, first, _ = failures.items[0]
+    return isinstance(first, RemoteStageFailure) and stage is not None and str(first).startswith(LOST_LINK)
+
+
+def _explain(failures: Failures, store) -> None:
+    """A broken link, the first failure, may be the effect of another rank's failure: the peer
+    stopped because of it. Put an announced failure of another rank first; if the store cannot be
+    reached (its host stopped), say so beside the link's failure."""
+    if not _broken_link(failures):
+        return
+    peer, first, text = failures.items[0]
+    try:
+        announced = store.get(ABORT_KEY).decode() if store.check([ABORT_KEY]) else None
+    except Exception:
+        failures.items[0] = (peer, RemoteStageFailure(
+            f"{first} (the process group's store is gone too: rank {peer} may have stopped because "
+            "another rank failed)"), text)
+        return
+    if announced is not None:
+        rank_text, message = announced.split("\n", 1)
+        if int(rank_text) != peer:
+            cause = RemoteStageFailure(f"rank {rank_text} failed: {message}")
+            failures.items.insert(0, (int(rank_text), cause, ""))
 
 
 def _pump(peer: int, move: Callable[[], p2p.Message], failures: Failures) -> None:
@@ -134,7 +162,7 @@ def _pump(peer: int, move: Callable[[], p2p.Message], failures: Failures) -> Non
         pass
     except BaseException as exc:
         if not failures.abort.is_set():
-            failures.add(peer, RemoteStageFailure(f"lost the connection to rank {peer}: {exc}"))
+            failures.add(peer, RemoteStageFailure(f"{LOST_LINK} {peer}: {exc}"))
 
 
 def _receiver(peer: int, comm: torch.device, inbox: Pipe) -> Callable[[], p2p.Message]:

@@ -33,6 +33,8 @@ POLL_S = 0.05
 BEAT_S = 0.2
 DEFAULT_TIMEOUT_S = 60.0
 _ROUNDS = itertools.count()
+Report = Callable[[Optional[int], BaseException], None]
+"""How a failure is reported: the failed rank (None: not known) and its exception."""
 
 
 class RemoteStageFailure(RuntimeError):
@@ -95,7 +97,7 @@ class Watch:
                 return peer
         return None
 
-    def run(self, stop: threading.Event, on_failure: Callable[[Optional[int], BaseException], None]) -> None:
+    def run(self, stop: threading.Event, on_failure: Report) -> None:
         """Check until ``stop`` is set (a watchdog thread's body); report a failure once and end."""
         while not stop.wait(BEAT_S / 2):
             failure = self.check()
