@@ -22,7 +22,9 @@ polls the store and raises :class:`~scpl.errors.StageError` naming the failed st
 that dies closes its sockets, so its neighbours' receives fail and they raise in turn, and its
 heartbeat stops, which every rank notices within ``peer_timeout`` seconds even where no socket
 breaks (see :mod:`scpl.executors.watch`); under ``torchrun`` the agent also stops the remaining
-workers. No rank waits forever.
+workers. No rank waits forever. A rank that sees a link break names that neighbour, unless the
+store holds another rank's announced failure; if the store is gone too (its host, rank 0,
+stopped), the error says that the neighbour may have stopped because of another rank.
 """
 
 from __future__ import annotations
