@@ -5,7 +5,8 @@ number. Each finished run's summary and validation/training curves are cached, o
 run, in ``benchmarks/results-cache.jsonl`` (committed, so the grid outlives a machine); its
 checkpoints live under ``--out`` (not committed). An interrupted grid continues where it
 stopped: finished runs are not run again, and a run stopped halfway continues from its last
-checkpoint (``--resume``, bit for bit) if its folder is still there. A failed run is reported
+checkpoint (``--resume``, bit for bit) if its folder is still there (a folder holding checkpoints
+of another command is refused, not resumed). A failed run is reported
 and the others go on.
 
 Tiers::
@@ -336,7 +337,7 @@ TIERS: dict[str, Callable[[], list[Spec]]] = {"ablations": ablation_runs, "parit
 
 def execute(spec: Spec, out: Path) -> dict:
     cmd = spec.command(out)
-    resume = spec.eval_of is None and (out / spec.name / "latest.json").exists()  # a run stopped halfway
+    resume = spec.eval_of is None and _resumable(out / spec.name, shlex.join(cmd))  # stopped halfway
     proc = subprocess.run([sys.executable, "-m", "scpl", *cmd[1:], *(["--resume"] if resume else [])],
                           capture_output=True, text=True)
     if proc.returncode != 0:
@@ -344,6 +345,22 @@ def execute(spec: Spec, out: Path) -> dict:
     return {"name": spec.name, "tier": spec.tier, "table": spec.table, "row": spec.row, "seed": spec.seed,
             "command": shlex.join(cmd), "summary": json.loads(proc.stdout.strip().splitlines()[-1]),
             "curves": curves(out / spec.name / "metrics.csv")}
+
+
+def _resumable(folder: Path, command: str) -> bool:
+    """Whether ``folder`` holds checkpoints of this very command, to resume (``--resume``). The
+    command is written there first; checkpoints of another command are refused, not resumed: a
+    finished run resumed at a larger ``--epochs`` would be extended, not trained afresh."""
+    stamp = folder / "command.txt"
+    if (folder / "latest.json").exists():
+        if not stamp.exists() or stamp.read_text() != command:
+            raise RuntimeError(f"{folder} holds checkpoints of another command "
+                               f"({stamp.read_text() if stamp.exists() else 'not recorded'}), not of "
+                               f"{command}: move the folder away to run it afresh")
+        return True
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(command)
+    return False
 
 
 def curves(path: Path) -> dict[str, list[float]]:

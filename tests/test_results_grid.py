@@ -278,3 +278,15 @@ def test_every_cached_run_is_a_run_of_the_grid_and_keeps_the_command_that_comput
             source = re.search(r"--out \S*/results/(\S+)", record["same_as"])[1]
             cached, now = current(record["same_as"], source)
             assert cached == now, name
+
+
+def test_a_run_folder_is_resumed_only_by_the_command_that_made_it(grid, tmp_path):
+    folder = tmp_path / "run"
+    assert not grid._resumable(folder, "scpl train --epochs 24")  # a new run: its command is recorded
+    (folder / "latest.json").write_text("{}")  # it stopped halfway
+    assert grid._resumable(folder, "scpl train --epochs 24")
+    with pytest.raises(RuntimeError, match="holds checkpoints of another command"):
+        grid._resumable(folder, "scpl train --epochs 32")  # would extend that run, not train afresh
+    (folder / "command.txt").unlink()  # a folder from before commands were recorded
+    with pytest.raises(RuntimeError, match="not recorded"):
+        grid._resumable(folder, "scpl train --epochs 24")
