@@ -457,10 +457,14 @@ def _pct(values: list[float]) -> str:
     return f"{100 * mean:.2f} ± {100 * spread:.2f}" if len(values) > 1 else f"{100 * mean:.2f}"
 
 
+def portable(command: str) -> str:
+    """A command with its output folder shown as ``results/NAME``, wherever it ran."""
+    return re.sub(r"\S*/results/", "results/", command)
+
+
 def _code(text: str) -> str:
     """A command as inline code; its output folder shown as ``results/NAME`` wherever it ran."""
-    text = re.sub(r"\S*/results/", "results/", text)
-    return "`" + text.replace("|", "\\|") + "`"
+    return "`" + portable(text).replace("|", "\\|") + "`"
 
 
 def _command(record: dict) -> str:

@@ -16,7 +16,7 @@ from scpl import ConfigError
 from scpl.errors import NonFiniteLossError, StageError
 from scpl.executors import DistributedExecutor, SequentialExecutor, ThreadedExecutor, p2p
 from scpl.executors.base import Failures
-from scpl.executors.stage import _explain, _report
+from scpl.executors.stage import LostLink, _explain, _report
 from scpl.executors.watch import ABORT_KEY, RemoteStageFailure
 from scpl.inference import PatienceCosine, early_exit
 from scpl.objectives import CallableObjective
@@ -176,7 +176,7 @@ def test_a_lost_store_waits_for_a_broken_link_that_names_the_rank_that_died():
     start = time.monotonic()
     watchdog.start()
     time.sleep(0.2)
-    failures.add(1, RemoteStageFailure("lost the connection to rank 1"), "")  # the receiver thread
+    failures.add(1, LostLink("lost the connection to rank 1"), "")  # the receiver thread
     watchdog.join()
     assert time.monotonic() - start < 20  # it ended its wait when the link reported
     error = failures.error()
@@ -201,7 +201,7 @@ def test_a_broken_link_yields_to_an_announced_failure_or_says_that_the_store_is_
     """A peer whose link broke may have stopped because of another rank's failure."""
     def link_failure():
         failures = Failures(threading.Event())
-        failures.add(1, RemoteStageFailure("lost the connection to rank 1: closed by peer"), "")
+        failures.add(1, LostLink("lost the connection to rank 1: closed by peer"), "")
         return failures
 
     store = dist.HashStore()

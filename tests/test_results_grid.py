@@ -269,7 +269,7 @@ def test_every_cached_run_is_a_run_of_the_grid_and_keeps_the_command_that_comput
     runs = grid.load()
     assert runs.keys() <= specs.keys(), sorted(runs.keys() - specs.keys())
     def current(command: str, name: str) -> tuple[str, str]:  # (as cached, as the grid runs it)
-        return re.sub(r"\S*/results/", "results/", command), shlex.join(specs[name].command(Path("results")))
+        return grid.portable(command), shlex.join(specs[name].command(Path("results")))
 
     for name, record in runs.items():
         cached, now = current(record["command"], name)

@@ -20,10 +20,9 @@ from torch import Tensor
 from ..flow import Flow
 from . import p2p
 from .base import Failures, Pipe, Stop
-from .watch import ABORT_KEY, RemoteStageFailure, Report, Watch, announce
+from .watch import RemoteStageFailure, Report, Watch, announce, announced
 
 _JOIN_S = 5.0
-LOST_LINK = "lost the connection to rank"
 UNKNOWN_GRACE_S = 2.0
 """How long a failure whose rank is unknown (the store's host is gone) waits for this rank's own
 threads to name a failed peer (a broken link) before the store loss is recorded as the failure."""
@@ -125,10 +124,13 @@ def _report(failures: Failures, grace: float = UNKNOWN_GRACE_S) -> Report:
     return report
 
 
+class LostLink(RemoteStageFailure):
+    """A link to a peer broke: the peer stopped (or its process died)."""
+
+
 def _broken_link(failures: Failures) -> bool:
     """Whether the first failure recorded is a broken link to a peer."""
-    stage, first, _ = failures.items[0]
-    return isinstance(first, RemoteStageFailure) and stage is not None and str(first).startswith(LOST_LINK)
+    return isinstance(failures.items[0][1], LostLink)
 
 
 def _explain(failures: Failures, store) -> None:
@@ -139,17 +141,14 @@ def _explain(failures: Failures, store) -> None:
         return
     peer, first, text = failures.items[0]
     try:
-        announced = store.get(ABORT_KEY).decode() if store.check([ABORT_KEY]) else None
+        cause = announced(store)
     except Exception:
         failures.items[0] = (peer, RemoteStageFailure(
             f"{first} (the process group's store is gone too: rank {peer} may have stopped because "
             "another rank failed)"), text)
         return
-    if announced is not None:
-        rank_text, message = announced.split("\n", 1)
-        if int(rank_text) != peer:
-            cause = RemoteStageFailure(f"rank {rank_text} failed: {message}")
-            failures.items.insert(0, (int(rank_text), cause, ""))
+    if cause is not None and cause[0] != peer:
+        failures.items.insert(0, (*cause, ""))
 
 
 def _pump(peer: int, move: Callable[[], p2p.Message], failures: Failures) -> None:
@@ -162,7 +161,7 @@ def _pump(peer: int, move: Callable[[], p2p.Message], failures: Failures) -> Non
         pass
     except BaseException as exc:
         if not failures.abort.is_set():
-            failures.add(peer, RemoteStageFailure(f"{LOST_LINK} {peer}: {exc}"))
+            failures.add(peer, LostLink(f"lost the connection to rank {peer}: {exc}"))
 
 
 def _receiver(peer: int, comm: torch.device, inbox: Pipe) -> Callable[[], p2p.Message]:

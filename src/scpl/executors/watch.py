@@ -41,6 +41,15 @@ class RemoteStageFailure(RuntimeError):
     """Stands in, on a healthy rank, for the exception raised on another rank (or its death)."""
 
 
+def announced(store) -> Optional[tuple[int, RemoteStageFailure]]:
+    """The failure announced in the store (its rank and exception), or None; raises if the store
+    cannot be reached."""
+    if not store.check([ABORT_KEY]):
+        return None
+    rank_text, message = store.get(ABORT_KEY).decode().split("\n", 1)
+    return int(rank_text), RemoteStageFailure(f"rank {rank_text} failed: {message}")
+
+
 def announce(store, rank: int, exc: BaseException) -> None:
     """Tell every rank that ``rank`` failed with ``exc`` (best effort: the store may be gone)."""
     try:
@@ -80,9 +89,7 @@ class Watch:
                     if not self.store.check([ABORT_KEY]):  # tell the others, who may not have noticed yet
                         self.store.set(ABORT_KEY, f"{stale}\n{failure}")
                     return stale, failure
-            if self.store.check([ABORT_KEY]):
-                rank_text, message = self.store.get(ABORT_KEY).decode().split("\n", 1)
-                return int(rank_text), RemoteStageFailure(f"rank {rank_text} failed: {message}")
+            return announced(self.store)
         except Exception as exc:  # the store is unreachable: the process hosting it is gone
             return None, RemoteStageFailure(f"lost the process group's store: {exc}")
         return None
