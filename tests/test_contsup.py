@@ -132,5 +132,20 @@ def test_infopro_reconstruction_term():
     before = block.extra_loss.decoder[1].weight.clone()
     model.fit([(X, torch.tensor([0, 0, 1, 1]))])
     assert not torch.equal(before, block.extra_loss.decoder[1].weight)  # the decoder trains with its block
-    with pytest.raises(ConfigError, match="mode 'E' or 'R1E'"):
-        ContextSpec("R1", infopro=(1.0, 1.0))
+    with pytest.raises(ConfigError, match="two weights >= 0"):
+        ContextSpec("R1", infopro=(-1.0, 1.0))
+
+
+def test_infopro_alone_is_greedy_plus_reconstruction():
+    """``infopro=w`` without a ContSup mode: x travels with the flow (mode R0, no encoder, no
+    projections) and every block but the last reconstructs it with weight w."""
+    seed_everything(0)
+    model = DecoupledModel(net(), method="greedy", num_classes=3, example_input=X[:2], infopro=2.0)
+    wrapped = [b.layers for b in model.blocks]
+    assert all(w.spec.mode == "R0" and w.spec.infopro == (2.0, 1.0) for w in wrapped)
+    assert all(w.encoder is None and len(w.projections) == 0 for w in wrapped)
+    assert [b.extra_loss is not None for b in model.blocks] == [True, True, True, False]
+    outs = flows(model, X)
+    assert torch.equal(outs[0][1], X) and torch.equal(outs[1][1], X)  # x travels unchanged
+    with pytest.raises(ConfigError, match="BP has none"):
+        DecoupledModel(net(), method="bp", num_classes=3, example_input=X[:2], infopro=1.0)

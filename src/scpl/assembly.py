@@ -4,6 +4,7 @@ guard against one model's weights training in two DecoupledModels."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 import weakref
 from typing import Optional, Sequence, Union
@@ -24,7 +25,6 @@ from .objectives import CrossEntropyLoss
 
 PRECISIONS: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16}
 LAST_BLOCKS = names.LAST_BLOCKS
-
 
 
 def get_method(name: str) -> Method:
@@ -69,9 +69,16 @@ def check_options(precision: str, clip_grad_norm: Optional[float], num_classes: 
                           "BP has none")
 
 
-def context_spec(contsup: Union[str, ContextSpec, None], method: str) -> Optional[ContextSpec]:
-    """``contsup`` as a ContextSpec (a string names the mode), or None; ConfigError with method 'bp'."""
+def context_spec(contsup: Union[str, ContextSpec, None], method: str,
+                 infopro: Optional[float] = None) -> Optional[ContextSpec]:
+    """``contsup`` as a ContextSpec (a string names the mode), with InfoPro's reconstruction
+    weight ``infopro`` (lambda_x; lambda_y = 1) if given (without ``contsup``: mode "R0", InfoPro
+    itself), or None; ConfigError with method 'bp'."""
     context = ContextSpec(contsup) if isinstance(contsup, str) else contsup
+    if infopro is not None:
+        if method == "bp":
+            raise ConfigError("the InfoPro term is a local loss of decoupled blocks; BP has none")
+        context = dataclasses.replace(context or ContextSpec("R0"), infopro=(float(infopro), 1.0))
     if context is not None and method == "bp":
         raise ConfigError("ContSup adds context between decoupled blocks; it does not apply to method='bp'")
     return context

@@ -9,11 +9,12 @@ the last n blocks, one projection each. Block k+1 receives ``(h_k, x?, h_{k-1}, 
     input = h_k + sum_c P_c(context_c)
 
 before its layers; every projection belongs to the consuming block and is trained by its loss.
-Optional InfoPro term (``infopro=(lambda_x, lambda_y)``, modes E and R1E): a decoder on each
-block but the last reconstructs x from h_k; its local loss becomes
-``lambda_x * BCE(recon, x) + lambda_y * L``. A projection matches shape by element-wise addition:
-adaptive average pooling to the target size, then a 1x1 conv + BatchNorm (``pool_first=True``,
-cheaper, the default), or the conv first.
+Optional InfoPro term (``infopro=(lambda_x, lambda_y)``, any mode; with "R0" it is InfoPro
+itself, Wang et al., ICLR 2021: greedy local learning plus reconstruction): x travels with the
+flow to every block, and a decoder on each block but the last reconstructs x from h_k; its
+local loss becomes ``lambda_x * BCE(recon, x) + lambda_y * L``. A projection matches shape by
+element-wise addition: adaptive average pooling to the target size, then a 1x1 conv + BatchNorm
+(``pool_first=True``, cheaper, the default), or the conv first.
 The context branches stay in the network at test time: :func:`context_cost` reports them.
 """
 
@@ -45,13 +46,18 @@ class ContextSpec:
             raise ConfigError(f"ContSup mode must be R0, E, R1, R1E or Rn, got {self.mode!r}")
         if self.n < 1:
             raise ConfigError("ContSup Rn needs n >= 1")
-        if self.infopro is not None and not self.uses_x:
-            raise ConfigError("the InfoPro reconstruction term needs x at every block: use mode 'E' or 'R1E'")
+        if self.infopro is not None and not (len(self.infopro) == 2 and all(w >= 0 for w in self.infopro)):
+            raise ConfigError(f"infopro is (lambda_x, lambda_y), two weights >= 0, got {self.infopro!r}")
 
     @property
     def uses_x(self) -> bool:
-        """Whether blocks receive the raw input x (modes E and R1E)."""
+        """Whether blocks add an encoding of the raw input x to their input (modes E and R1E)."""
         return self.mode in ("E", "R1E")
+
+    @property
+    def carries_x(self) -> bool:
+        """Whether the raw input x travels with the flow (for the E branch or the InfoPro term)."""
+        return self.uses_x or self.infopro is not None
 
     @property
     def history(self) -> int:
@@ -115,8 +121,8 @@ class ContextBlock(nn.Module):
             inputs = h
         else:
             h = flow[0]
-            x = flow[1] if self.spec.uses_x else None
-            history = flow[2:] if self.spec.uses_x else flow[1:]
+            x = flow[1] if self.spec.carries_x else None
+            history = flow[2:] if self.spec.carries_x else flow[1:]
             inputs = h
             if self.encoder is not None:
                 inputs = inputs + self.encoder(x)
@@ -125,7 +131,7 @@ class ContextBlock(nn.Module):
         out = self.inner(inputs)
         if self.last:
             return out
-        carried = ((x,) if self.spec.uses_x else ()) + ((h,) + tuple(history))[: self.spec.history]
+        carried = ((x,) if self.spec.carries_x else ()) + ((h,) + tuple(history))[: self.spec.history]
         return (out, *carried)
 
 
@@ -137,8 +143,8 @@ def wrap(layers: nn.Module, spec: ContextSpec, flow, first: bool, last: bool) ->
     if first:
         return ContextBlock(layers, spec, first=True, last=last)
     main = tensors[0].shape
-    x_shape = tensors[1].shape if spec.uses_x else None
-    history = tuple(t.shape for t in tensors[2 if spec.uses_x else 1:])
+    x_shape = tensors[1].shape if spec.carries_x else None
+    history = tuple(t.shape for t in tensors[2 if spec.carries_x else 1:])
     return ContextBlock(layers, spec, first=False, last=last, main_shape=main, x_shape=x_shape,
                         history_shapes=history)
 

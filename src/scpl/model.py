@@ -87,6 +87,10 @@ class DecoupledModel(nn.Module):
         num_blocks: the K of ``blocks="auto"``.
         contsup: ContSup context supply, a mode (``"R0"``, ``"E"``, ``"R1"``, ``"R1E"``,
             ``"Rn"``) or a :class:`~scpl.context.ContextSpec`; needs conv blocks (4-D maps).
+        infopro: InfoPro's reconstruction weight lambda_x (Wang et al., ICLR 2021): a decoder on
+            every block but the last reconstructs the input from the block's output, and the local
+            loss becomes ``infopro * BCE + L``; with the ContSup mode, if any (else the input
+            alone travels with the flow, mode "R0"). Needs conv blocks.
         precision: ``"fp32"`` or ``"bf16"`` (each block's forward and loss under
             ``torch.autocast`` with bfloat16; weights, gradients and optimizer state stay fp32).
         clip_grad_norm: clip each block's gradient norm to this value before its step.
@@ -126,6 +130,7 @@ class DecoupledModel(nn.Module):
         objective_kwargs: Optional[dict] = None,
         num_blocks: Optional[int] = None,
         contsup: Union[str, ContextSpec, None] = None,
+        infopro: Optional[float] = None,
         precision: str = "fp32",
         clip_grad_norm: Optional[float] = None,
         last_block: str = "ce",
@@ -136,7 +141,7 @@ class DecoupledModel(nn.Module):
         check_options(precision, clip_grad_norm, num_classes, last_block, method)
         claim(model)
         self.trained_with: Optional[Executor] = None
-        context = context_spec(contsup if contsup is not None else spec.contsup, method)
+        context = context_spec(contsup if contsup is not None else spec.contsup, method, infopro)
         self.method, self.num_classes = method, num_classes
         self.progressive_span: Optional[float] = spec.progressive  # DASCPL's schedule, if any
         heads = dict(objective=objective, projector=projector, features=features, projector_dim=projector_dim,

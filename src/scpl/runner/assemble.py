@@ -244,7 +244,7 @@ def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any,
         blocks = net.block_counts(blocks)
     model = DecoupledModel(
         net, blocks, num_blocks=num_blocks, method=cfg.method, num_classes=bundle.num_classes,
-        example_input=example, contsup=cfg.contsup, exits=cfg.exits, devices=devices,
+        example_input=example, contsup=cfg.contsup, infopro=cfg.infopro, exits=cfg.exits, devices=devices,
         objective_kwargs=cfg.objective_args, projector=cfg.projector, projector_dim=cfg.projector_dim,
         projector_hidden=cfg.projector_hidden, features=cfg.features, last_block=cfg.last_block,
         optimizer=_optimizer(cfg), block_lr=cfg.block_lr,

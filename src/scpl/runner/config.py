@@ -42,6 +42,7 @@ class TrainConfig:
     blocks: Optional[Any] = None  # None (the model's own), "auto", [counts], [split names], or "2,2"
     num_blocks: Optional[int] = None
     contsup: Optional[str] = None  # default: the method's (contsup: R1E)
+    infopro: Optional[float] = None  # InfoPro's reconstruction weight lambda_x (None: off)
     exits: Optional[bool] = None  # default: the method's (dascpl: on)
     activate: Optional[Any] = None  # epoch at which each block starts, or "progressive" (dascpl's default)
     progressive_span: Optional[float] = None  # "progressive": all blocks on within this fraction of the
@@ -129,6 +130,8 @@ class TrainConfig:
              f"batch_size ({self.batch_size}) must be divisible by replicas x micro_batches "
              f"({self.replicas} x {self.micro_batches}): every replica takes an equal share of every "
              "micro-batch"),
+            (self.infopro is None or (math.isfinite(self.infopro) and self.infopro >= 0),
+             f"infopro is the reconstruction weight lambda_x, a number >= 0, got {self.infopro}"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
             (self.precise_bn >= 0, f"precise_bn is a number of batches (0: off), got {self.precise_bn}"),
             (not (self.precise_bn and self.executor == "distributed"),
