@@ -98,8 +98,74 @@ def extension_case():
     return model, loader, 2, 2
 
 
+class Mlp(nn.Module):
+    """A pre-norm residual unit, as in a ViT block."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.norm, self.fc1, self.fc2 = nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x):
+        return x + self.drop(self.fc2(torch.relu(self.fc1(self.norm(x)))))
+
+
+class TinyViT(nn.Module):
+    """A user's ViT-like model: its class token and position embedding are parameters used
+    outside any submodule, its units an nn.Sequential (traced by torch.fx)."""
+
+    def __init__(self, dim=8, depth=3, num_classes=4):
+        super().__init__()
+        self.patch = nn.Conv2d(1, dim, 4, 4)  # 8x8 images: 4 patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, 5, dim) * 0.02)
+        self.blocks = nn.Sequential(*[Mlp(dim) for _ in range(depth)])
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+def traced_case():
+    seed_everything(0)
+    model = DecoupledModel(TinyViT(), ["blocks.1", "blocks.2"], method="scpl", num_classes=4,
+                           example_input=torch.zeros(2, 1, 8, 8))
+    for block in model.blocks:
+        block.rng_seed = 7
+    return model, synthetic_loader(n=64, batch_size=16), 2, 2
+
+
+def tiny_bert(num_classes=3):
+    """A 3-layer BERT from its configuration (no download), dropout on."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    return BertForSequenceClassification(BertConfig(
+        vocab_size=30, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=16, num_labels=num_classes, pad_token_id=0))
+
+
+class NamedBatches(VariableLengthBatches):
+    """The token batches as Hugging Face keyword inputs."""
+
+    def __iter__(self):
+        return iter([({"input_ids": t, "attention_mask": (t != 0).long()}, y) for t, y in self.data])
+
+
+def bert_case():
+    seed_everything(0)
+    ones = torch.ones(2, 4, dtype=torch.long)
+    example = {"input_ids": ones, "attention_mask": ones}
+    model = DecoupledModel(tiny_bert(), ["bert.encoder.layer.1", "bert.encoder.layer.2"], method="scpl",
+                           num_classes=3, example_input=example)
+    for block in model.blocks:
+        block.rng_seed = 7
+    return model, NamedBatches(), 2, 1
+
+
 CASES = {"extension": extension_case, "cnn": cnn_case, "dropout": dropout_case, "text": text_case,
-         "contsup": contsup_case, "dascpl": cnn_case}
+         "contsup": contsup_case, "dascpl": cnn_case, "traced": traced_case, "bert": bert_case}
 
 # Extra arguments of fit() per case: DASCPL switches block 2 on in epoch 1 and freezes block 0 then.
 FIT_KWARGS = {"dascpl": dict(block_schedule=BlockSchedule(activate=[0, 0, 1], freeze=[1, None, None]))}

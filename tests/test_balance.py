@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from scpl import ConfigError, DecoupledModel, seed_everything
-from scpl.balance import auto_cut, best_cut
+from scpl import ConfigError, DecoupledModel, auto_cut, seed_everything
+from scpl.balance import best_cut
 from scpl.memory import count_saved_bytes
 
 

@@ -42,7 +42,7 @@ def assert_same_parameters(a, b):
         assert torch.equal(sa[k], sb[k]), f"{k} differs"
 
 
-@pytest.mark.parametrize("case", ["cnn", "text", "contsup", "dascpl"])
+@pytest.mark.parametrize("case", ["cnn", "text", "contsup", "dascpl", "traced", "bert"])
 def test_threads_equal_sequential_bitwise(case):
     ref, ref_losses = trained(case, SequentialExecutor)
     got, got_losses = trained(case, ThreadedExecutor)
@@ -109,7 +109,7 @@ def test_threads_with_seeded_dropout_equal_sequential_and_unseeded_warns():
 
 
 @pytest.mark.parametrize("case,world", [("cnn", 3), ("text", 3), ("dropout", 2), ("contsup", 3),
-                                        ("dascpl", 3), ("extension", 5)])
+                                        ("dascpl", 3), ("extension", 5), ("traced", 3), ("bert", 3)])
 def test_distributed_equals_sequential_bitwise(case, world, tmp_path):
     codes, outputs, _ = run_ranks("dist_train.py", world, str(tmp_path / "out"), case)
     assert codes == [0] * world, outputs

@@ -50,7 +50,7 @@ def test_sequential_counts_and_children():
 def test_split_points_trace_and_share_parameters(training):
     torch.manual_seed(0)
     model = TinyResNet()
-    blocks = split_model(model, ["layer1", "layer2.1", "fc"])
+    blocks = split_model(model, ["layer1", "layer2.1", "fc"], torch.zeros(2, 1, 6, 6))
     assert len(blocks) == 4
     ids = {id(p) for b in blocks for p in b.parameters()}
     assert ids == {id(p) for p in model.parameters()}

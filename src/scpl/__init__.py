@@ -23,7 +23,7 @@ from .methods import METHODS
 __version__ = "0.1.0"
 
 _ATTRIBUTES = {
-    "DecoupledModel": "model", "Block": "block", "split_model": "partition", "auto_cut": "balance",
+    "DecoupledModel": "model", "Block": "block", "split_model": "partition", "auto_cut": "model",
     "Balance": "balance", "PooledFeatures": "heads", "build_projector": "heads", "seed_everything": "seed",
 }
 _SUBMODULES = ("checkpoint", "context", "executors", "extension", "inference", "models", "objectives",

@@ -12,7 +12,7 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,8 @@ HeadLossFactory = Callable[[Flow], nn.Module]
 
 @dataclass
 class Balance:
-    """A chosen cut and its predicted per-block costs."""
+    """A chosen cut and its predicted per-block costs: ``counts`` of layers (the units of a
+    traced model) per block, and for a traced model the ``points`` where blocks begin."""
 
     counts: list[int]
     block_seconds: list[float]
@@ -36,6 +37,12 @@ class Balance:
     head_seconds: list[float]
     layer_saved_bytes: list[int]
     measured: bool = False  # block_seconds measured on real block steps (True) or predicted
+    points: Optional[list[str]] = None
+
+    @property
+    def cut(self) -> Union[list[int], list[str]]:
+        """The cut as ``DecoupledModel`` takes it: split points, or layer counts."""
+        return self.points if self.points is not None else self.counts
 
     def __str__(self) -> str:
         rows = [f"block {i}: {c:3d} layers  {s * 1e3:8.2f} ms  {b / 2**20:8.2f} MiB saved"
@@ -222,46 +229,17 @@ class HeadLoss(nn.Module):
         return self.obj(self.proj(self.feat(output)), labels)
 
 
-def auto_cut(model: nn.Sequential, num_blocks: Optional[int], example_input: Flow, *, num_classes: int,
-             method: str = "scpl", rounds: int = 3, **options: Any) -> Balance:
-    """The cut of ``model``'s children into ``num_blocks`` blocks that minimises the slowest
-    block's time, for ``DecoupledModel(model, blocks=<this>, ...)``.
-
-    Every layer and the local head after it are profiled on ``example_input`` (give a batch of
-    the training size), a min-max dynamic programme cuts, then ``rounds`` of real block steps
-    (of a trial :class:`~scpl.DecoupledModel` built with ``method`` and ``options``, on a copy
-    of ``model``) correct the profile (:func:`refine`). Under torch.distributed, rank 0 chooses
-    and broadcasts, so every rank gets the same cut. The global RNG is left as it was.
-    """
-    from .heads import HeadFactory
-    from .model import DecoupledModel, get_method
-
-    if num_blocks is None:
-        raise ConfigError('blocks="auto" needs num_blocks=K')
-    if not isinstance(model, nn.Sequential):
-        raise ConfigError('blocks="auto" needs an nn.Sequential (it cuts between its children)')
-    spec = get_method(method)
-    labels = sample_labels(example_input, num_classes)
-    head_options = {k: options.get(k) for k in ("objective", "projector", "features", "projector_dim",
-                                                   "objective_kwargs", "exits")}
-    factory = HeadFactory.for_method(spec, num_classes, max(num_blocks - 1, 1), projector_hidden=options.get(
-        "projector_hidden", 512), **head_options)
-
-    def head(output: Flow) -> nn.Module:
-        built = factory(0, output)
-        return HeadLoss(built.features, built.projector, built.objective).train()
-
+def choose_cut(layers: Sequence[nn.Module], k: int, sample: Flow, labels: Tensor,
+               head: Optional[HeadLossFactory], measure: Optional[BlockTimer], rounds: int = 3) -> Balance:
+    """The cut of ``layers`` into ``k`` blocks minimising the slowest block's time: every layer
+    and the local head after it are profiled on ``sample``, a min-max dynamic programme cuts, then
+    ``rounds`` of real block steps (``measure``, if given) correct the profile (:func:`refine`).
+    Under torch.distributed, rank 0 chooses and broadcasts, so every rank gets the same cut. The
+    global RNG is left as it was."""
     def choose() -> Balance:
-        found = balance(list(model.children()), num_blocks, example_input, labels,
-                        head if spec.objective else None)
-        if spec.objective is None or num_blocks == 1:
+        found = balance(layers, k, sample, labels, head)
+        if measure is None or k == 1:
             return found
-
-        def measure(counts: list[int]) -> list[float]:
-            trial = DecoupledModel(copy.deepcopy(model), counts, method=method, num_classes=num_classes,
-                                   example_input=example_input, **options)
-            return time_blocks(trial.blocks, example_input, labels)
-
         with torch.random.fork_rng(devices=[]):
             return refine(found, measure, rounds)
 

@@ -1,13 +1,15 @@
 """What a :class:`~scpl.DecoupledModel` accepts as data, checked before any block sees it.
 
-A loader is any re-iterable of ``(inputs, labels)`` pairs: inputs a tensor or a tuple of
-tensors (NumPy arrays are converted), labels integer class indices in ``[0, num_classes)``.
+A loader is any re-iterable of ``(inputs, labels)`` pairs: inputs a tensor, a tuple of tensors
+or, for a model traced with keyword inputs, a mapping of them (``{"input_ids": ...,
+"attention_mask": ...}``, as a tokenizer returns; NumPy arrays are converted), labels integer
+class indices in ``[0, num_classes)``.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -43,10 +45,30 @@ def as_tensors(value: Any, what: str) -> Any:
         return torch.from_numpy(value)
     if isinstance(value, (tuple, list)):
         return tuple(as_tensors(v, what) for v in value)
+    if isinstance(value, Mapping):
+        return {k: as_tensors(v, f"{what}[{k!r}]") for k, v in value.items()}
     if not isinstance(value, Tensor):
         raise ConfigError(f"{what} must be a tensor, a NumPy array or a tuple of them, "
                           f"got {type(value).__name__}")
     return value
+
+
+def arranged(inputs: Any, names: Optional[Sequence[str]]) -> Any:
+    """Keyword inputs (a mapping) as the positional flow of a model traced with the inputs
+    ``names``; other inputs as they are."""
+    if not isinstance(inputs, Mapping):
+        return inputs
+    if names is None:
+        raise ConfigError("inputs given by name (a mapping) need a model split by tracing with the same "
+                          "named example_input; give this model its inputs as a tensor or a tuple")
+    missing, extra = [n for n in names if n not in inputs], [k for k in inputs if k not in names]
+    if missing or extra:
+        raise ConfigError(f"the inputs have the keys {list(inputs)}, the model was traced with {list(names)}"
+                          f"{'; missing ' + str(missing) if missing else ''}"
+                          f"{'; not traced: ' + str(extra) if extra else ''}: give the batches the keys "
+                          "of example_input")
+    values = tuple(inputs[n] for n in names)
+    return values[0] if len(values) == 1 else values
 
 
 def has_batch_norm(blocks: Iterable[nn.Module]) -> bool:
@@ -55,14 +77,15 @@ def has_batch_norm(blocks: Iterable[nn.Module]) -> bool:
 
 
 def checked(loader: Iterable, num_classes: int, skip_single: bool = False,
-            finite: bool = False) -> Iterator[tuple[Flow, Tensor]]:
+            finite: bool = False, names: Optional[Sequence[str]] = None) -> Iterator[tuple[Flow, Tensor]]:
     """The batches of ``loader`` as (inputs, labels) tensors, checked.
 
     ``skip_single``: leave out batches of one sample (with a warning), which BatchNorm cannot
     train on (e.g. the last batch of an epoch when the data set size is 1 more than a multiple
     of the batch size; ``DataLoader(drop_last=True)`` avoids them). ``finite``: raise
     :class:`ConfigError` for inputs holding NaN or inf (evaluation would return a number
-    computed from them).
+    computed from them). ``names``: the input names of a model traced with keyword inputs
+    (mappings are arranged in that order, :func:`arranged`).
     """
     if isinstance(loader, Tensor) or not hasattr(type(loader), "__iter__"):
         raise ConfigError("a loader must be an iterable of (inputs, labels) batches, "
@@ -70,7 +93,8 @@ def checked(loader: Iterable, num_classes: int, skip_single: bool = False,
     for index, batch in enumerate(loader):
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise ConfigError("each batch must be a pair (inputs, labels)")
-        inputs, labels = as_tensors(batch[0], "inputs"), as_tensors(batch[1], "labels")
+        inputs = arranged(as_tensors(batch[0], "inputs"), names)
+        labels = as_tensors(batch[1], "labels")
         check_labels(labels, num_classes)
         if finite and not all_finite(inputs):
             raise ConfigError(f"the inputs of batch {index} contain NaN or inf; clean or impute them first")

@@ -211,13 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", action="append", help="a YAML recipe file or the name of a shipped recipe")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="any TrainConfig key, value in YAML")
-    train.add_argument("--model", choices=names.MODELS, metavar="NAME", help=choices(names.MODELS))
+    train.add_argument("--model", metavar="NAME",
+                       help=choices(names.MODELS) + ", or timm:NAME / hf:NAME (e.g. timm:resnet18, hf:bert; "
+                            "pip install \"scpl[timm]\" or \"scpl[hf]\")")
     train.add_argument("--dataset", choices=names.DATASETS, metavar="NAME", help=choices(names.DATASETS))
     train.add_argument("--data-root", dest="data_root",
                        help="folder of the data set (default $SCPL_DATA/<name>)")
     train.add_argument("--method", choices=names.METHODS, help="; ".join(
         f"{name}: {m.about}" for name, m in METHODS.items()))
-    train.add_argument("--blocks", help="'auto', layer counts '2,2', or split points 'layer2,layer3' "
+    train.add_argument("--blocks", help="'auto', a number of blocks K, layer counts '2,2', or split points "
+                                        "by submodule name, e.g. 'layer2,layer3' for timm:resnet18 "
                                         "(default: the model's own)")
     train.add_argument("--num-blocks", dest="num_blocks", type=int,
                        help="K for --blocks auto (under torchrun: the world size)")

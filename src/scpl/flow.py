@@ -5,7 +5,7 @@ A tuple flow is passed to the next block's layers as positional arguments.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Any, Callable, Mapping, Union
 
 import torch
 from torch import Tensor, nn
@@ -14,9 +14,12 @@ Flow = Union[Tensor, tuple]
 
 
 def map_flow(fn: Callable[[Tensor], Any], flow: Flow) -> Any:
-    """``fn`` applied to a tensor, or to every tensor of a (nested) tuple, keeping the structure."""
+    """``fn`` applied to a tensor, or to every tensor of a (nested) tuple or of a mapping of
+    named inputs, keeping the structure."""
     if isinstance(flow, Tensor):
         return fn(flow)
+    if isinstance(flow, Mapping):
+        return {k: map_flow(fn, v) for k, v in flow.items()}
     return tuple(map_flow(fn, x) for x in flow)
 
 

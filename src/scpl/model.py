@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from . import balance
 from .assembly import (
     LAST_BLOCKS,
     PRECISIONS,
@@ -29,8 +32,8 @@ from .assembly import (
     context_spec,
     get_method,
 )
-from .balance import Balance, auto_cut
-from .batches import check_finite_outputs, checked, has_batch_norm
+from .balance import Balance, HeadLoss, sample_labels
+from .batches import arranged, check_finite_outputs, checked, has_batch_norm
 from .block import OptimizerFactory, SchedulerFactory
 from .context import ContextSpec, context_cost
 from .errors import ConfigError
@@ -39,11 +42,13 @@ from .flow import Flow, flow_to
 from .heads import HeadFactory, Leading, ProjectorSpec, per_block
 from .objectives import ObjectiveSpec
 from .optim import block_lr_scales, scale_lr
-from .partition import BlockSpec, split_model
+from .partition import BlockSpec, split_model, units
 from .progress import EpochBar, chain, epoch_line
 from .progressive import BlockSchedule
+from .tracing.cut import TracedStage
+from .tracing.units import points_of
 
-__all__ = ["DecoupledModel", "PRECISIONS", "LAST_BLOCKS", "get_method"]
+__all__ = ["DecoupledModel", "auto_cut", "PRECISIONS", "LAST_BLOCKS", "get_method"]
 
 
 def _adam(params):
@@ -59,7 +64,7 @@ class DecoupledModel(nn.Module):
             must output class logits ``(B, num_classes)``. The blocks share the given modules'
             parameters: give each DecoupledModel its own model (e.g. a fresh one per method).
         blocks: layer counts, split-point names, an int (even split), None, a
-            :class:`~scpl.balance.Balance` (from :func:`scpl.balance.auto_cut`), or ``"auto"``:
+            :class:`~scpl.balance.Balance` (from :func:`auto_cut`), or ``"auto"``:
             ``auto_cut`` with ``num_blocks`` here (the cut is in ``model.balance``). Give a batch
             of the training size as ``example_input`` for a meaningful profile.
         method: a name of :data:`scpl.methods.METHODS`: ``"scpl"``, ``"deinforeg"``, ``"greedy"``
@@ -97,6 +102,9 @@ class DecoupledModel(nn.Module):
         compile: compile each block's training forward (layers, head and objective, one graph
             per block) with ``torch.compile`` (:meth:`~scpl.block.Block.compile`); compiled
             training agrees with eager within float tolerance (kernels fuse and round differently).
+        output: for a traced model whose output is not the logits alone, the key (of a dict,
+            dataclass or ``ModelOutput``) or index (of a tuple) of the logits; default: the entry
+            ``logits``, or the first.
         last_block: ``"ce"`` (cross-entropy on the last block's logits) or ``"contrastive"``
             (SCPL's original: the local objective on the input of the last block's final
             ``nn.Linear``, which learns with cross-entropy on that input, detached).
@@ -135,6 +143,7 @@ class DecoupledModel(nn.Module):
         clip_grad_norm: Optional[float] = None,
         last_block: str = "ce",
         compile: bool = False,
+        output: Union[str, int, None] = None,
     ):
         super().__init__()
         spec = get_method(method)
@@ -149,13 +158,18 @@ class DecoupledModel(nn.Module):
         if blocks == "auto":
             blocks = auto_cut(model, num_blocks, example_input, method=method, num_classes=num_classes,
                               contsup=context, last_block=last_block, optimizer=optimizer,
-                              scheduler=scheduler,
-                              devices=devices, **heads)
+                              scheduler=scheduler, devices=devices, output=output, **heads)
         self.balance = blocks if isinstance(blocks, Balance) else None
-        parts = split_model(model, blocks.counts if isinstance(blocks, Balance) else blocks)
+        cut = blocks.cut if isinstance(blocks, Balance) else blocks
+        parts = split_model(model, cut, example_input, output)
+        traced = parts[0] if isinstance(parts[0], TracedStage) else None
+        self.input_names = traced.inputs if traced is not None else None
+        example_input = arranged(example_input, self.input_names)
         places = [torch.device(d) for d in per_block(devices or "cpu", len(parts), "devices")]
+        view = traced.head_inputs if traced is not None else 1  # a head reads (output, mask) of a traced flow
         factory = HeadFactory.for_method(spec, num_classes, max(len(parts) - 1, 1), **heads,
-                                         wrap=Leading if context is not None else None)
+                                         wrap=partial(Leading, stop=view)
+                                         if context is not None or traced is not None else None)
         built = assemble(parts, places, factory, example_input, context, last_block) if spec.objective else \
             [ce_block(Chain([p.to(d) for p, d in zip(parts, places)]), 0)]
         self.blocks = nn.ModuleList(built)
@@ -212,7 +226,7 @@ class DecoupledModel(nn.Module):
         """Each block's output in turn, the last one being the logits (for probes of the
         intermediate features). Each block's input is moved to its device, so each output is on
         its block's device. A generator: grad mode and autocast apply as it is iterated."""
-        flow = inputs
+        flow = arranged(inputs, self.input_names)
         for block in self.blocks:
             flow = block(flow_to(flow, block.device))
             yield flow
@@ -249,8 +263,9 @@ class DecoupledModel(nn.Module):
         Under torch.distributed, give the executor (or train with one first); see :meth:`evaluate`.
         """
         self.eval()
-        if isinstance(data, (Tensor, tuple, np.ndarray)):
-            first = data if not isinstance(data, tuple) else data[0]
+        if isinstance(data, (Tensor, tuple, np.ndarray, Mapping)):
+            first = arranged(data, self.input_names)
+            first = first if not isinstance(first, tuple) else first[0]
             data = [(data, torch.zeros(first.shape[0], dtype=torch.long))]
         return torch.cat([logits.argmax(dim=1).cpu() for logits, _ in self._outputs(data, executor)])
 
@@ -287,7 +302,8 @@ class DecoupledModel(nn.Module):
     def _checked(self, loader: Iterable, finite: bool = False,
                  training: bool = False) -> Iterator[tuple[Flow, Tensor]]:
         skip_single = training and has_batch_norm(self.blocks)
-        return checked(loader, self.num_classes, skip_single=skip_single, finite=finite)
+        return checked(loader, self.num_classes, skip_single=skip_single, finite=finite,
+                       names=self.input_names)
 
     def fit(
         self,
@@ -360,6 +376,48 @@ class DecoupledModel(nn.Module):
                   for i, block in enumerate(self.blocks)]
         return {"epoch": epoch + 1, "losses": losses, "seconds": time.perf_counter() - start,
                 "_reported": bar.count > 0}
+
+
+def auto_cut(model: nn.Module, num_blocks: Optional[int], example_input: Flow, *, num_classes: int,
+             method: str = "scpl", rounds: int = 3, output: Union[str, int, None] = None,
+             **options: Any) -> Balance:
+    """The cut of ``model`` into ``num_blocks`` blocks that minimises the slowest block's time,
+    for ``DecoupledModel(model, blocks=<this>, ...)``: between the children of an
+    ``nn.Sequential``, or between the units of any other model (:func:`scpl.partition.units`:
+    its stages, residual units, transformer blocks).
+
+    Every unit and the local head after it are profiled on ``example_input`` (give a batch of
+    the training size), then ``rounds`` of real block steps of trial DecoupledModels (built
+    with ``method`` and ``options``, on copies of ``model``) correct the profile
+    (:func:`scpl.balance.choose_cut`). Under torch.distributed every rank gets rank 0's cut.
+    """
+    if num_blocks is None:
+        raise ConfigError('blocks="auto" needs num_blocks=K')
+    spec = get_method(method)
+    layers, points, flow = units(model, example_input, output)
+    labels = sample_labels(flow, num_classes)
+    head_options = {k: options.get(k) for k in ("objective", "projector", "features", "projector_dim",
+                                                   "objective_kwargs", "exits")}
+    factory = HeadFactory.for_method(spec, num_classes, max(num_blocks - 1, 1),
+                                     projector_hidden=options.get("projector_hidden", 512), **head_options)
+
+    def head(out: Flow) -> nn.Module:
+        built = factory(0, out)
+        return HeadLoss(built.features, built.projector, built.objective).train()
+
+    def cut(counts: list[int]) -> Union[list[int], list[str]]:
+        return counts if points is None else points_of(points, counts)
+
+    def measure(counts: list[int]) -> list[float]:
+        trial = DecoupledModel(copy.deepcopy(model), cut(counts), method=method, num_classes=num_classes,
+                               example_input=example_input, output=output, **options)
+        return balance.time_blocks(trial.blocks, flow, labels)
+
+    found = balance.choose_cut(layers, num_blocks, flow, labels, head if spec.objective else None,
+                               measure if spec.objective else None, rounds)
+    if points is not None:
+        found.points = points_of(points, found.counts)
+    return found
 
 
 def _length(loader: Iterable) -> Optional[int]:

@@ -15,6 +15,14 @@ METHODS = tuple(_METHODS)
 
 MODELS = ("small_cnn", "vgg8", "resnet18", "resnet32", "resnet110", "text_lstm", "text_transformer")
 """Reference models (:data:`scpl.models.MODELS`)."""
+MODEL_PREFIXES = ("timm", "hf")
+"""Ecosystem models by name, ``timm:NAME`` and ``hf:NAME`` (:mod:`scpl.models.ecosystem`)."""
+
+
+def is_model(name: str) -> bool:
+    """Whether ``name`` is a reference model or an ecosystem model name (``timm:resnet18``)."""
+    prefix, sep, rest = name.partition(":")
+    return name in MODELS or bool(sep and rest and prefix in MODEL_PREFIXES)
 
 IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "stl10", "tiny-imagenet")
 TEXT_DATASETS = ("debian", "ag-news", "dbpedia", "imdb", "sst2")

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .cnn import SmallCNN
+from .ecosystem import create, ecosystem
 from .resnet import CifarResNet, ResNet18, resnet32, resnet110
 from .text import TextClassifier
 from .vgg import VGG8
@@ -36,9 +37,13 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Instantiate the registered model ``name`` with ``kwargs``."""
+    """Instantiate the registered model ``name`` with ``kwargs``, or an ecosystem model
+    ``timm:NAME`` / ``hf:NAME`` (:mod:`scpl.models.ecosystem`; ``kwargs`` then hold
+    ``num_classes`` and the data's sizes, and the rest goes to timm or the configuration)."""
+    if ecosystem(name) is not None:
+        return create(name, **kwargs)
     if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; choose one of {sorted(MODELS)}, timm:NAME or hf:NAME")
     return MODELS[name](**kwargs)
 
 

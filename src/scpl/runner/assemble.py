@@ -23,6 +23,7 @@ from ..executors import EXECUTORS, Executor
 from ..executors.distributed import init_from_env
 from ..model import DecoupledModel
 from ..models import MODELS, create_model
+from ..models.ecosystem import NamedInputs, ecosystem
 from ..optim import build_optimizer, build_scheduler
 from ..progressive import BlockSchedule
 from ..seed import seed_everything
@@ -67,6 +68,13 @@ def _blocks_spec(spec: Any) -> Any:
 
 def _model(cfg: TrainConfig, bundle: DataBundle) -> torch.nn.Module:
     kwargs = dict(cfg.model_args)
+    if ecosystem(cfg.model) is not None:
+        if cfg.embeddings:
+            raise ConfigError(f"embeddings: pre-trained vectors are for the reference text models, not "
+                              f"{cfg.model}")
+        sizes = (dict(vocab_size=len(bundle.vocab), max_len=cfg.max_len) if bundle.kind == "text" else
+                 dict(in_channels=bundle.shape[0], image_size=bundle.shape[-1]))
+        return create_model(cfg.model, num_classes=bundle.num_classes, **sizes, **kwargs)
     if bundle.kind == "text":
         kwargs.update(vocab_size=len(bundle.vocab), num_classes=bundle.num_classes)
         if cfg.embeddings:
@@ -157,9 +165,13 @@ def build(cfg: TrainConfig) -> Run:
     devices = _devices(cfg.devices)
     first_device = torch.device(devices[0] if isinstance(devices, list) else (devices or "cpu"))
 
+    collate = bundle.collate
+    if ecosystem(cfg.model) is not None and bundle.kind == "text":
+        collate = NamedInputs(bundle.collate)  # {"input_ids", "attention_mask"}, as a tokenizer gives
+
     def batches(dataset, size: int, shuffle: bool, transform) -> Batches:
         loader = DataLoader(dataset, batch_size=size, shuffle=shuffle, drop_last=shuffle,
-                            collate_fn=bundle.collate, generator=generator if shuffle else None,
+                            collate_fn=collate, generator=generator if shuffle else None,
                             pin_memory=first_device.type == "cuda")
         return Batches(loader, transform, first_device)
 

@@ -150,7 +150,9 @@ class TrainConfig:
              "two_views with micro_batches > 1 would put the two views of an image in different "
              "micro-batches; use micro_batches: 1"),
         ]
-        known = [("model", self.model, names.MODELS), ("method", self.method, names.METHODS),
+        checks.append((names.is_model(self.model), f"unknown model {self.model!r}; choose one of "
+                       f"{list(names.MODELS)}, timm:NAME or hf:NAME"))
+        known = [("method", self.method, names.METHODS),
                  ("dataset", self.dataset, names.DATASETS), ("optimizer", self.optimizer, names.OPTIMIZERS),
                  ("schedule", self.schedule, names.LR_SCHEDULES),
                  ("executor", self.executor, names.EXECUTORS),
