@@ -276,3 +276,18 @@ def test_blocks_moved_to_another_device_create_their_tensors_there():
     batch = {k: v.to("meta") for k, v in tokens().items()}
     out = run(blocks, (batch["input_ids"], batch["attention_mask"]))
     assert out.device.type == "meta" and out.shape == (4, 3)
+
+
+def test_nested_split_points_keep_the_rest_of_the_outer_module_in_the_later_block():
+    from test_partition import TinyResNet
+
+    seed_everything(0)
+    net = TinyResNet()
+    blocks = split_model(net, ["layer2", "layer2.1"], torch.zeros(2, 1, 6, 6))
+    x = torch.randn(3, 1, 6, 6)
+    net.eval()
+    for b in blocks:
+        b.eval()
+    assert len(blocks) == 3 and torch.allclose(run(blocks, x), net(x), atol=1e-6)
+    assert {id(p) for p in blocks[2].parameters()} == {id(p) for p in [*net.layer2[1].parameters(),
+                                                                        *net.fc.parameters()]}

@@ -161,6 +161,8 @@ class DecoupledModel(nn.Module):
                               scheduler=scheduler, devices=devices, output=output, **heads)
         self.balance = blocks if isinstance(blocks, Balance) else None
         cut = blocks.cut if isinstance(blocks, Balance) else blocks
+        if cut is None and spec.objective is None and not isinstance(model, (nn.Sequential, list, tuple)):
+            cut = []  # BP trains any model whole
         parts = split_model(model, cut, example_input, output)
         traced = parts[0] if isinstance(parts[0], TracedStage) else None
         self.input_names = traced.inputs if traced is not None else None

@@ -52,6 +52,8 @@ def split_model(model: Union[nn.Module, Sequence[nn.Module]], blocks: BlockSpec 
             return split_even(model, blocks, example_input, output)
         return _split_sequential(model, _even_counts(len(model), blocks))
     blocks = list(blocks)
+    if not blocks and not isinstance(model, nn.Sequential):  # no split point: the model as one block
+        return split_at(model, [], example_input, output)
     if blocks and all(isinstance(b, int) for b in blocks):
         if not isinstance(model, nn.Sequential):
             raise ConfigError(

@@ -110,6 +110,23 @@ class _Repr:
 # --------------------------------------------------------------------------- transforms
 
 
+class Resize(_Repr):
+    """Bilinear resize of the batch to ``size`` x ``size`` (e.g. 28x28 images for a model that
+    needs 32x32)."""
+
+    def __init__(self, size: int):
+        if not isinstance(size, int) or size < 1:
+            raise ConfigError(f"Resize: size must be a positive int, got {size!r}")
+        self.size = size
+
+    def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``x`` resized (unchanged if it has the size already)."""
+        _check_batch(x, "Resize")
+        if x.shape[-2:] == (self.size, self.size):
+            return x
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
+
 class RandomCrop(_Repr):
     """Pad by ``padding`` on every side, then crop ``size`` at a per-sample random offset.
 

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Subset
 from ..data.augment import Augment, TwoViews, preset
 from ..data.datasets import DataBundle, load_dataset
 from ..data.noise import NoisyLabels
+from ..data.transforms import Compose, Resize
 from ..errors import ConfigError
 from ..executors import EXECUTORS, Executor
 from ..executors.distributed import init_from_env
@@ -73,7 +74,7 @@ def _model(cfg: TrainConfig, bundle: DataBundle) -> torch.nn.Module:
             raise ConfigError(f"embeddings: pre-trained vectors are for the reference text models, not "
                               f"{cfg.model}")
         sizes = (dict(vocab_size=len(bundle.vocab), max_len=cfg.max_len) if bundle.kind == "text" else
-                 dict(in_channels=bundle.shape[0], image_size=bundle.shape[-1]))
+                 dict(in_channels=bundle.shape[0], image_size=cfg.image_size or bundle.shape[-1]))
         return create_model(cfg.model, num_classes=bundle.num_classes, **sizes, **kwargs)
     if bundle.kind == "text":
         kwargs.update(vocab_size=len(bundle.vocab), num_classes=bundle.num_classes)
@@ -89,7 +90,7 @@ def _model(cfg: TrainConfig, bundle: DataBundle) -> torch.nn.Module:
     else:
         kwargs.update(in_channels=bundle.shape[0], num_classes=bundle.num_classes)
         if cfg.model == "vgg8":
-            kwargs.setdefault("image_size", bundle.shape[-1])
+            kwargs.setdefault("image_size", cfg.image_size or bundle.shape[-1])
     try:
         return create_model(cfg.model, **kwargs)
     except TypeError as exc:
@@ -102,13 +103,14 @@ def _model(cfg: TrainConfig, bundle: DataBundle) -> torch.nn.Module:
 def _transforms(cfg: TrainConfig, bundle: DataBundle) -> tuple[Optional[Callable], Optional[Callable]]:
     """(training transform, evaluation transform) for image sets; (None, None) for text."""
     if bundle.kind != "image":
-        if cfg.augment != "none" or cfg.two_views:
-            raise ConfigError(f"augment/two_views apply to image data sets, not {bundle.name!r}")
+        if cfg.augment != "none" or cfg.two_views or cfg.image_size:
+            raise ConfigError(f"augment/two_views/image_size apply to image data sets, not {bundle.name!r}")
         return None, None
-    size = bundle.shape[-1]
+    size = cfg.image_size or bundle.shape[-1]
 
     def make(name: str):
-        return preset(name, size, bundle.mean, bundle.std)
+        augment = preset(name, size, bundle.mean, bundle.std)
+        return augment if size == bundle.shape[-1] else Compose([Resize(size), augment])
 
     if cfg.two_views and cfg.augment == "scpl":  # SCPL's pair: a weak view (crop + flip) and a strong one
         train = Augment(TwoViews(make("cifar"), make("scpl")), seed=cfg.seed)

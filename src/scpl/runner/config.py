@@ -30,6 +30,7 @@ class TrainConfig:
     precise_bn: int = 0  # before each evaluation, BatchNorm statistics recomputed over this many
     # eval-size batches of training samples spread over the split (0: the running averages)
     augment: str = "none"  # none | mnist | cifar | scpl (see scpl.data.augment.preset)
+    image_size: Optional[int] = None  # images resized to this size (bilinear) before augmentation
     two_views: bool = False  # SCPL's two-view batch: each image twice, independently augmented
     max_len: int = 256
     min_freq: int = 1
@@ -132,6 +133,8 @@ class TrainConfig:
              "micro-batch"),
             (self.infopro is None or (math.isfinite(self.infopro) and self.infopro >= 0),
              f"infopro is the reconstruction weight lambda_x, a number >= 0, got {self.infopro}"),
+            (self.image_size is None or self.image_size >= 1,
+             f"image_size must be a positive number of pixels, got {self.image_size}"),
             (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
             (self.precise_bn >= 0, f"precise_bn is a number of batches (0: off), got {self.precise_bn}"),
             (not (self.precise_bn and self.executor == "distributed"),

@@ -88,7 +88,10 @@ def assign(nodes: list[torch.fx.Node], points: Sequence[str]) -> dict[torch.fx.N
         owners = [i for i, p in enumerate(points) if inside(node, p)]
         if owners:
             owner = max(owners)  # nested split points: the innermost one
-            if owner + 1 < current:
+            latest = points[current - 1] if current else ""
+            # after an inner split point, the rest of the module around it stays in the later block
+            around = any(latest == points[o] or latest.startswith(points[o] + ".") for o in owners)
+            if owner + 1 < current and not around:
                 raise ConfigError(f"submodule {'.'.join(scopes(node)[-1:])!r} runs after split point "
                                   f"{points[current - 1]!r}; split points must be in execution order and "
                                   "each submodule must run once")
