@@ -1,12 +1,13 @@
-"""benchmarks/results.py: every command of the results grid is a valid ``scpl`` command (a typo
-in a row would otherwise fail hours into a run), names are unique and stable, seeds are read
-from the arguments."""
+"""benchmarks/grid (run by benchmarks/results.py): every command of the results grid is a valid
+``scpl`` command (a typo in a row would otherwise fail hours into a run), names are unique and
+stable, seeds are read from the arguments, tables render from cached records."""
 
-import importlib.util
+import importlib
 import re
 import shlex
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -14,16 +15,16 @@ import pytest
 from scpl import ConfigError
 from scpl.cli import build_parser, train_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "results.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def grid():
-    spec = importlib.util.spec_from_file_location("results_grid", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """The grid's modules as one namespace (each name is defined in exactly one of them)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    parts = [importlib.import_module(f"grid.{name}") for name in ("spec", "tiers", "execute", "tables")]
+    return types.SimpleNamespace(**{k: v for part in parts for k, v in vars(part).items()
+                                    if not k.startswith("__")})
 
 
 def test_every_training_command_of_every_tier_parses_into_a_checked_config(grid):
@@ -62,6 +63,27 @@ def test_a_queue_of_tables_runs_in_the_order_given_and_rejects_unknown_tiers(gri
     assert len(specs) == len({s.name for s in specs}) == 4 + 5 + 8  # the rest of the noise tier, once
     with pytest.raises(SystemExit, match="unknown tier 'parit'"):
         grid.queue(["parit:debian-lstm-parity"])
+    with pytest.raises(SystemExit, match=r"--tier parity:fmnist-cnn-parit selects no run: the tier's "
+                                         r"tables are \['debian-lstm-parity', "):
+        grid.queue(["parity:fmnist-cnn-parit"])
+    with pytest.raises(SystemExit, match=r"--tier noise --seeds \[7\] selects no run.*its seeds \[0\]"):
+        grid.queue(["noise"], seeds={7})
+
+
+def test_the_driver_refuses_a_call_that_does_nothing_and_bad_numbers_in_one_line():
+    import subprocess
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, str(BENCHMARKS / "results.py"), *args], capture_output=True,
+                              text=True)
+        return proc.returncode, proc.stderr.strip().splitlines()[-1]
+
+    assert run("--list") == (2, "results.py: error: nothing to do: give --tier TIER (to run it, or with "
+                                "--list to print its commands) or --render PAGE")
+    code, line = run("--tier", "noise", "--seeds", "x", "--list")
+    assert code == 2 and "'x': give seeds separated by commas" in line
+    code, line = run("--tier", "noise", "--jobs", "0")
+    assert code == 2 and "'0': the number of runs at once is a whole number >= 1" in line
 
 
 def test_noise_tables_come_one_per_rate_with_their_curves(grid, tmp_path):
