@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from .execute import load
+from .gallery import gallery_table
 from .spec import SEEDS, parity_name, portable
 from .tiers import (
     ABLATION_BASES,
@@ -326,12 +327,19 @@ def tables(figures: Optional[Path] = None) -> str:
 
 
 def render(page: Path) -> None:
-    """Replace the text between the page's table markers with freshly rendered tables."""
-    start, end = "<!-- tables:start -->", "<!-- tables:end -->"
+    """Replace the text between each pair of markers on the page with freshly rendered tables:
+    ``tables`` (the results page) and ``gallery`` (the model gallery)."""
+    sections = {"tables": lambda: tables(page.parent / "img"),
+                "gallery": lambda: "\n".join(gallery_table(load())) + "\n"}
     text = page.read_text()
-    if start not in text or end not in text:
-        raise SystemExit(f"{page} needs the markers {start} and {end}")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    page.write_text(f"{head}{start}\n{tables(page.parent / 'img')}{end}{tail}")
+    found = [name for name in sections if f"<!-- {name}:start -->" in text and f"<!-- {name}:end -->" in text]
+    if not found:
+        raise SystemExit(f"{page} has no pair of markers <!-- NAME:start --> <!-- NAME:end --> with NAME "
+                         f"one of {list(sections)}")
+    for name in found:
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{sections[name]()}{end}{tail}"
+    page.write_text(text)
 

@@ -112,6 +112,9 @@ class DecoupledModel(nn.Module):
     Attributes:
         blocks: the :class:`~scpl.block.Block` s, in order.
         balance: the measured cut of ``blocks="auto"`` (else None).
+        split_points: where the blocks of a traced model begin (None for other models).
+        input_names: the argument names a traced model takes (a mapping of inputs is arranged
+            in this order), else None.
         block_lr: the learning-rate multiplier of each block this model built, e.g.
             ``[1.0, 1.5, 2.0, 2.0]`` under ``"ramp"`` (for :func:`scpl.extension.extend`, the new
             blocks only).
@@ -166,6 +169,7 @@ class DecoupledModel(nn.Module):
         parts = split_model(model, cut, example_input, output)
         traced = parts[0] if isinstance(parts[0], TracedStage) else None
         self.input_names = traced.inputs if traced is not None else None
+        self.split_points = [p.start for p in parts[1:]] if traced is not None else None
         example_input = arranged(example_input, self.input_names)
         places = [torch.device(d) for d in per_block(devices or "cpu", len(parts), "devices")]
         view = traced.head_inputs if traced is not None else 1  # a head reads (output, mask) of a traced flow

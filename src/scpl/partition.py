@@ -99,7 +99,7 @@ def split_at(model: nn.Module, points: Sequence[str], example_input: Any,
             raise ConfigError(f"split point {p!r} is not a submodule of {type(model).__name__}; "
                               f"known: {sorted(n for n in known if n)[:20]}")
     captured = _captured(model, example_input, output)
-    stages = build(captured, plan(captured, points))
+    stages = build(captured, plan(captured, points), points)
     verify(model, stages, captured, example_input, output)
     return list(stages)
 

@@ -50,6 +50,7 @@ def summary(run: Run, progress: Progress, test_accuracy: float, test_exits: list
         "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model, "executor": cfg.executor,
         "num_blocks": len(run.model.blocks),
         "blocks": run.model.balance.counts if run.model.balance is not None else cfg.blocks,
+        "split_points": run.model.split_points,
         "val_accuracy": progress.best_val if run.val_batches is not None else None,
         "best_epoch": progress.best_epoch,
         "test_accuracy": test_accuracy, "test_exit_accuracy": test_exits or None, "epochs": cfg.epochs,

@@ -177,15 +177,16 @@ class TracedStage(nn.Module):
     """One block's part of a traced model: a graph module called with the block's flow.
 
     ``inputs``: the model's argument names (block 0) or None; ``head_inputs``: how many leading
-    values of the output flow a local head reads. Moved to a device (``.to``), the graph's device
-    constants (``arange(..., device=...)``) follow its parameters.
+    values of the output flow a local head reads; ``start``: the split point it begins at (None
+    for block 0). Moved to a device (``.to``), the graph's device constants
+    (``arange(..., device=...)``) follow its parameters.
     """
 
     def __init__(self, graph_module: torch.fx.GraphModule, inputs: Optional[tuple[str, ...]],
-                 head_inputs: int):
+                 head_inputs: int, start: Optional[str] = None):
         super().__init__()
         self.graph_module = graph_module
-        self.inputs, self.head_inputs = inputs, head_inputs
+        self.inputs, self.head_inputs, self.start = inputs, head_inputs, start
 
     def forward(self, *flow):
         """The block's output flow for its input flow."""
@@ -199,7 +200,7 @@ class TracedStage(nn.Module):
         return out
 
 
-def build(captured: Captured, plan: Plan) -> list[TracedStage]:
+def build(captured: Captured, plan: Plan, points: Sequence[str]) -> list[TracedStage]:
     """The blocks of ``plan`` as :class:`TracedStage` s sharing ``captured``'s parameters."""
     gm, k = captured.graph_module, len(plan.flows)
     stages, owner = [], {}
@@ -233,7 +234,8 @@ def build(captured: Captured, plan: Plan) -> list[TracedStage]:
                     "would step it with its own local gradient, and ranks would hold copies that drift "
                     "apart. Untie them (e.g. tie_word_embeddings=False) or keep both uses in one block")
             owner[id(param)] = (i, name)
-        stages.append(TracedStage(module, captured.inputs if i == 0 else None, plan.head_inputs))
+        stages.append(TracedStage(module, captured.inputs if i == 0 else None, plan.head_inputs,
+                                  points[i - 1] if i else None))
     return stages
 
 

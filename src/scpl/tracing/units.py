@@ -55,7 +55,7 @@ def unit_points(captured: Captured, model: nn.Module) -> list[str]:
 
 def segments(captured: Captured, points: Sequence[str]) -> list[nn.Module]:
     """The model cut before every one of ``points``: one module per segment."""
-    return list(build(captured, plan(captured, points)))
+    return list(build(captured, plan(captured, points), points))
 
 
 def flops(parts: Sequence[nn.Module], example: Flow) -> list[float]:
