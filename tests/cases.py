@@ -101,10 +101,10 @@ def extension_case():
 class Mlp(nn.Module):
     """A pre-norm residual unit, as in a ViT block."""
 
-    def __init__(self, dim):
+    def __init__(self, dim, p=0.1):
         super().__init__()
         self.norm, self.fc1, self.fc2 = nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
-        self.drop = nn.Dropout(0.1)
+        self.drop = nn.Dropout(p)
 
     def forward(self, x):
         return x + self.drop(self.fc2(torch.relu(self.fc1(self.norm(x)))))
@@ -114,12 +114,12 @@ class TinyViT(nn.Module):
     """A user's ViT-like model: its class token and position embedding are parameters used
     outside any submodule, its units an nn.Sequential (traced by torch.fx)."""
 
-    def __init__(self, dim=8, depth=3, num_classes=4):
+    def __init__(self, dim=8, depth=3, num_classes=4, p=0.1):
         super().__init__()
         self.patch = nn.Conv2d(1, dim, 4, 4)  # 8x8 images: 4 patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.randn(1, 5, dim) * 0.02)
-        self.blocks = nn.Sequential(*[Mlp(dim) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[Mlp(dim, p) for _ in range(depth)])
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, num_classes)
 
     def forward(self, x):

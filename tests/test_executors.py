@@ -289,7 +289,7 @@ def test_p2p_header_round_trip():
         p2p.encode_header(p2p.Message(p2p.DATA, tensors=[torch.zeros(2, dtype=torch.complex64)]))
 
 
-@pytest.mark.parametrize("method", ["scpl", "deinforeg", "greedy"])
+@pytest.mark.parametrize("method", ["scpl", "deinforeg", "greedy", "traced"])
 def test_two_stages_times_two_replicas_equal_one_rank_on_the_whole_batches(method, tmp_path):
     """K=2 x R=2 on 4 real gloo ranks against the sequential engine on the whole batches.
     All-reduce and the gathered loss sum in another order than one rank: equal to 1e-5 relative."""
@@ -308,7 +308,7 @@ def test_two_stages_times_two_replicas_equal_one_rank_on_the_whole_batches(metho
             assert got["losses"] == pytest.approx(want["losses"], rel=1e-5)
         assert saved["metrics"]["accuracy"] == ref_metrics["accuracy"]
         assert torch.equal(saved["preds"], ref.predict(loader()))
-        if method == "scpl":
+        if method in ("scpl", "traced"):
             assert saved["exit_accuracy"] == ref.evaluate_exits(loader())
             report = early_exit(ref, loader(), PatienceCosine(threshold=0.5))
             assert torch.equal(saved["exits"]["predictions"], report.predictions)

@@ -43,7 +43,7 @@ def main() -> None:
     history = model.fit(loader(), epochs=2, executor=ex, progress=False)
     result = {"rank": rank, "stage": stage, "block": model.blocks[stage].state_dict(), "history": history,
               "metrics": model.evaluate(loader()), "preds": model.predict(loader())}
-    if method == "scpl":
+    if method in ("scpl", "traced"):
         result["exit_accuracy"] = model.evaluate_exits(loader())
         report = early_exit(model, loader(), PatienceCosine(threshold=0.5))
         result["exits"] = {**report.as_dict(), "predictions": report.predictions,
