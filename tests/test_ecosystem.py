@@ -108,3 +108,30 @@ def test_hugging_face_models_cut_automatically_train_with_every_objective(method
     model = DecoupledModel(net, "auto", num_blocks=2, method=method, num_classes=4, example_input=batch)
     assert model.balance.points[0].startswith("transformer.h.")
     check(model, net, batch, lambda m, i: m(**i).logits)
+
+
+PEER_TABLE = {  # the models a user tried first (issue 23), as they cut them
+    "timm:resnet18": (["layer2", "layer3", "layer4"], {}),
+    "timm:vit_tiny_patch16_224": (["blocks.4", "blocks.8"], {"image_size": 32, "patch_size": 8}),
+    "timm:convnext_atto": ("auto", {"image_size": 32}),
+    "hf:bert": (["bert.encoder.layer.2"], HF["bert"][0]),
+    "hf:gpt2": (["transformer.h.2"], HF["gpt2"][0]),
+}
+
+
+@pytest.mark.parametrize("method", ["scpl", "deinforeg", "greedy"])
+@pytest.mark.parametrize("name", PEER_TABLE)
+def test_the_first_models_users_bring_train_with_every_local_objective(name, method):
+    blocks, args = PEER_TABLE[name]
+    pytest.importorskip("timm" if name.startswith("timm:") else "transformers")
+    seed_everything(0)
+    if name.startswith("timm:"):
+        net = create_model(name, num_classes=4, in_channels=1, **args)
+        inputs = torch.nn.functional.interpolate(IMAGES, size=args.get("image_size", 28))
+        call = lambda m, i: m(i)  # noqa: E731
+    else:
+        net = create_model(name, num_classes=4, vocab_size=50, max_len=16, **args)
+        inputs, call = text_batch()[0], lambda m, i: m(**i).logits
+    model = DecoupledModel(net, blocks, num_blocks=3 if blocks == "auto" else None, method=method,
+                           num_classes=4, example_input=inputs)
+    check(model, net, inputs, call)
