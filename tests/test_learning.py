@@ -90,3 +90,21 @@ def test_a_small_sequence_model(kind, n, epochs):
         return net, None, torch.ones(2, 12, dtype=torch.long)
 
     compare(build, keywords(n, 0), keywords(1024, 1), epochs=epochs)
+
+
+def test_a_resnet_cut_into_8_blocks():
+    """Depth: a ResNet-20 (width 8; stem and 9 residual units) in K=8 blocks of near-equal
+    numbers of units, the defaults a user gets, learns digits within 2 points of BP in 10
+    epochs (measured 2026-12-03: BP 98.1, SCPL 98.1, DeInfoReg 97.2, greedy 96.7, DASCPL 98.3,
+    ContSup 98.6)."""
+    from scpl.data import load_digits
+    from scpl.models import CifarResNet
+
+    train, test = load_digits()
+    tensors = lambda ds: (ds.tensors[0], ds.tensors[1])  # noqa: E731
+
+    def build():
+        net = CifarResNet(20, num_classes=10, in_channels=1, width=8)
+        return net, net.block_counts(8), torch.zeros(2, 1, 8, 8)
+
+    compare(build, tensors(train), tensors(test), epochs=10, methods=(*DECOUPLED, "contsup"), margin=0.02)
