@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Optional, Union
 
@@ -62,12 +63,17 @@ def checksum_path(path: str | Path) -> Path:
 
 def verify(path: str | Path) -> None:
     """Raise :class:`ConfigError` naming ``path`` if it is missing or differs from its recorded
-    SHA-256 (a file without a ``.sha256`` beside it is not checked)."""
+    SHA-256. A file without a ``.sha256`` beside it (copied without it, or written by other code)
+    is loaded with a warning that names it: it cannot be checked, and refusing it would refuse
+    every plain ``state_dict`` a user saves."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} is missing")
     recorded = checksum_path(path)
-    if recorded.exists() and recorded.read_text().strip() != sha256(path):
+    if not recorded.exists():
+        warnings.warn(f"{path} has no {recorded.name} beside it: it is loaded unchecked (a damaged file "
+                      "would load silently); copy the checksum file with it", RuntimeWarning, stacklevel=3)
+    elif recorded.read_text().strip() != sha256(path):
         raise ConfigError(f"{path} is corrupted: its SHA-256 differs from the one recorded when it was "
                           f"written ({recorded.name}); restore it from a copy or use an earlier checkpoint")
 

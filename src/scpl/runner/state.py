@@ -67,12 +67,24 @@ def write(model, out: Path, epoch: int, rank: int, blocks: Optional[Iterable[int
 
 def commit(out: Path, epoch: int, keep: Iterable[int]) -> None:
     """Name ``epoch`` the latest complete set (call once, after every rank wrote); drop sets not
-    in ``keep``."""
+    in ``keep`` (never through a symbolic link)."""
     atomic_write_text(json.dumps({"epoch": epoch}), out / LATEST)
     keep = {str(e) for e in (*keep, epoch)}
+    refuse_links(out)
     for folder in (out / "epochs").iterdir():
         if folder.name not in keep:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def refuse_links(out: Path) -> None:
+    """ConfigError naming the first symbolic link inside the run folder ``out`` (the folder itself
+    may be one): scpl writes, locks and deletes there, and must not do so elsewhere."""
+    for root, dirs, files in os.walk(out, followlinks=False):
+        for name in sorted(dirs + files):
+            if (Path(root) / name).is_symlink():
+                raise ConfigError(f"{Path(root) / name} is a symbolic link; scpl does not write, lock or "
+                                  "delete through links in a run folder: remove it, or choose another --out "
+                                  "folder")
 
 
 def latest(out: Path) -> Optional[int]:
@@ -89,8 +101,17 @@ def latest(out: Path) -> Optional[int]:
 
 
 def read_trainer(out: Path, epoch: int, rank: int) -> dict[str, Any]:
-    """The trainer state that rank ``rank`` wrote into epoch ``epoch``'s set."""
-    return load(epoch_dir(out, epoch) / f"trainer-{rank}.pt", weights_only=False)
+    """The trainer state that rank ``rank`` wrote into epoch ``epoch``'s set: tensors, numbers and
+    strings only, loaded with ``weights_only=True`` (a file from elsewhere is data, never code)."""
+    path = epoch_dir(out, epoch) / f"trainer-{rank}.pt"
+    try:
+        return load(path)
+    except ConfigError as exc:
+        if "weights_only" not in str(exc.__cause__) and "Unsupported global" not in str(exc.__cause__):
+            raise
+        raise ConfigError(f"{path} holds Python objects that a safe load refuses to run (a trainer file "
+                          "written before 2026-12-03, or not by scpl); scpl does not unpickle run folders: "
+                          f"start the run afresh in another folder") from exc
 
 
 # --------------------------------------------------------------------------- the run folder
@@ -104,7 +125,8 @@ class RunLock:
             raise ConfigError(f"--out {out} is a file; give a folder (it is created if needed)")
         try:
             out.mkdir(parents=True, exist_ok=True)
-            self.file = open(out / ".lock", "a+")
+            fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            self.file = os.fdopen(fd, "r+")
         except OSError as exc:
             raise ConfigError(f"--out {out} cannot be written ({exc.strerror}); "
                               "choose a writable folder") from exc
@@ -138,6 +160,8 @@ def claim(out: Optional[Path], resume: bool, rank: int = 0) -> Optional[RunLock]
         raise ConfigError("resume needs out: the folder of the run to continue")
     if not out:
         return None
+    if out.is_dir():
+        refuse_links(out)
     epoch = latest(out)
     if resume and epoch is None:
         raise ConfigError(f"resume: {out / LATEST} not found; there is nothing to resume in {out} "
@@ -159,17 +183,26 @@ def own_blocks(run: Run, saving: bool = False) -> Optional[list[int]]:
 
 
 def rng_state(run: Run) -> dict:
-    """The run's random generator states: torch, NumPy, Python, the data loader, augmentation, CUDA."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """The run's random generator states: torch, NumPy, Python, the data loader, augmentation, CUDA,
+    as tensors and plain numbers only (a trainer file is read back with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, words, python_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": version, "words": torch.tensor(words, dtype=torch.int64),
+                       "gauss": python_gauss},
             "loader": run.generator.get_state(), "augment": run.augment.state_dict() if run.augment else None,
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(run: Run, state: dict) -> None:
     """Restore the random generators from a :func:`rng_state` dict."""
+    numpy, python = state["numpy"], state["python"]
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    np.random.set_state((numpy["name"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["gauss"]))
+    random.setstate((python["version"], tuple(python["words"].tolist()), python["gauss"]))
     run.generator.set_state(state["loader"])
     if run.augment is not None and state["augment"] is not None:
         run.augment.load_state_dict(state["augment"])
