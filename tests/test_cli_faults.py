@@ -112,6 +112,19 @@ def test_damaged_run_files_are_named(capsys, tmp_path):
     assert "model.pt is corrupted" in one_error_line(capsys, "eval", str(out))
 
 
+@pytest.mark.parametrize("rule, message", [
+    (["--early-exit", "confidence", "--threshold", "-0.2"],
+     "Confidence: threshold is in \\[0, 1\\], got -0.2"),
+    (["--early-exit", "patience", "--patience", "0"], "patience counts agreeing blocks, a whole number >= 1"),
+    (["--early-exit", "patience", "--cosine", "1.5"], "PatienceCosine: threshold is in \\[0, 1\\], got 1.5"),
+])
+def test_eval_refuses_an_exit_rule_out_of_range_before_loading(capsys, tmp_path, rule, message):
+    import re
+
+    folder = tmp_path / "no-run"  # the rule is checked before the run is read
+    assert re.search(message, one_error_line(capsys, "eval", str(folder), *rule))
+
+
 def test_eval_refuses_an_edited_config(capsys, tmp_path):
     out = trained(tmp_path)
     config = out / "config.yaml"

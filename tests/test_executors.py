@@ -13,12 +13,12 @@ import torch.distributed as dist
 from cases import CASES, FIT_KWARGS
 from launch import run_ranks
 from scpl import ConfigError
+from scpl.early_exit import PatienceCosine, early_exit
 from scpl.errors import NonFiniteLossError, StageError
 from scpl.executors import DistributedExecutor, SequentialExecutor, ThreadedExecutor, p2p
 from scpl.executors.base import Failures
 from scpl.executors.stage import LostLink, _explain, _report
 from scpl.executors.watch import ABORT_KEY, RemoteStageFailure
-from scpl.inference import PatienceCosine, early_exit
 from scpl.objectives import CallableObjective
 
 HANG_S = 240

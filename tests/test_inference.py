@@ -7,7 +7,7 @@ from torch import nn
 from cases import CASES
 from conftest import synthetic_loader, tiny_cnn
 from scpl import DecoupledModel, seed_everything
-from scpl.inference import Confidence, PatienceCosine, early_exit
+from scpl.early_exit import Confidence, PatienceCosine, early_exit
 
 
 class Recorder(nn.Module):
@@ -68,7 +68,8 @@ def test_confidence_rule():
     assert report.exit_block.tolist() == [0, 2]
 
 
-@pytest.mark.parametrize("policy", [PatienceCosine(threshold=1.5), Confidence(1.01)])
+@pytest.mark.parametrize("policy", [PatienceCosine(threshold=1.0), PatienceCosine(patience=5),
+                                    Confidence(1.0)])
 def test_unreachable_thresholds_equal_the_full_path(policy):
     seed_everything(0)
     model = DecoupledModel(tiny_cnn(), [3, 3, 2], num_classes=4, example_input=torch.zeros(2, 1, 8, 8),
@@ -82,7 +83,7 @@ def test_unreachable_thresholds_equal_the_full_path(policy):
 
 
 def test_the_tradeoff_sweep_decides_exactly_as_early_exit():
-    from scpl.inference import Confidence, PatienceCosine, early_exit, exit_logits, simulate, tradeoff
+    from scpl.early_exit import Confidence, PatienceCosine, early_exit, exit_logits, simulate, tradeoff
 
     model, loader, _, _ = CASES["cnn"]()
     model.fit(loader, epochs=2, progress=False)
@@ -99,3 +100,28 @@ def test_the_tradeoff_sweep_decides_exactly_as_early_exit():
         n, first = labels.numel(), row["exits"][0]
         assert row["compute_saved_by_time"] == pytest.approx(3.0 * first / (4.0 * n))
     assert "compute_saved_by_time" not in tradeoff(model, loader)[0]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: PatienceCosine(threshold=1.5), "PatienceCosine: threshold is in \\[0, 1\\], got 1.5"),
+    (lambda: PatienceCosine(threshold=-0.2), "got -0.2"),
+    (lambda: PatienceCosine(patience=0), "patience counts agreeing blocks, a whole number >= 1, got 0"),
+    (lambda: PatienceCosine(patience=1.5), "got 1.5"),
+    (lambda: Confidence(-0.2), "Confidence: threshold is in \\[0, 1\\], got -0.2"),
+    (lambda: Confidence(float("nan")), "got nan"),
+])
+def test_exit_rules_outside_their_range_are_refused(make, message):
+    from scpl import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_early_exit_on_an_empty_loader_says_so():
+    from scpl import ConfigError
+
+    seed_everything(0)
+    model = DecoupledModel(tiny_cnn(), [3, 3, 2], num_classes=4, example_input=torch.zeros(2, 1, 8, 8),
+                           exits=True)
+    with pytest.raises(ConfigError, match="early_exit\\(\\) got an empty loader"):
+        early_exit(model, [])

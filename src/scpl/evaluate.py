@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from .checkpoint import load, read_json
+from .early_exit import Confidence, PatienceCosine, block_seconds, early_exit, tradeoff
 from .errors import ConfigError
-from .inference import Confidence, PatienceCosine, block_seconds, early_exit, tradeoff
 from .runner import TrainConfig, build
 from .runner.config import legacy_config
 
@@ -75,9 +75,14 @@ def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] 
     with ``policy`` (``"patience"`` or ``"confidence"``) also early exit's accuracy, exit
     histogram and block compute saved (per block call, and weighted by each block's measured
     forward time); with ``sweep`` also the early-exit trade-off of every rule and threshold of
-    :data:`scpl.inference.TRADEOFF_POLICIES` (``tradeoff``: accuracy, block calls saved and the
+    :data:`scpl.early_exit.TRADEOFF_POLICIES` (``tradeoff``: accuracy, block calls saved and the
     calls weighted by each block's measured forward time).
     """
+    rules = {"patience": lambda: PatienceCosine(patience, cosine),
+             "confidence": lambda: Confidence(threshold)}
+    if policy is not None and policy not in rules:
+        raise ConfigError(f"policy must be 'patience' or 'confidence', got {policy!r}")
+    rule = rules[policy]() if policy is not None else None  # a rule out of range fails before the model loads
     run = load_run(folder)
     batches = {"test": run.test_batches, "val": run.val_batches}.get(split)
     if batches is None:
@@ -94,13 +99,10 @@ def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] 
                               "train with method dascpl or exits: true")
         result["tradeoff"] = tradeoff(run.model, batches,
                                       block_costs=block_seconds(run.model, next(iter(batches))[0]))
-    if policy is None:
+    if rule is None:
         return result
     if run.model.blocks[0].classifier is None:
         raise ConfigError("early exit needs exit classifiers: train with method dascpl or exits: true")
-    rule = {"patience": PatienceCosine(patience, cosine), "confidence": Confidence(threshold)}.get(policy)
-    if rule is None:
-        raise ConfigError(f"policy must be 'patience' or 'confidence', got {policy!r}")
     calls = early_exit(run.model, batches, rule)
     costs = block_seconds(run.model, next(iter(batches))[0])
     timed = early_exit(run.model, batches, rule, block_costs=costs)

@@ -110,7 +110,7 @@ def plot_tradeoff(curves: Mapping[str, Sequence[dict]], path: PathLike, title: s
     """Early exit's trade-off: accuracy against the share of block compute saved, one panel per
     entry of ``curves`` (e.g. ``{"validation": rows, "test": rows}``), one line per rule.
 
-    ``rows`` are :func:`scpl.inference.tradeoff`'s (``rule``, ``patience``, ``threshold``,
+    ``rows`` are :func:`scpl.early_exit.tradeoff`'s (``rule``, ``patience``, ``threshold``,
     ``accuracy``, ``compute_saved``); each point is labelled with its threshold.
     """
     if not curves or not all(curves.values()):
@@ -173,7 +173,7 @@ def plot_exit_histogram(exits: Sequence[int], path: PathLike,
 
     Bars are annotated with their share of all samples. ``accuracy`` (one value in [0, 1] per
     block, NaN where no sample exited) is drawn as a line on a second y axis.
-    ``exits`` is e.g. :attr:`scpl.inference.ExitResult.exits`.
+    ``exits`` is e.g. :attr:`scpl.early_exit.ExitReport.exits`.
     """
     counts = [int(c) for c in exits]
     if not counts or sum(counts) <= 0 or min(counts) < 0:

@@ -13,8 +13,8 @@ import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from replica_cases import build, loader  # noqa: E402
+from scpl.early_exit import PatienceCosine, early_exit  # noqa: E402
 from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
-from scpl.inference import PatienceCosine, early_exit  # noqa: E402
 from scpl.objectives import CallableObjective  # noqa: E402
 
 

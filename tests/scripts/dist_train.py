@@ -16,8 +16,8 @@ import torch.distributed as dist
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from cases import CASES, FIT_KWARGS  # noqa: E402
 from scpl import ConfigError  # noqa: E402
+from scpl.early_exit import PatienceCosine, early_exit  # noqa: E402
 from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
-from scpl.inference import PatienceCosine, early_exit  # noqa: E402
 from scpl.objectives import CallableObjective  # noqa: E402
 
 

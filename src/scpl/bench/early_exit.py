@@ -13,7 +13,7 @@ import time
 from torch.utils.data import DataLoader
 
 from ..demo import load_demo_data
-from ..inference import Confidence, PatienceCosine, block_seconds, early_exit
+from ..early_exit import Confidence, PatienceCosine, block_seconds, early_exit
 from ..model import DecoupledModel
 from ..models import SmallCNN
 from ..seed import seed_everything

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, StageError
+from ..exit_rules import exit_batch
 from ..flow import Flow, micro_batches
 
 StepCallback = Callable[[int, list[float]], None]
@@ -144,13 +145,14 @@ class InProcessInference:
     def exit_batches(self, blocks: Sequence[nn.Module], batches: Batches,
                      policy: Any) -> tuple[Tensor, Tensor, Tensor, list[int]]:
         """Per-sample early exit under ``policy``, batch by batch (see :class:`Executor`)."""
-        from ..inference import exit_batch
-
         preds, exits, labels, calls = [], [], [], [0] * len(blocks)
         for inputs, batch_labels in batches:
             p, e, c = exit_batch(blocks, inputs, policy)
             preds.append(p), exits.append(e), labels.append(batch_labels.cpu())
             calls = [a + b for a, b in zip(calls, c)]
+        if not labels:
+            empty = torch.empty(0, dtype=torch.long)
+            return empty, empty, empty, calls
         return torch.cat(preds), torch.cat(labels), torch.cat(exits), calls
 
 

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from ..block import Block
 from ..errors import ConfigError
+from ..exit_rules import ExitState, exit_step, select
 from ..flow import Flow, flow_to
 from . import p2p
 from .base import Batches, StepCallback, StepLosses, check_sizes, pieces
@@ -263,8 +264,6 @@ class DistributedExecutor:
         Returns (predictions, labels, exit block per sample, samples processed per block), the
         same on every rank, samples in data order.
         """
-        from ..inference import ExitState, decide, select
-
         layout, block, device, comm, watch = self._setup(blocks)
         block.eval()
         exited: list[tuple[Tensor, Tensor, Tensor]] = []  # (global ids, predictions, labels)
@@ -279,15 +278,11 @@ class DistributedExecutor:
             logits = out if layout.last else block.exit_logits(out)
             if logits is None:
                 return out, labels, extras
-            logits = logits.float().cpu()
-            leave, state = decide(policy, logits, state)
-            if layout.last:
-                leave = torch.ones_like(leave)
-            exited.append((state.ids[leave], logits[leave].argmax(dim=1), labels.cpu()[leave]))
-            stay = ~leave
-            if not bool(stay.any()):
+            leave, ids, predicted, state = exit_step(policy, logits.float().cpu(), state, layout.last)
+            exited.append((ids, predicted, labels.cpu()[leave]))
+            if state.ids.numel() == 0:
                 return None
-            state = state.keep(stay)
+            stay = ~leave
             return (select(out, stay), labels[stay.to(labels.device)],
                     [state.ids, state.counter, state.previous])
 

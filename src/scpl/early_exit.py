@@ -1,16 +1,8 @@
-"""Adaptive inference: each sample leaves at the first block that is sure enough.
+"""Adaptive inference, user-facing: each sample leaves at the first block that is sure enough.
 
-Two policies decide per sample, on the exit logits of each block (the exit classifier of a
-block, or the last block's output):
-
-* :class:`PatienceCosine` (DASCPL/DeInfoReg rule, defaults patience 1, cosine 0.8): after
-  block k, a sample's counter grows when blocks k-1 and k agree on the class *and* the cosine
-  similarity of their logit vectors exceeds the threshold, and is reset otherwise; the sample
-  exits when the counter reaches ``patience``, with block k's prediction.
-* :class:`Confidence`: exit when the maximum softmax probability reaches ``threshold``.
-
-Exited samples are removed from the batch, so later blocks never run on them. The report
-gives accuracy, the exit histogram and the fraction of block compute saved.
+:func:`early_exit` runs a model with an exit rule (:class:`PatienceCosine`, :class:`Confidence`,
+from :mod:`scpl.exit_rules`) and reports accuracy, the exit histogram and the fraction of block
+compute saved; :func:`tradeoff` sweeps many rules from one pass over the data.
 """
 
 from __future__ import annotations
@@ -18,65 +10,20 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .executors import Executor
-from .flow import Flow, flow_to, map_flow
+from .errors import ConfigError
+from .exit_rules import Confidence, ExitState, PatienceCosine, Policy, exit_step, saved_share
+from .flow import Flow, flow_to
 
+if TYPE_CHECKING:
+    from .executors import Executor
 
-@dataclass(frozen=True)
-class PatienceCosine:
-    """Exit when ``patience`` successive blocks each agree with the block before them (same class,
-    cosine similarity of the logits above ``threshold``).
-    """
-
-    patience: int = 1
-    threshold: float = 0.8
-
-
-@dataclass(frozen=True)
-class Confidence:
-    """Exit once the maximum softmax probability reaches ``threshold``."""
-
-    threshold: float = 0.9
-
-
-Policy = Union[PatienceCosine, Confidence]
-
-
-@dataclass
-class ExitState:
-    """Per-sample state of the samples still in the batch (all tensors indexed alike)."""
-
-    ids: Tensor  # position of each sample in the original batch
-    counter: Tensor  # patience counter
-    previous: Optional[Tensor] = None  # previous exit's logits
-
-    def keep(self, mask: Tensor) -> "ExitState":
-        """The state of the samples where ``mask`` holds."""
-        return ExitState(self.ids[mask], self.counter[mask],
-                         None if self.previous is None else self.previous[mask])
-
-
-def decide(policy: Policy, logits: Tensor, state: ExitState) -> tuple[Tensor, ExitState]:
-    """Which samples exit on ``logits`` (a bool mask) and the updated state of all samples."""
-    if isinstance(policy, Confidence):
-        return torch.softmax(logits.float(), dim=1).amax(dim=1) >= policy.threshold, state
-    counter = state.counter
-    if state.previous is not None:
-        agree = (logits.argmax(dim=1) == state.previous.argmax(dim=1)) & (
-            nn.functional.cosine_similarity(logits.float(), state.previous.float(), dim=1) > policy.threshold)
-        counter = torch.where(agree, counter + 1, torch.zeros_like(counter))
-    new_state = ExitState(state.ids, counter, logits)
-    return counter >= policy.patience, new_state
-
-
-def select(flow: Flow, mask: Tensor) -> Flow:
-    """The rows of a flow (tensor or tuple) where ``mask`` holds."""
-    return map_flow(lambda t: t[mask.to(t.device)], flow)
+__all__ = ["early_exit", "tradeoff", "simulate", "exit_logits", "block_seconds", "ExitReport",
+           "PatienceCosine", "Confidence", "TRADEOFF_POLICIES"]
 
 
 @dataclass
@@ -98,43 +45,6 @@ class ExitReport:
                 "compute_saved": self.compute_saved}
 
 
-@torch.no_grad()
-def exit_batch(blocks: Sequence[nn.Module], inputs: Flow, policy: Policy) -> tuple[Tensor, Tensor, list[int]]:
-    """(predictions, exit block of each sample, samples processed per block) for one batch."""
-    first = inputs if isinstance(inputs, Tensor) else inputs[0]
-    n = first.shape[0]
-    preds = torch.empty(n, dtype=torch.long)
-    exit_block = torch.empty(n, dtype=torch.long)
-    state = ExitState(torch.arange(n), torch.zeros(n, dtype=torch.long))
-    calls = [0] * len(blocks)
-    flow = inputs
-    for k, block in enumerate(blocks):
-        if state.ids.numel() == 0:
-            break
-        flow = block(flow_to(flow, block.device))
-        calls[k] = int(state.ids.numel())
-        last = k == len(blocks) - 1
-        logits = flow if last else block.exit_logits(flow)
-        if logits is None:
-            continue
-        logits = logits.cpu()
-        leave, state = decide(policy, logits, state)
-        if last:
-            leave = torch.ones_like(leave)
-        preds[state.ids[leave]] = logits[leave].argmax(dim=1)
-        exit_block[state.ids[leave]] = k
-        stay = ~leave
-        state = state.keep(stay)
-        flow = select(flow, stay)
-    return preds, exit_block, calls
-
-
-def saved_share(calls: Sequence[int], samples: int, costs: Sequence[float]) -> float:
-    """The share of block compute saved when block k ran ``calls[k]`` of ``samples`` samples,
-    block k costing ``costs[k]`` per sample (all ones: the share of block calls saved)."""
-    return 1.0 - sum(c * w for c, w in zip(calls, costs)) / (samples * sum(costs))
-
-
 def early_exit(model, loader: Iterable, policy: Policy = PatienceCosine(),
                block_costs: Optional[Sequence[float]] = None,
                executor: Union[str, Executor, None] = None) -> ExitReport:
@@ -150,6 +60,8 @@ def early_exit(model, loader: Iterable, policy: Policy = PatienceCosine(),
     costs = list(block_costs) if block_costs is not None else [1.0] * len(blocks)
     preds, labels, exit_block, calls = model.inference_executor(executor).exit_batches(
         blocks, model._checked(loader), policy)
+    if labels.numel() == 0:
+        raise ConfigError("early_exit() got an empty loader: give it batches of (inputs, labels)")
     return ExitReport(
         accuracy=float((preds == labels).float().mean()),
         exits=[int((exit_block == k).sum()) for k in range(len(blocks))],
@@ -222,13 +134,8 @@ def simulate(logits: Sequence[Optional[Tensor]], labels: Tensor, policy: Policy,
         calls[k] = int(state.ids.numel())
         if block_logits is None:
             continue
-        here = block_logits[state.ids]
-        leave, state = decide(policy, here, state)
-        if k == k_all - 1:
-            leave = torch.ones_like(leave)
-        preds[state.ids[leave]] = here[leave].argmax(dim=1)
-        exit_block[state.ids[leave]] = k
-        state = state.keep(~leave)
+        _, ids, preds[ids], state = exit_step(policy, block_logits[state.ids], state, k == k_all - 1)
+        exit_block[ids] = k
     return ExitReport(accuracy=float((preds == labels).float().mean()),
                       exits=[int((exit_block == k).sum()) for k in range(k_all)], block_samples=calls,
                       compute_saved=saved_share(calls, n, costs),
