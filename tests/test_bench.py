@@ -12,10 +12,30 @@ def test_neighbour_cuts():
     assert neighbour_cuts([1, 1, 2]) == [[1, 1, 2], [1, 2, 1]]  # no block may become empty
 
 
+def test_the_peer_pipeline_gets_the_fastest_of_the_neighbouring_cuts(monkeypatch):
+    """The search itself, on known speeds (timing stays in the benchmark): the decoupled cut and
+    its one-layer neighbours are each tried with both schedules, the fastest kept."""
+    from scpl.bench import pipeline, workers
+    from scpl.bench.settings import Settings
+
+    speed = {("[2, 3]", "gpipe"): 10.0, ("[2, 3]", "1f1b"): 11.0, ("[1, 4]", "gpipe"): 9.0,
+             ("[1, 4]", "1f1b"): 8.0, ("[3, 2]", "gpipe"): 12.0, ("[3, 2]", "1f1b"): 7.0}
+    tried = []
+
+    def run_peer(s, counts, schedule):
+        tried.append((str(counts), schedule))
+        return speed[str(counts), schedule]
+
+    monkeypatch.setattr(workers, "run_peer", run_peer)
+    best, trials = pipeline.best_peer_cut(Settings(), [2, 3])
+    assert best == [3, 2] and trials == {"[2, 3]": 11.0, "[1, 4]": 9.0, "[3, 2]": 12.0}
+    assert sorted(tried) == sorted(speed)
+
+
 def test_bench_pipeline_json_has_the_promised_fields():
     proc = subprocess.run(
         [sys.executable, "-m", "scpl", "bench", "pipeline", "--batch-size", "16", "--micro-batch", "8",
-         "--steps", "2", "--warmup", "1", "--repeats", "1", "--json"],
+         "--steps", "2", "--warmup", "1", "--repeats", "1", "--no-peer-search", "--json"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -29,7 +49,7 @@ def test_bench_pipeline_json_has_the_promised_fields():
     assert result["efficiency"] == result["speedup_processes_vs_sequential"] / 2
     # The executors compute the same parameters: this is exact, not a speed claim.
     assert result["max_param_diff"] == 0.0
-    assert sum(result["blocks"]) == sum(result["peer_blocks"]) == 17
+    assert sum(result["blocks"]) == 17 and result["peer_blocks"] == result["blocks"]  # no search asked
     assert result["ddp_sps"] > 0
 
 
@@ -37,7 +57,7 @@ def test_bench_pipeline_replicas_and_the_parameter_heavy_workload():
     proc = subprocess.run(
         [sys.executable, "-m", "scpl", "bench", "pipeline", "--model", "embed", "--replicas", "2",
          "--batch-size", "16", "--micro-batch", "8", "--steps", "2", "--warmup", "1", "--repeats", "1",
-         "--json"],
+         "--no-peer-search", "--json"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

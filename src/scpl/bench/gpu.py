@@ -129,7 +129,8 @@ def memory(ks: Sequence[int] = (2, 4, 8), batch: int = 1024) -> dict:
 def cpu_pipeline(ranks: Sequence[int] = (2, 4, 8), batch_size: int = 256, steps: int = 6) -> dict:
     """The distributed executor on K gloo CPU ranks against the sequential engine (bench CNN),
     each batch in 8 micro-batches."""
-    from .pipeline import Settings, balanced_counts, run_local
+    from .pipeline import balanced_counts, run_local
+    from .settings import Settings
     from .workers import run_processes
 
     cores = os.cpu_count() or 1

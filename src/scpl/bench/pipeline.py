@@ -28,83 +28,17 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from ..executors import SequentialExecutor, ThreadedExecutor
 from ..model import DecoupledModel
 from ..seed import seed_everything
 from . import workers, workloads
-
-
-@dataclass
-class Settings:
-    """One benchmark: ``stages`` blocks (x ``replicas``), batches of ``batch_size`` cut into
-    micro-batches of ``micro_batch``, ``warmup`` + ``steps`` steps per run, ``repeats`` runs of
-    each configuration, on workload ``model``; ``compile`` adds compiled blocks.
-    """
-
-    stages: int = 2
-    batch_size: int = 256
-    micro_batch: int = 64
-    steps: int = 10
-    warmup: int = 2
-    repeats: int = 3
-    method: str = "scpl"
-    seed: int = 0
-    model: str = "cnn"
-    replicas: int = 1
-    compile: bool = False
-
-    @property
-    def micro_batches(self) -> int:
-        """Micro-batches per batch."""
-        return self.batch_size // self.micro_batch
-
-    @property
-    def ranks(self) -> int:
-        """Ranks of the decoupled run (and of the DDP peer)."""
-        return self.stages * self.replicas
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for settings the benchmark cannot run, naming the fix."""
-        if self.stages < 2:
-            raise ConfigError(f"--stages must be >= 2 (a pipeline of one stage is the sequential engine), "
-                              f"got {self.stages}")
-        if self.micro_batch < 1 or self.batch_size < 1:
-            raise ConfigError(f"--batch-size and --micro-batch must be >= 1, got {self.batch_size} and "
-                              f"{self.micro_batch}")
-        if self.batch_size % self.micro_batch:
-            raise ConfigError(f"--batch-size {self.batch_size} is not a multiple of "
-                              f"--micro-batch {self.micro_batch}")
-        if self.micro_batches < self.stages:
-            raise ConfigError(f"{self.micro_batches} micro-batch(es) per batch for {self.stages} stages: the "
-                              "pipelines need at least one per stage; lower --micro-batch to "
-                              f"{max(self.batch_size // self.stages, 1)} or less")
-        if self.warmup < 1 or self.steps < 1 or self.repeats < 1:
-            raise ConfigError("--warmup, --steps and --repeats must be >= 1 "
-                              "(the clock starts after the warm-up)")
-        if self.replicas < 1 or self.micro_batch % self.replicas or self.batch_size % self.ranks:
-            raise ConfigError(f"--replicas {self.replicas} must divide --micro-batch ({self.micro_batch}) "
-                              f"and the batch must split over the {self.ranks} DDP ranks")
-        if self.model not in workloads.WORKLOADS:
-            raise ConfigError(f"unknown --model {self.model!r}; choose one of {sorted(workloads.WORKLOADS)}")
-
-
-def make_batches(s: Settings) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The ``warmup + steps`` seeded synthetic (inputs, labels) batches every configuration trains on."""
-    return workloads.batches(s.model, s.batch_size, s.warmup + s.steps, s.seed)
-
-
-def build(s: Settings, method: str, counts: Optional[list[int]], compile: bool = False) -> DecoupledModel:
-    """The workload, seeded, as a DecoupledModel cut by ``counts`` and trained by ``method``."""
-    seed_everything(s.seed)
-    return DecoupledModel(workloads.WORKLOADS[s.model](), counts, method=method, num_classes=10,
-                          example_input=workloads.example(s.model, 2), compile=compile)
+from .settings import Settings
+from .workloads import build, make_batches, sps
 
 
 def balanced_counts(s: Settings) -> tuple[list[int], str]:
@@ -115,11 +49,6 @@ def balanced_counts(s: Settings) -> tuple[list[int], str]:
                            num_classes=10,
                            example_input=workloads.example(s.model, s.micro_batch // s.replicas))
     return model.balance.counts, str(model.balance)
-
-
-def sps(times: list[float], s: Settings) -> float:
-    """Samples per second over the steps after the warm-up, from each step's end time."""
-    return s.steps * s.batch_size / (times[-1] - times[s.warmup - 1])
 
 
 def flat(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -177,8 +106,11 @@ def run(s: Settings, log: Callable[[str], None] = print) -> dict:
     all_cores = os.cpu_count() or 1
     counts, report = balanced_counts(s)
     log(f"{s.model}: balanced cut {counts} (profiled on one micro-batch of {s.micro_batch}):\n{report}")
-    peer_counts, peer_trials = best_peer_cut(s, counts)
-    log(f"peer pipeline cut {peer_counts} (best of {peer_trials} samples/s)")
+    if s.peer_search:
+        peer_counts, peer_trials = best_peer_cut(s, counts)
+        log(f"peer pipeline cut {peer_counts} (best of {peer_trials} samples/s)")
+    else:
+        peer_counts = counts
     m = s.micro_batches
     keys = ["sequential", "threads", "processes", "bp", "bp_all_cores", "peer_gpipe", "peer_1f1b", "ddp"]
     keys += ["replicated"] if s.replicas > 1 else []

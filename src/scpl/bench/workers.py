@@ -14,7 +14,7 @@ import os
 import socket
 import tempfile
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -24,9 +24,8 @@ from torch import nn
 from ..executors import DistributedExecutor
 from ..seed import seed_everything
 from . import workloads
-
-if TYPE_CHECKING:
-    from .pipeline import Settings
+from .settings import Settings
+from .workloads import build, make_batches, sps
 
 
 def _free_port() -> int:
@@ -35,7 +34,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _spawn(fn: Callable, s: "Settings", ranks: int, *extra) -> list[dict]:
+def _spawn(fn: Callable, s: Settings, ranks: int, *extra) -> list[dict]:
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         mp.start_processes(fn, args=(ranks, s, port, tmp, *extra), nprocs=ranks, join=True,
@@ -53,9 +52,8 @@ def _save(tmp: str, rank: int, result: dict) -> None:
     dist.destroy_process_group()
 
 
-def _decoupled(rank: int, world: int, s: "Settings", port: int, tmp: str, counts: list[int],
+def _decoupled(rank: int, world: int, s: Settings, port: int, tmp: str, counts: list[int],
                replicas: int) -> None:
-    from .pipeline import build, make_batches, sps
 
     _init(rank, world, port)
     model = build(s, s.method, counts)
@@ -70,7 +68,7 @@ def _decoupled(rank: int, world: int, s: "Settings", port: int, tmp: str, counts
     _save(tmp, rank, {"sps": sps(times, s) if rank == world - 1 else None, "state": state})
 
 
-def run_processes(s: "Settings", counts: list[int], replicas: int = 1) -> tuple[float, dict]:
+def run_processes(s: Settings, counts: list[int], replicas: int = 1) -> tuple[float, dict]:
     """Samples/s of the distributed executor on ``stages x replicas`` spawned ranks, and the
     final state of the first replica of every stage."""
     results = _spawn(_decoupled, s, s.stages * replicas, counts, replicas)
@@ -78,11 +76,10 @@ def run_processes(s: "Settings", counts: list[int], replicas: int = 1) -> tuple[
     return results[-1]["sps"], state
 
 
-def _peer(rank: int, world: int, s: "Settings", port: int, tmp: str, counts: list[int],
+def _peer(rank: int, world: int, s: Settings, port: int, tmp: str, counts: list[int],
           schedule_name: str) -> None:
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
-    from .pipeline import make_batches, sps
 
     _init(rank, world, port)
     seed_everything(s.seed)
@@ -109,15 +106,14 @@ def _peer(rank: int, world: int, s: "Settings", port: int, tmp: str, counts: lis
     _save(tmp, rank, {"sps": sps(times, s) if last else None})
 
 
-def run_peer(s: "Settings", counts: list[int], schedule: str) -> float:
+def run_peer(s: Settings, counts: list[int], schedule: str) -> float:
     """Samples/s of the BP pipeline cut by ``counts`` with ``schedule`` ``"gpipe"`` or ``"1f1b"``."""
     return _spawn(_peer, s, s.stages, counts, schedule)[-1]["sps"]
 
 
-def _ddp(rank: int, world: int, s: "Settings", port: int, tmp: str) -> None:
+def _ddp(rank: int, world: int, s: Settings, port: int, tmp: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
-    from .pipeline import make_batches, sps
 
     _init(rank, world, port)
     seed_everything(s.seed)
@@ -134,6 +130,6 @@ def _ddp(rank: int, world: int, s: "Settings", port: int, tmp: str) -> None:
     _save(tmp, rank, {"sps": sps(times, s)})
 
 
-def run_ddp(s: "Settings") -> float:
+def run_ddp(s: Settings) -> float:
     """Samples/s of BP with DistributedDataParallel on as many ranks as the decoupled run uses."""
     return _spawn(_ddp, s, s.ranks)[-1]["sps"]

@@ -1,5 +1,5 @@
 """The benchmark workloads: models as flat ``nn.Sequential`` (so balancing may cut between any
-layers) and their seeded synthetic batches.
+layers), their seeded synthetic batches, and the models and batches of a benchmark's settings.
 
 * ``cnn``: four 3x3 convolutions (64-64-128-128 channels) with BatchNorm on 28x28x1 inputs: compute
   heavy, few parameters (0.2M), the workload where data parallelism pays little for all-reduce.
@@ -12,10 +12,14 @@ layers) and their seeded synthetic batches.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
+
+from ..model import DecoupledModel
+from ..seed import seed_everything
+from .settings import Settings
 
 VOCAB, TOKENS = 100_000, 32
 
@@ -61,6 +65,7 @@ def embed(num_classes: int = 10) -> nn.Sequential:
 
 
 WORKLOADS: dict[str, Callable[[], nn.Sequential]] = {"cnn": cnn, "cnn_fc": cnn_fc, "embed": embed}
+"""The workloads of :data:`scpl.bench.settings.WORKLOADS`, built."""
 
 
 def example(name: str, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -68,6 +73,23 @@ def example(name: str, n: int, generator: torch.Generator | None = None) -> Tens
     if name == "embed":
         return torch.randint(0, VOCAB, (n, TOKENS), generator=generator)
     return torch.randn(n, 1, 28, 28, generator=generator)
+
+
+def make_batches(s: Settings) -> list[tuple[Tensor, Tensor]]:
+    """The ``warmup + steps`` seeded synthetic (inputs, labels) batches every configuration trains on."""
+    return batches(s.model, s.batch_size, s.warmup + s.steps, s.seed)
+
+
+def build(s: Settings, method: str, counts: Optional[list[int]], compile: bool = False) -> DecoupledModel:
+    """The workload, seeded, as a DecoupledModel cut by ``counts`` and trained by ``method``."""
+    seed_everything(s.seed)
+    return DecoupledModel(WORKLOADS[s.model](), counts, method=method, num_classes=10,
+                          example_input=example(s.model, 2), compile=compile)
+
+
+def sps(times: list[float], s: Settings) -> float:
+    """Samples per second over the steps after the warm-up, from each step's end time."""
+    return s.steps * s.batch_size / (times[-1] - times[s.warmup - 1])
 
 
 def batches(name: str, batch_size: int, count: int, seed: int) -> list[tuple[Tensor, Tensor]]:
