@@ -4,8 +4,9 @@ A plain MLP 8-16-16-8-4 in 3 blocks (8->16 | 16->16 | 16->8->4), the shape a use
 tabular problem brings. Data: scikit-learn's ``make_classification`` (3,000 samples, 8 features
 of which 6 informative, 4 classes, 2 clusters each, class_sep 1.5, random_state 0), standardised;
 2,000 train, 500 validation, 500 test. Adam 1e-3, batch 64, 60 epochs, one thread. Each method
-with its default head and with heads whose widths follow the block's output width (``hidden``:
-the projector's hidden width, ``out``: its output width, ``None``: the default), 3 seeds.
+with its default head (a flat block's projector at most twice as wide as the block:
+:func:`scpl.heads.head_width`) and with the same projector at fixed hidden widths (512: every
+method's width before that rule), 3 seeds.
 Prints one line per setting (training, validation and test accuracy, mean of the seeds) and one
 JSON object as the last line::
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from sklearn.datasets import make_classification
@@ -25,11 +26,24 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import scpl
+from scpl.heads import mlp as head_mlp
 
-SETTINGS: list[tuple[str, dict]] = [("bp", {})] + [
-    (method, options) for method in ("scpl", "deinforeg", "greedy")
-    for options in ({}, {"projector_hidden": 32}, {"projector_hidden": 64}, {"projector_hidden": 128},
-                    {"projector": "linear"})]
+OUT = {"scpl": 128, "greedy": 4}  # each method's projector output (DeInfoReg's: its hidden width)
+
+
+def projector(method: str, hidden: int) -> Callable[[int], nn.Module]:
+    """The method's default projector with ``hidden`` units, whatever the block's width."""
+    if method == "deinforeg":
+        return lambda d: head_mlp([d, hidden, hidden, hidden], batch_norm=True)
+    return lambda d: head_mlp([d, hidden, OUT[method]])
+
+
+SETTINGS: list[tuple[str, str, dict]] = [("bp", "default", {})] + [
+    (method, label, options) for method in ("scpl", "deinforeg", "greedy")
+    for label, options in (("default (2 x the block's width)", {}),
+                           *((f"hidden {w}", {"projector": projector(method, w)}) for w in (64, 128, 512)),
+                           ("linear", {"projector": "linear"}))]
+"""(method, setting, options): 512 was every method's width before the flat-width rule."""
 
 
 def data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,17 +65,15 @@ def accuracy(model: scpl.DecoupledModel, x: torch.Tensor, y: torch.Tensor) -> fl
 
 def run(method: str, options: dict, seed: int, epochs: int) -> dict[str, float]:
     x, y = data()
-    splits = {"train": (x[:2000], y[:2000]), "val": (x[2000:2500], y[2000:2500]), "test": (x[2500:], y[2500:])}
+    splits = {"train": (x[:2000], y[:2000]), "val": (x[2000:2500], y[2000:2500]),
+              "test": (x[2500:], y[2500:])}
     loader = DataLoader(TensorDataset(*splits["train"]), batch_size=64, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
     scpl.seed_everything(seed)
-    model = scpl.DecoupledModel(mlp(), [2, 2, 3], method=method, num_classes=4, example_input=x[:2], **options)
+    model = scpl.DecoupledModel(mlp(), [2, 2, 3], method=method, num_classes=4, example_input=x[:2],
+                                **options)
     model.fit(loader, epochs=epochs, progress=False)
     return {split: accuracy(model, *xy) for split, xy in splits.items()}
-
-
-def describe(options: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in options.items()) or "default"
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -73,13 +85,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     results = []
-    for method, options in SETTINGS:
+    for method, setting, options in SETTINGS:
         if args.methods and method not in args.methods:
             continue
         runs = [run(method, options, seed, args.epochs) for seed in args.seeds]
         mean = {split: statistics.mean(r[split] for r in runs) for split in ("train", "val", "test")}
-        results.append({"method": method, "setting": describe(options), **mean})
-        print(f"{method:<10} {describe(options):<45} train {100 * mean['train']:6.2f}  "
+        results.append({"method": method, "setting": setting, **mean})
+        print(f"{method:<10} {setting:<32} train {100 * mean['train']:6.2f}  "
               f"val {100 * mean['val']:6.2f}  test {100 * mean['test']:6.2f}", flush=True)
     print(json.dumps({"epochs": args.epochs, "seeds": args.seeds, "results": results}))
 

@@ -75,7 +75,8 @@ class DecoupledModel(nn.Module):
             (``scpl.heads.PROJECTORS``) or feature extractor (``scpl.heads.FEATURES``) of the
             blocks before the last: a name, module or callable, a mapping from the kind of block
             output (``"conv"``, ``"sequence"``, ``"flat"``) to one, or a list with one per block.
-        projector_dim / projector_hidden: projector output and hidden widths.
+        projector_dim / projector_hidden: projector output and hidden widths (a flat block's
+            projector is at most twice as wide as its features: :func:`scpl.heads.head_width`).
         exits: exit classifiers (trained on detached features) on every block but the last
             (default: the method's; on for ``"dascpl"``).
         optimizer / scheduler: factories ``params -> Optimizer`` and ``Optimizer -> LRScheduler``,
