@@ -7,19 +7,20 @@ from scpl import names
 
 
 def test_every_registry_holds_exactly_the_offered_names():
+    from scpl.assembly import PRECISIONS
     from scpl.data.augment import PRESETS
     from scpl.data.datasets import DATASETS
     from scpl.executors import EXECUTORS
     from scpl.heads import FEATURES, PROJECTORS
     from scpl.methods import METHODS
-    from scpl.model import LAST_BLOCKS, PRECISIONS
     from scpl.models import MODELS
     from scpl.optim import OPTIMIZERS, SCHEDULES
 
-    pairs = [(names.METHODS, METHODS), (names.MODELS, MODELS), (names.DATASETS, DATASETS),
-             (names.OPTIMIZERS, OPTIMIZERS), (names.LR_SCHEDULES, SCHEDULES), (names.AUGMENTATIONS, PRESETS),
-             (names.EXECUTORS, EXECUTORS), (names.PRECISIONS, PRECISIONS), (names.PROJECTORS, PROJECTORS),
-             (names.FEATURES, FEATURES), (names.LAST_BLOCKS, LAST_BLOCKS)]
+    pairs = [(names.METHOD_NAMES, METHODS), (names.MODEL_NAMES, MODELS), (names.DATASET_NAMES, DATASETS),
+             (names.OPTIMIZER_NAMES, OPTIMIZERS), (names.SCHEDULE_NAMES, SCHEDULES),
+             (names.AUGMENTATION_NAMES, PRESETS), (names.EXECUTOR_NAMES, EXECUTORS),
+             (names.PRECISION_NAMES, PRECISIONS), (names.PROJECTOR_NAMES, PROJECTORS),
+             (names.FEATURE_NAMES, FEATURES)]
     for offered, registry in pairs:
         assert sorted(offered) == sorted(registry)
 

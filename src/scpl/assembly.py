@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses
 import warnings
 import weakref
-from typing import Optional, Sequence, Union
+from functools import partial
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -19,19 +20,12 @@ from .context import decoder as context_decoder
 from .context import wrap as context_wrap
 from .errors import ConfigError
 from .flow import Flow, call_with_flow, flow_to
-from .heads import HeadFactory, final_linear
-from .methods import METHODS, Method
+from .heads import HeadFactory, Leading, final_linear, per_block
+from .methods import Method
 from .objectives import CrossEntropyLoss
+from .optim import block_lr_scales, scale_lr
 
 PRECISIONS: dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16}
-LAST_BLOCKS = names.LAST_BLOCKS
-
-
-def get_method(name: str) -> Method:
-    """The :class:`~scpl.methods.Method` called ``name``, or ConfigError listing the names."""
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
-    return METHODS[name]
 
 
 class Chain(nn.Module):
@@ -62,8 +56,8 @@ def check_options(precision: str, clip_grad_norm: Optional[float], num_classes: 
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(f"num_classes must be an integer >= 2 (a classifier needs at least two classes), "
                           f"got {num_classes!r}")
-    if last_block not in LAST_BLOCKS:
-        raise ConfigError(f"unknown last_block {last_block!r}; choose one of {list(LAST_BLOCKS)}")
+    if last_block not in names.LAST_BLOCK_NAMES:
+        raise ConfigError(f"unknown last_block {last_block!r}; choose one of {list(names.LAST_BLOCK_NAMES)}")
     if last_block != "ce" and method == "bp":
         raise ConfigError("last_block='contrastive' trains the last block with a local objective; "
                           "BP has none")
@@ -134,3 +128,39 @@ def claim(model: Union[nn.Module, Sequence[nn.Module]]) -> None:
                       "the same weights; give each DecoupledModel its own model (build a fresh one, or "
                       "copy.deepcopy)", RuntimeWarning, stacklevel=3)
     _CLAIMED.update((id(p), weakref.ref(p)) for p in params)
+
+
+def _adam(params):
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+def build_blocks(spec: Method, parts: list[nn.Module], devices: Any, num_classes: int, heads: dict,
+                 example_input: Flow, context: Optional[ContextSpec], last_block: str,
+                 view: Optional[int]) -> list[Block]:
+    """A model's blocks from its parts: placed on ``devices`` (one, or one per part), each with
+    the method's head (built by :class:`~scpl.heads.HeadFactory` from ``heads``; ``view``: how
+    many leading values of a traced model's flow a head reads, None for other models), or BP's
+    one block."""
+    places = [torch.device(d) for d in per_block(devices or "cpu", len(parts), "devices")]
+    if not spec.objective:
+        return [ce_block(Chain([p.to(d) for p, d in zip(parts, places)]), 0)]
+    wrap = partial(Leading, stop=view or 1) if context is not None or view is not None else None
+    factory = HeadFactory.for_method(spec, num_classes, max(len(parts) - 1, 1), **heads, wrap=wrap)
+    return assemble(parts, places, factory, example_input, context, last_block)
+
+
+def configure(blocks: list[Block], spec: Method, optimizer: Any, scheduler: Any, block_lr: Any,
+              precision: str, clip_grad_norm: Optional[float], compile: bool) -> list[float]:
+    """Give every block its optimizer (at its ``block_lr`` multiple of the rate; None: the
+    method's rule, or "uniform" when ``optimizer`` is one per block), scheduler, precision and
+    clipping, and compile it if asked; the multipliers."""
+    k = len(blocks)
+    if block_lr is None:  # one optimizer per block sets each block's rate as given
+        block_lr = "uniform" if isinstance(optimizer, (list, tuple)) else spec.block_lr
+    scales = block_lr_scales(block_lr, k)
+    for block, opt, scale, sched in zip(blocks, per_block(optimizer or _adam, k, "optimizer"), scales,
+                                        per_block(scheduler, k, "scheduler")):
+        block.configure(scale_lr(opt, scale), sched, PRECISIONS[precision], clip_grad_norm)
+        if compile:
+            block.compile()
+    return scales

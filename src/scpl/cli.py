@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist", "auto"],
                       help="digits (bundled with scikit-learn, default), fashion-mnist, or auto "
                            "(Fashion-MNIST if installed)")
-    demo.add_argument("--methods", nargs="+", choices=names.METHODS, metavar="METHOD",
-                      help=f"any of {choices(names.METHODS)} (default: bp scpl deinforeg greedy)")
+    demo.add_argument("--methods", nargs="+", choices=names.METHOD_NAMES, metavar="METHOD",
+                      help=f"any of {choices(names.METHOD_NAMES)} (default: bp scpl deinforeg greedy)")
     demo.add_argument("--epochs", type=int, help="default 12 on digits, 3 on Fashion-MNIST")
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--train-limit", type=int, default=10000, help="Fashion-MNIST: first N training images")
@@ -132,12 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="any TrainConfig key, value in YAML")
     train.add_argument("--model", metavar="NAME",
-                       help=choices(names.MODELS) + ", or timm:NAME / hf:NAME (e.g. timm:resnet18, hf:bert; "
-                            "pip install \"scpl[timm]\" or \"scpl[hf]\")")
-    train.add_argument("--dataset", choices=names.DATASETS, metavar="NAME", help=choices(names.DATASETS))
+                       help=choices(names.MODEL_NAMES) + ", or timm:NAME / hf:NAME (e.g. timm:resnet18, "
+                            "hf:bert; pip install \"scpl[timm]\" or \"scpl[hf]\")")
+    train.add_argument("--dataset", choices=names.DATASET_NAMES, metavar="NAME",
+                       help=choices(names.DATASET_NAMES))
     train.add_argument("--data-root", dest="data_root",
                        help="folder of the data set (default $SCPL_DATA/<name>)")
-    train.add_argument("--method", choices=names.METHODS, help="; ".join(
+    train.add_argument("--method", choices=names.METHOD_NAMES, help="; ".join(
         f"{name}: {m.about}" for name, m in METHODS.items()))
     train.add_argument("--blocks", help="'auto', a number of blocks K, layer counts '2,2', or split points "
                                         "by submodule name, e.g. 'layer2,layer3' for timm:resnet18 "
@@ -145,23 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-blocks", dest="num_blocks", type=int,
                        help="K for --blocks auto (under torchrun: the world size)")
     train.add_argument("--devices", help="a device, or one per block: 'cuda:0,cuda:1'")
-    train.add_argument("--executor", choices=names.EXECUTORS)
+    train.add_argument("--executor", choices=names.EXECUTOR_NAMES)
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", dest="batch_size", type=int)
     train.add_argument("--micro-batches", dest="micro_batches", type=int)
     train.add_argument("--replicas", type=int,
                        help="with --executor distributed: R replicas of every block on K x R ranks "
                             "(each replica trains on 1/R of every batch)")
-    train.add_argument("--optimizer", choices=names.OPTIMIZERS)
+    train.add_argument("--optimizer", choices=names.OPTIMIZER_NAMES)
     train.add_argument("--lr", type=float)
     train.add_argument("--weight-decay", dest="weight_decay", type=float)
-    train.add_argument("--schedule", choices=names.LR_SCHEDULES, help="learning-rate schedule")
+    train.add_argument("--schedule", choices=names.SCHEDULE_NAMES, help="learning-rate schedule")
     train.add_argument("--warmup-epochs", dest="warmup_epochs", type=int)
-    train.add_argument("--precision", choices=names.PRECISIONS)
+    train.add_argument("--precision", choices=names.PRECISION_NAMES)
     train.add_argument("--clip-grad-norm", dest="clip_grad_norm", type=float)
     train.add_argument("--compile", action="store_true", default=argparse.SUPPRESS,
                        help="torch.compile each block's training forward (one graph per block)")
-    train.add_argument("--augment", choices=names.AUGMENTATIONS)
+    train.add_argument("--augment", choices=names.AUGMENTATION_NAMES)
     train.add_argument("--label-noise", dest="label_noise", type=float,
                        help="symmetric noise rate, a fraction in [0, 1)")
     train.add_argument("--val-fraction", dest="val_fraction", type=float)

@@ -110,7 +110,7 @@ class Leading(nn.Module):
         return f"stop={self.stop}"
 
 
-FEATURES = names.FEATURES
+FEATURES = names.FEATURE_NAMES
 """Feature extractors by name: average pooling of conv maps to a 1x1, 2x2 or 4x4 grid, or a
 3x3 conv (+BN+ReLU) then 2x2 pooling. Sequences are mean-pooled and flat outputs kept by all."""
 
@@ -146,7 +146,7 @@ def mlp(dims: Sequence[int], batch_norm: bool = False) -> nn.Sequential:
 
 ProjectorSpec = Union[str, nn.Module, Callable[[int], nn.Module], None]
 
-PROJECTORS = names.PROJECTORS
+PROJECTORS = names.PROJECTOR_NAMES
 
 
 def build_projector(spec: ProjectorSpec, in_dim: int, out_dim: int, hidden: int = 512) -> nn.Module:

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, Union
 
+from .errors import ConfigError
+
 KINDS = ("conv", "sequence", "flat")
 """Kinds of block output a default can depend on: (B, C, H, W) maps, (B, T, D) sequences
 (alone or with a mask), anything else (flattened)."""
@@ -92,6 +94,13 @@ METHODS: dict[str, Method] = {
     "dascpl": Method(objective="supcon", projector="mlp", out_dim=128, exits=True, progressive=0.25,
                      about="SCPL + exit classifiers + blocks switched on progressively"),
 }
+
+
+def get_method(name: str) -> Method:
+    """The :class:`Method` called ``name``, or ConfigError listing the names."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]
 
 
 def resolve(spec: ByKind, kind: str) -> Optional[str]:

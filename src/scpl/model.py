@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from functools import partial
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -21,17 +20,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import balance
-from .assembly import (
-    LAST_BLOCKS,
-    PRECISIONS,
-    Chain,
-    assemble,
-    ce_block,
-    check_options,
-    claim,
-    context_spec,
-    get_method,
-)
+from .assembly import build_blocks, check_options, claim, configure, context_spec
 from .balance import Balance, HeadLoss, sample_labels
 from .batches import arranged, check_finite_outputs, checked, has_batch_norm
 from .block import OptimizerFactory, SchedulerFactory
@@ -39,20 +28,16 @@ from .context import ContextSpec, context_cost
 from .errors import ConfigError
 from .executors import DistributedExecutor, Executor, SequentialExecutor, get_executor
 from .flow import Flow, flow_to
-from .heads import HeadFactory, Leading, ProjectorSpec, per_block
+from .heads import HeadFactory, ProjectorSpec
+from .methods import get_method
 from .objectives import ObjectiveSpec
-from .optim import block_lr_scales, scale_lr
 from .partition import BlockSpec, split_model, units
 from .progress import EpochBar, chain, epoch_line
 from .progressive import BlockSchedule
 from .tracing.cut import TracedStage
 from .tracing.units import points_of
 
-__all__ = ["DecoupledModel", "auto_cut", "PRECISIONS", "LAST_BLOCKS", "get_method"]
-
-
-def _adam(params):
-    return torch.optim.Adam(params, lr=1e-3)
+__all__ = ["DecoupledModel", "auto_cut"]
 
 
 class DecoupledModel(nn.Module):
@@ -172,24 +157,12 @@ class DecoupledModel(nn.Module):
         self.input_names = traced.inputs if traced is not None else None
         self.split_points = [p.start for p in parts[1:]] if traced is not None else None
         example_input = arranged(example_input, self.input_names)
-        places = [torch.device(d) for d in per_block(devices or "cpu", len(parts), "devices")]
-        view = traced.head_inputs if traced is not None else 1  # a head reads (output, mask) of a traced flow
-        factory = HeadFactory.for_method(spec, num_classes, max(len(parts) - 1, 1), **heads,
-                                         wrap=partial(Leading, stop=view)
-                                         if context is not None or traced is not None else None)
-        built = assemble(parts, places, factory, example_input, context, last_block) if spec.objective else \
-            [ce_block(Chain([p.to(d) for p, d in zip(parts, places)]), 0)]
-        self.blocks = nn.ModuleList(built)
+        view = traced.head_inputs if traced is not None else None  # heads: (output, mask) of a traced flow
+        self.blocks = nn.ModuleList(build_blocks(spec, parts, devices, num_classes, heads, example_input,
+                                                 context, last_block, view))
         self._check_output(example_input)
-        k = len(self.blocks)
-        if block_lr is None:  # one optimizer per block sets each block's rate as given
-            block_lr = "uniform" if isinstance(optimizer, (list, tuple)) else spec.block_lr
-        self.block_lr = block_lr_scales(block_lr, k)
-        for block, opt, scale, sched in zip(self.blocks, per_block(optimizer or _adam, k, "optimizer"),
-                                            self.block_lr, per_block(scheduler, k, "scheduler")):
-            block.configure(scale_lr(opt, scale), sched, PRECISIONS[precision], clip_grad_norm)
-            if compile:
-                block.compile()
+        self.block_lr = configure(list(self.blocks), spec, optimizer, scheduler, block_lr, precision,
+                                  clip_grad_norm, compile)
 
     def compile_report(self) -> dict[str, int]:
         """What torch.compile did in this process so far: graphs compiled and recompilations."""
@@ -366,7 +339,7 @@ class DecoupledModel(nn.Module):
                on_step: Optional[Callable[[int, list[float]], None]], progress: bool) -> dict[str, Any]:
         start = time.perf_counter()
         steps_before = [block.steps for block in self.blocks]
-        bar = EpochBar(epoch + 1, epochs, _length(loader), _batch_size(loader), enabled=progress)
+        bar = EpochBar(epoch + 1, epochs, loader, enabled=progress)
         try:
             steps = executor.train_epoch(list(self.blocks), self._checked(loader, training=True),
                                          chain(on_step, lambda step, losses: bar.step(losses)))
@@ -425,17 +398,3 @@ def auto_cut(model: nn.Module, num_blocks: Optional[int], example_input: Flow, *
     if points is not None:
         found.points = points_of(points, found.counts)
     return found
-
-
-def _length(loader: Iterable) -> Optional[int]:
-    try:
-        return len(loader)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-
-
-def _batch_size(loader: Iterable) -> Optional[int]:
-    size = getattr(loader, "batch_size", None)
-    return size if isinstance(size, int) else None
-
-

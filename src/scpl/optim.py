@@ -19,9 +19,9 @@ from . import names
 from .errors import ConfigError
 from .methods import is_multiplier
 
-OPTIMIZERS = names.OPTIMIZERS
-SCHEDULES = names.LR_SCHEDULES
-BLOCK_LR = names.BLOCK_LR
+OPTIMIZERS = names.OPTIMIZER_NAMES
+SCHEDULES = names.SCHEDULE_NAMES
+BLOCK_LR = names.BLOCK_LR_NAMES
 
 
 class LARS(torch.optim.Optimizer):

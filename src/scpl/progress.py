@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence, Sized
 
 from tqdm import tqdm
 
@@ -24,15 +24,17 @@ class EpochBar:
 
     Args:
         epoch, epochs: 1-based epoch and the total, for the label.
-        total: steps in the epoch, if known.
-        batch_size: samples per step, for samples/s.
+        loader: the epoch's batches: its length (steps) and ``batch_size`` (samples per step, for
+            samples/s) are shown when it has them.
         enabled: draw the bar (it is drawn only when stderr is a terminal).
     """
 
-    def __init__(self, epoch: int, epochs: int, total: Optional[int], batch_size: Optional[int],
-                 enabled: bool = True):
+    def __init__(self, epoch: int, epochs: int, loader: Iterable, enabled: bool = True):
+        total = len(loader) if isinstance(loader, Sized) else None
+        size = getattr(loader, "batch_size", None)
         self.sums: list[float] = []
-        self.count, self.start, self.batch_size = 0, time.perf_counter(), batch_size
+        self.count, self.start = 0, time.perf_counter()
+        self.batch_size = size if isinstance(size, int) else None
         self.bar: Optional[tqdm] = None  # no tqdm object (nor its monitor thread) unless it is drawn
         if enabled and sys.stderr.isatty():
             self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,

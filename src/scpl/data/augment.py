@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..names import AUGMENTATIONS
+from ..names import AUGMENTATION_NAMES
 from .transforms import (
     LUMA,
     ColorJitter,
@@ -48,7 +48,7 @@ from .transforms import (
     rgb_to_hsv,
 )
 
-PRESETS = AUGMENTATIONS
+PRESETS = AUGMENTATION_NAMES
 
 __all__ = ["Augment", "preset", "PRESETS", "Transform", "LUMA", "ColorJitter", "Compose", "Normalize",
            "RandomApply", "RandomCrop", "RandomGrayscale", "RandomHorizontalFlip", "TwoViews", "grayscale",

@@ -43,6 +43,11 @@ class Batches:
     def __len__(self) -> int:
         return len(self.loader)
 
+    @property
+    def batch_size(self) -> Optional[int]:
+        """Samples per batch (for samples/s)."""
+        return self.loader.batch_size
+
     def __iter__(self) -> Iterator:
         for x, y in self.loader:
             if self.transform is not None:

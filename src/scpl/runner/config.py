@@ -67,7 +67,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    # each block's peak lr as a multiple of lr: a rule of names.BLOCK_LR ("ramp": 1, 1.5, 2, 2, ...;
+    # each block's peak lr as a multiple of lr: a rule of names.BLOCK_LR_NAMES ("ramp": 1, 1.5, 2, 2, ...;
     # "uniform": the papers', BP's default) or one multiplier per block (BP: one)
     block_lr: Optional[Any] = None  # None: the method's default, written in by __post_init__
     momentum: float = 0.9
@@ -154,25 +154,26 @@ class TrainConfig:
              "micro-batches; use micro_batches: 1"),
         ]
         checks.append((names.is_model(self.model), f"unknown model {self.model!r}; choose one of "
-                       f"{list(names.MODELS)}, timm:NAME or hf:NAME"))
-        known = [("method", self.method, names.METHODS),
-                 ("dataset", self.dataset, names.DATASETS), ("optimizer", self.optimizer, names.OPTIMIZERS),
-                 ("schedule", self.schedule, names.LR_SCHEDULES),
-                 ("executor", self.executor, names.EXECUTORS),
-                 ("precision", self.precision, names.PRECISIONS),
-                 ("augment", self.augment, names.AUGMENTATIONS),
-                 ("last_block", self.last_block, names.LAST_BLOCKS)]
+                       f"{list(names.MODEL_NAMES)}, timm:NAME or hf:NAME"))
+        known = [("method", self.method, names.METHOD_NAMES),
+                 ("dataset", self.dataset, names.DATASET_NAMES),
+                 ("optimizer", self.optimizer, names.OPTIMIZER_NAMES),
+                 ("schedule", self.schedule, names.SCHEDULE_NAMES),
+                 ("executor", self.executor, names.EXECUTOR_NAMES),
+                 ("precision", self.precision, names.PRECISION_NAMES),
+                 ("augment", self.augment, names.AUGMENTATION_NAMES),
+                 ("last_block", self.last_block, names.LAST_BLOCK_NAMES)]
         checks += [(value in choices, f"unknown {key} {value!r}; choose one of {sorted(choices)}")
                    for key, value, choices in known]
-        for key, choices in (("projector", names.PROJECTORS), ("features", names.FEATURES)):
+        for key, choices in (("projector", names.PROJECTOR_NAMES), ("features", names.FEATURE_NAMES)):
             checks += [(name in choices, f"unknown {key} {name!r}; choose one of {sorted(choices)} (or a "
                         "mapping from conv / sequence / flat to one, or a list of one per block)")
                        for name in _named(getattr(self, key))]
         rule = self.block_lr
-        known_rule = rule in names.BLOCK_LR if isinstance(rule, str) else (
+        known_rule = rule in names.BLOCK_LR_NAMES if isinstance(rule, str) else (
             isinstance(rule, (list, tuple)) and len(rule) > 0 and all(is_multiplier(v) for v in rule))
-        checks.append((known_rule, f"block_lr is a rule ({' or '.join(names.BLOCK_LR)}) or finite positive "
-                                   f"multipliers, one per block, e.g. [1, 1.5, 2, 2]; got {rule!r}"))
+        checks.append((known_rule, f"block_lr is a rule ({' or '.join(names.BLOCK_LR_NAMES)}) or finite "
+                                   f"positive multipliers, one per block, e.g. [1, 1.5, 2, 2]; got {rule!r}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)

@@ -128,7 +128,7 @@ class ProgressBar(Hook):
     def epoch_start(self, loop: "Loop", epoch: int) -> None:
         """Open the epoch's bar."""
         cfg = loop.run.cfg
-        self.bar = EpochBar(epoch + 1, cfg.epochs, len(loop.run.train_batches), cfg.batch_size, self.enabled)
+        self.bar = EpochBar(epoch + 1, cfg.epochs, loop.run.train_batches, self.enabled)
 
     def step(self, loop: "Loop", step: int, losses: list[float]) -> None:
         """Advance the bar with the step's losses."""
