@@ -3,6 +3,11 @@ against BP (docs/results.md, "Depth")."""
 
 from __future__ import annotations
 
+import json
+import statistics
+from pathlib import Path
+from typing import Optional
+
 from .spec import SEEDS, Spec
 
 DEPTH_RECIPE = "fmnist-resnet32-depth"
@@ -46,3 +51,115 @@ def depth_runs() -> list[Spec]:
     runs += [spec("bp", 1, seed) for seed in SEEDS[1:]] + [longer]
     return runs + [spec(row, k, seed) for seed in SEEDS[1:] for k, rows in DEPTH_SEEDED.items()
                    for row in rows]
+
+
+# --------------------------------------------------------------------------- tables
+
+COSTS = Path(__file__).resolve().parents[1] / "depth-costs.json"
+"""Activation memory and per-block step times of every row and K (``benchmarks/depth_costs.py``)."""
+INFOPRO_ERROR_RATIO = 12.75 / 7.76
+"""InfoPro's test error on CIFAR-10 ResNet-32 at K=16 over K=2 (its paper, Table 2): 1.64."""
+
+
+def _test(runs: dict[str, dict], row: str, k: int, seed: int = 0) -> Optional[float]:
+    record = runs.get(depth_name(row, k, seed))
+    return None if record is None else 100 * record["summary"]["test_accuracy"]
+
+
+def _val(runs: dict[str, dict], row: str, k: int, seed: int = 0) -> Optional[float]:
+    record = runs.get(depth_name(row, k, seed))
+    return None if record is None else 100 * record["summary"]["val_accuracy"]
+
+
+def accuracy_table(runs: dict[str, dict]) -> list[str]:
+    """Test accuracy of every row at every K (seed 0), with its gap to BP (seed 0)."""
+    bp = _test(runs, "bp", 1)
+    ks = sorted(DEPTH_KS)
+    rows = []
+    for row in DEPTH_ROWS:
+        cells = [_test(runs, row, k) for k in ks]
+        if all(c is None for c in cells):
+            continue
+        shown = ["-" if c is None else f"{c:.2f} ({c - bp:+.2f})" if bp is not None else f"{c:.2f}"
+                 for c in cells]
+        rows.append(f"| {row} | {' | '.join(shown)} |")
+    if not rows:
+        return []
+    return ["Test accuracy % (gap to BP), seed 0:", "",
+            "| method | " + " | ".join(f"K={k}" for k in ks) + " |", "| --- |" + " ---: |" * len(ks),
+            f"| BP (one block: the same run at every K) | {' | '.join([f'{bp:.2f}'] * len(ks))} |"
+            if bp is not None else "| BP | - |",
+            *rows, ""]
+
+
+def tradeoff_tables(runs: dict[str, dict], costs: Optional[dict]) -> list[str]:
+    """Per K: each row's accuracy next to the activation memory it holds and the ideal speed-up
+    of a pipeline on K devices."""
+    bp = _test(runs, "bp", 1)
+    lines: list[str] = []
+    bp_bytes = costs["bp"]["peak_bytes"] if costs else None
+    for k in sorted(DEPTH_KS):
+        body = []
+        for row in DEPTH_ROWS:
+            test, val = _test(runs, row, k), _val(runs, row, k)
+            if test is None:
+                continue
+            cost = (costs or {}).get("rows", {}).get(row, {}).get(str(k))
+            memory = (f"{cost['peak_bytes'] / 2**20:.0f} ({cost['peak_bytes'] / bp_bytes:.2f})"
+                      if cost and bp_bytes else "-")
+            speedup = f"{cost['ideal_speedup']:.2f}" if cost else "-"
+            gap = f"{test - bp:+.2f}" if bp is not None else "-"
+            body.append(f"| {row} | {test:.2f} | {gap} | {val:.2f} | {memory} | {speedup} |")
+        if body:
+            lines += [f"#### K = {k}", "",
+                      "| method | test % | gap to BP | val % | activation memory MiB (of BP's) | "
+                      "ideal speed-up on K devices |", "| --- | ---: | ---: | ---: | ---: | ---: |",
+                      *body, ""]
+    if lines and bp_bytes:
+        lines = [f"BP holds {bp_bytes / 2**20:.0f} MiB of activations for backward at batch 128 "
+                 "(`python benchmarks/depth_costs.py`: memory counted as `scpl bench memory` counts it, "
+                 "speed-up = the sum of the measured per-block step times over the slowest).", "", *lines]
+    return lines
+
+
+def paired_table(runs: dict[str, dict]) -> list[str]:
+    """The seeded rows' gap to BP at the same seed, K = 8 and 16."""
+    rows = []
+    for k, names in DEPTH_SEEDED.items():
+        for row in names:
+            gaps = [(s, _test(runs, row, k, s), _test(runs, "bp", 1, s)) for s in SEEDS]
+            found = [(s, a - b) for s, a, b in gaps if a is not None and b is not None]
+            if len(found) < 2:
+                continue
+            values = [g for _, g in found]
+            rows.append(f"| K={k} | {row} | " + " / ".join(f"s{s} {g:+.2f}" for s, g in found) +
+                        f" | {statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f} |")
+    if not rows:
+        return []
+    return ["Gap to BP at the same seed (test, points):", "", "| K | method | per seed | mean ± sd |",
+            "| --- | --- | --- | ---: |", *rows, ""]
+
+
+def depth_tables(runs: dict[str, dict], figures: Optional[Path] = None) -> list[str]:
+    """The depth section's tables (and, with ``figures``, its plot ``depth.png`` there)."""
+    costs = json.loads(COSTS.read_text()) if COSTS.exists() else None
+    lines = accuracy_table(runs)
+    if not lines:
+        return []
+    bp = _test(runs, "bp", 1)
+    if figures is not None and bp is not None:
+        from scpl.plots import plot_depth
+
+        accuracy = {row: {k: a for k in DEPTH_KS if (a := _test(runs, row, k)) is not None}
+                    for row in DEPTH_ROWS}
+        path = plot_depth({r: a for r, a in accuracy.items() if a}, bp, figures / "depth.png",
+                          title=f"ResNet-32 on Fashion-MNIST ({DEPTH_RECIPE}, seed 0)")
+        lines += [f"![accuracy against K](img/{path.name})", ""]
+    lines += tradeoff_tables(runs, costs) + paired_table(runs)
+    longer = runs.get("depth-bp-20ep-s0")
+    if longer and bp is not None:
+        lines += [f"BP at 20 epochs: test {100 * longer['summary']['test_accuracy']:.2f}, validation "
+                  f"{100 * longer['summary']['val_accuracy']:.2f} (best epoch "
+                  f"{longer['summary']['best_epoch']}), against {bp:.2f} / {_val(runs, 'bp', 1):.2f} "
+                  "at 10.", ""]
+    return lines

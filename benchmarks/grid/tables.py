@@ -6,6 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
+from .depth import DEPTH_RECIPE, depth_tables
 from .execute import load
 from .gallery import gallery_table
 from .spec import SEEDS, parity_name, portable
@@ -315,6 +316,9 @@ def tables(figures: Optional[Path] = None) -> str:
     runs = load()
     lines = ["### Converged parity, the defaults (`block_lr=ramp`)", ""] + parity_tables(runs)
     lines += ramp_against_uniform(runs)
+    depth = depth_tables(runs, figures)
+    if depth:
+        lines += [f"### Depth: ResNet-32 cut into K = 2 to 16 blocks (`{DEPTH_RECIPE}`)", "", *depth]
     lines += ["### Converged parity, one learning rate for every block (`--set block_lr=uniform`, "
               "the defaults before 2026-12-01)", ""] + parity_tables(runs, BEFORE)
     lines += ["### Ablations (validation accuracy, one factor at a time)", ""] + ablation_tables(runs)

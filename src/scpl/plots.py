@@ -200,6 +200,27 @@ def _field(event: Any, key: str) -> Any:
     return event[key] if isinstance(event, dict) else getattr(event, key)
 
 
+def plot_depth(accuracy: Mapping[str, Mapping[int, float]], bp: float, path: PathLike,
+               title: str = "") -> Path:
+    """Test accuracy (%) against the number of blocks K, one line per method (``accuracy``: method
+    -> K -> accuracy), BP as a horizontal line; K on a log-2 axis."""
+    if not accuracy:
+        raise ValueError("plot_depth: no method to plot")
+    fig = _figure((6.4, 4.2))
+    ax = fig.subplots()
+    ks = sorted({k for by_k in accuracy.values() for k in by_k})
+    for label, by_k in accuracy.items():
+        points = sorted(by_k.items())
+        ax.plot([k for k, _ in points], [a for _, a in points], marker="o", linewidth=1.4, label=label)
+    ax.axhline(bp, color="black", linestyle="--", linewidth=1.2, label="BP")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set(xlabel="blocks K", ylabel="test accuracy %", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncol=2)
+    return _save(fig, path)
+
+
 def _figure(size: tuple[float, float]) -> Figure:
     fig = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(fig)
