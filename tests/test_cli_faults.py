@@ -33,6 +33,8 @@ def trained(tmp_path, name="run", *extra):
 
 
 @pytest.mark.parametrize("args, message", [
+    (["--set", "model_args={widths: [8, 8"],
+     "--set model_args=\\{widths: \\[8, 8: the value is not valid YAML"),
     (["--devices", "cuda:0"], "CUDA is not available on this machine"),
     (["--devices", "tpu"], "unknown device 'tpu'"),
     (["--threads", "-1"], "threads must be >= 1"),
@@ -146,7 +148,9 @@ def test_bench_settings_are_checked(capsys, args, message):
     assert re.search(message, one_error_line(capsys, "bench", "pipeline", *args))
 
 
-def test_ctrl_c_prints_where_it_stopped_and_how_to_resume(tmp_path):
+@pytest.mark.parametrize("sent, code, how", [(signal.SIGINT, 130, "interrupted"),
+                                             (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_and_sigterm_print_where_it_stopped_and_how_to_resume(tmp_path, sent, code, how):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "scpl", *FAST[:3], "--epochs", "200", *FAST[5:], "--out", str(out)]
     # a shell's background job (CI run with `&`, nohup) ignores SIGINT, and children inherit that:
@@ -156,12 +160,12 @@ def test_ctrl_c_prints_where_it_stopped_and_how_to_resume(tmp_path):
     deadline = time.monotonic() + 120
     while not (out / "latest.json").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sent)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("scpl train: interrupted; epochs 1-") and f"are saved in {out}" in last, last
+    assert last.startswith(f"scpl train: {how}; epochs 1-") and f"are saved in {out}" in last, last
     assert last.endswith(f"--out {out} --resume"), last
 
 

@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from tqdm import tqdm
@@ -59,7 +61,11 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"--set takes KEY=VALUE (YAML value), got {item!r}")
-        values[key.replace("-", "_")] = yaml.safe_load(text)
+        try:
+            values[key.replace("-", "_")] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({str(exc).splitlines()[0]}); "
+                              "quote it, e.g. --set 'model_args={hidden: 64}'") from exc
     if args.json:
         values.setdefault("progress", False)
     return TrainConfig.from_dict(values)
@@ -201,28 +207,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and torchrun's agent send), handled as Ctrl-C is."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run ``scpl`` on ``argv`` (default ``sys.argv[1:]``); return the exit status (1: error, 130: Ctrl-C)."""
+    """Run ``scpl`` on ``argv`` (default ``sys.argv[1:]``); return the exit status (1: error,
+    130: Ctrl-C, 143: SIGTERM)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except (ScplError, FileNotFoundError, ImportError) as exc:
         print(f"scpl {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"scpl {args.command}: {interrupted(args, argv)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"scpl {args.command}: {interrupted(args, argv, how)}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
-def interrupted(args: argparse.Namespace, argv: list[str]) -> str:
-    """One line for Ctrl-C: where a training run stopped and the exact command that continues it."""
+def interrupted(args: argparse.Namespace, argv: list[str], how: str = "interrupted") -> str:
+    """One line for Ctrl-C or SIGTERM (``how``): where a training run stopped and the exact
+    command that continues it."""
     out = getattr(args, "out", None)
     if args.command != "train":
-        return "interrupted"
+        return how
     if not out:
-        return "interrupted; nothing was saved (no --out)"
+        return f"{how}; nothing was saved (no --out)"
     from pathlib import Path
 
     from .runner.state import latest
@@ -232,11 +251,11 @@ def interrupted(args: argparse.Namespace, argv: list[str]) -> str:
     except ScplError:
         done = None
     if not done:
-        return f"interrupted before the first epoch ended; nothing to resume in {out} (start it again)"
+        return f"{how} before the first epoch ended; nothing to resume in {out} (start it again)"
     resume = argv if "--resume" in argv else [*argv, "--resume"]
     again = ("rerun the same torchrun command with --resume" if "RANK" in os.environ
              else f"continue with: {shlex.join(['scpl', *resume])}")
-    return f"interrupted; epochs 1-{done} are saved in {out}; {again}"
+    return f"{how}; epochs 1-{done} are saved in {out}; {again}"
 
 
 if __name__ == "__main__":
