@@ -180,3 +180,35 @@ def test_a_finished_run_continues_to_more_epochs_with_a_learning_rate_restart(tm
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["config"]["restarts"] == [2]
     assert set(summary["environment"]) == {"scpl", "torch", "python", "host", "device"} and summary["started"]
+
+
+def test_a_full_disk_while_saving_says_what_is_safe_and_the_run_resumes_exactly(capsys, tmp_path,
+                                                                                monkeypatch):
+    """torch.save fails as on a full disk (PyTorch's own message) while epoch 2's set is written:
+    one line names the file and the saved epochs; the resumed run ends where an uninterrupted one
+    does."""
+    import torch
+
+    import scpl.checkpoint as C
+
+    full = tmp_path / "full"
+    assert main([*FAST, "--epochs", "2", "--out", str(full)]) == 0
+    out = tmp_path / "run"
+    real, calls = C.torch.save, [0]
+
+    def save(obj, f):
+        calls[0] += 1
+        if calls[0] == 8:  # a file of epoch 2's set (epoch 1: 4 blocks + 1 trainer state, and so on)
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 46: "
+                               "PytorchStreamWriter failed writing file data/0: file write failed")
+        return real(obj, f)
+
+    monkeypatch.setattr(C.torch, "save", save)
+    line = one_error_line(capsys, *FAST, "--epochs", "2", "--out", str(out))
+    assert "could not write" in line and "file write failed; is the disk full?" in line, line
+    assert f"nothing saved before is lost; epochs 1-1 are saved in {out}; continue with: scpl " in line
+    assert not [p for p in (out / "epochs").rglob(".*") if p.is_file()]  # no half-written file is left
+    monkeypatch.setattr(C.torch, "save", real)
+    assert main([*FAST, "--epochs", "2", "--out", str(out), "--resume"]) == 0
+    a, b = torch.load(full / "model.pt"), torch.load(out / "model.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

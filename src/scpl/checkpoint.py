@@ -21,22 +21,28 @@ from typing import IO, Any, Callable, Iterable, Optional, Union
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, WriteError
 
 
 def _atomic_write(path: str | Path, mode: str, write: Callable[[IO], None]) -> None:
     """Call ``write`` on a temporary file in ``path``'s folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise WriteError(f"could not write {path} ({exc.strerror or exc})") from exc
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         os.unlink(tmp)
+        if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "write" in str(exc)):
+            why = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
+            raise WriteError(f"could not write {path} ({why}; is the disk full?)") from exc
         raise
 
 

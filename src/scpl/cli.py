@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from . import names, recipes
 from .bench.cli import add_bench_parsers
-from .errors import ConfigError, ScplError
+from .errors import ConfigError, ScplError, WriteError
 from .methods import METHODS
 from .names import choices
 
@@ -225,6 +225,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
+    except WriteError as exc:  # the files already written are whole: say what is safe and how to go on
+        saved = _saved(args, argv) if args.command == "train" else ""
+        print(f"scpl {args.command}: error: {exc}; nothing saved before is lost{saved}", file=sys.stderr)
+        return 1
     except (ScplError, FileNotFoundError, ImportError) as exc:
         print(f"scpl {args.command}: error: {exc}", file=sys.stderr)
         return 1
@@ -237,11 +241,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def interrupted(args: argparse.Namespace, argv: list[str], how: str = "interrupted") -> str:
     """One line for Ctrl-C or SIGTERM (``how``): where a training run stopped and the exact
     command that continues it."""
-    out = getattr(args, "out", None)
     if args.command != "train":
         return how
+    return f"{how}{_saved(args, argv)}"
+
+
+def _saved(args: argparse.Namespace, argv: list[str]) -> str:
+    """What a stopped training run has on disk and how to go on: "; epochs 1-N are saved in OUT;
+    continue with: ..." (the exact --resume command)."""
+    out = getattr(args, "out", None)
     if not out:
-        return f"{how}; nothing was saved (no --out)"
+        return "; nothing was saved (no --out)"
     from pathlib import Path
 
     from .runner.state import latest
@@ -251,11 +261,11 @@ def interrupted(args: argparse.Namespace, argv: list[str], how: str = "interrupt
     except ScplError:
         done = None
     if not done:
-        return f"{how} before the first epoch ended; nothing to resume in {out} (start it again)"
+        return f" before the first epoch ended; nothing to resume in {out} (start it again)"
     resume = argv if "--resume" in argv else [*argv, "--resume"]
     again = ("rerun the same torchrun command with --resume" if "RANK" in os.environ
              else f"continue with: {shlex.join(['scpl', *resume])}")
-    return f"{how}; epochs 1-{done} are saved in {out}; {again}"
+    return f"; epochs 1-{done} are saved in {out}; {again}"
 
 
 if __name__ == "__main__":

@@ -50,3 +50,8 @@ class StageError(ScplError, RuntimeError):
 class TrainingDiverged(ScplError):
     """A run stopped because a local loss became NaN/inf; the message names the block, the step
     and the last good checkpoint."""
+
+
+class WriteError(ScplError, OSError):
+    """A file of a run could not be written (a full disk, a folder without write permission). The
+    file being written is left untouched (writes are atomic), so nothing already saved is lost."""
