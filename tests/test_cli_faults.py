@@ -60,6 +60,19 @@ def test_an_unwritable_out_fails_before_training(capsys, tmp_path):
     assert "cannot be written" in one_error_line(capsys, *FAST, "--out", str(locked / "run"))
 
 
+def test_a_read_only_epochs_folder_fails_before_training(capsys, tmp_path):
+    """An immutable epochs/ folder (chattr +i: even root cannot write there) is found when the run
+    starts, not when its first epoch is saved."""
+    out = trained(tmp_path)
+    if subprocess.run(["chattr", "+i", str(out / "epochs")], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here")
+    try:
+        line = one_error_line(capsys, *FAST, "--out", str(out), "--resume", "--epochs", "2")
+    finally:
+        subprocess.run(["chattr", "-i", str(out / "epochs")], check=True)
+    assert f"--out {out} cannot be written (Operation not permitted: {out / 'epochs'}" in line, line
+
+
 def test_out_is_checked_and_locked_before_training(capsys, tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("not a folder")

@@ -125,10 +125,15 @@ class RunLock:
             raise ConfigError(f"--out {out} is a file; give a folder (it is created if needed)")
         try:
             out.mkdir(parents=True, exist_ok=True)
+            for folder in (out, out / "epochs"):
+                if folder.is_dir():  # a read-only folder would be found only when the first epoch is saved
+                    probe = folder / f".write-check-{os.getpid()}"
+                    probe.touch(exist_ok=False)
+                    probe.unlink()
             fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             self.file = os.fdopen(fd, "r+")
         except OSError as exc:
-            raise ConfigError(f"--out {out} cannot be written ({exc.strerror}); "
+            raise ConfigError(f"--out {out} cannot be written ({exc.strerror}: {exc.filename}); "
                               "choose a writable folder") from exc
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
