@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from scpl import ConfigError
-from scpl.data import text
+from scpl.data import text, tokens
 from scpl.data.datasets import channel_stats, load_dataset, split_indices
 
 
@@ -37,15 +37,15 @@ def test_text_vocabulary_comes_from_the_training_part_only():
             and len(b.test) == 2399)
     train_texts, _, test_texts, _, _ = text.load_debian()
     tr, va = split_indices(len(train_texts), 0.1, 0)
-    train_words = {t for i in tr for t in text.tokenize(train_texts[i])}
-    held_out = ({t for i in va for t in text.tokenize(train_texts[i])}
-                | {t for s in test_texts for t in text.tokenize(s)})
+    train_words = {t for i in tr for t in tokens.tokenize(train_texts[i])}
+    held_out = ({t for i in va for t in tokens.tokenize(train_texts[i])}
+                | {t for s in test_texts for t in tokens.tokenize(s)})
     only_held_out = held_out - train_words
     assert only_held_out, "the held-out texts should contain words the training part lacks"
     assert not only_held_out & set(b.vocab.itos)
-    assert set(b.vocab.itos) == train_words | {text.PAD, text.UNK}
-    tokens, labels = b.collate([b.train[0], b.train[1]])
-    assert tokens.shape[0] == 2 and tokens.shape[1] <= 32 and labels.dtype == torch.int64
+    assert set(b.vocab.itos) == train_words | {tokens.PAD, tokens.UNK}
+    ids, labels = b.collate([b.train[0], b.train[1]])
+    assert ids.shape[0] == 2 and ids.shape[1] <= 32 and labels.dtype == torch.int64
 
 
 def test_unknown_data_set_lists_the_known_ones():

@@ -10,19 +10,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from scpl.data.glove import load_glove_package, read_glove_text
-from scpl.data.text import (
-    TokenDataset,
-    Vocab,
-    data_root,
-    encode_texts,
-    load_ag_news,
-    load_dbpedia,
-    load_debian,
-    load_imdb,
-    load_sst2,
-    pad_collate,
-    tokenize,
-)
+from scpl.data.text import data_root, load_ag_news, load_dbpedia, load_debian, load_imdb, load_sst2
+from scpl.data.tokens import TokenDataset, Vocab, encode_texts, pad_collate, tokenize
 
 
 def write_zhang_csv(path: Path, rows: list[tuple[int, str, str]]) -> None:
@@ -278,3 +267,30 @@ def test_glove_package():
     for word in ("cat", "house"):
         assert torch.equal(vectors[vocab.stoi[word]], torch.from_numpy(np.array(emb[words.index(word)])))
     assert vectors[0].abs().sum() == 0 and vectors[2].abs().sum() > 0
+
+
+def test_a_file_that_is_not_utf8_or_not_csv_is_named_with_its_line(tmp_path):
+    from scpl.errors import DataError
+
+    write_zhang_csv(tmp_path / "train.csv", AG_ROWS)
+    write_zhang_csv(tmp_path / "test.csv", AG_ROWS)
+    with open(tmp_path / "train.csv", "ab") as f:
+        f.write('"1","Caf\u00e9","latin-1 bytes"\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"train\.csv, line 4: not UTF-8 text \(byte 0xe9 at column 9\); "
+                                        r"convert the file to UTF-8"):
+        load_ag_news(tmp_path)
+    with open(tmp_path / "train.csv", "w", encoding="utf-8") as f:  # a quote left open swallows the rest
+        f.write('"1","a","b"\n"2","unclosed quote\n' + "more text\n" * 20000)
+    with pytest.raises(DataError, match=r"train\.csv, line \d+: not a valid CSV row \(field larger than"):
+        load_ag_news(tmp_path)
+
+
+def test_a_test_class_the_training_file_lacks_is_named(tmp_path):
+    from scpl.data.datasets import load_dataset
+
+    write_zhang_csv(tmp_path / "train.csv", [r for r in AG_ROWS if r[0] != 1])  # no "World"
+    write_zhang_csv(tmp_path / "test.csv", AG_ROWS)
+    with pytest.warns(UserWarning, match=r"ag-news: the test split has classes the training split lacks "
+                                         r"\(World\): the model never trains them, so test accuracy is at "
+                                         r"most 66.7 %"):
+        load_dataset("ag-news", str(tmp_path), max_len=8)

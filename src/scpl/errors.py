@@ -17,6 +17,10 @@ class LabelError(ScplError, ValueError):
     """Labels outside ``[0, num_classes)`` or of the wrong dtype or shape."""
 
 
+class DataError(ScplError, ValueError):
+    """A data file cannot be read as its format says: the message names the file and the line."""
+
+
 class BlockInputError(ScplError, RuntimeError):
     """A block rejected its input (usually a shape mismatch with the model's first layer)."""
 

