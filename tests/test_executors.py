@@ -130,6 +130,7 @@ def test_distributed_equals_sequential_bitwise(case, world, tmp_path):
         # evaluate() without an executor uses the pipeline
         assert saved["default_metrics"] == saved["metrics"]
         assert "a torch.distributed process group is active" in saved["refused"]  # an untrained model
+        assert "trained by the distributed executor, and its process group is gone" in saved["after_destroy"]
         assert saved["exit_accuracy"] == ref.evaluate_exits(CASES[case]()[1])
         assert saved["metrics"]["loss"] == pytest.approx(ref_metrics["loss"], rel=1e-6)
         assert torch.equal(saved["preds"], ref_preds)

@@ -212,6 +212,14 @@ class Block(nn.Module):
         return seeded_rng(self.device, (self.rng_seed, self.index, self.steps, micro))
 
 
+def compile_report() -> dict[str, int]:
+    """What torch.compile did in this process so far: graphs compiled and recompilations."""
+    from torch._dynamo.utils import counters
+
+    return {"graphs": int(counters["stats"]["unique_graphs"]),
+            "recompilations": int(sum(counters["recompiles"].values()))}
+
+
 class _Step(nn.Module):
     """``block.forward_loss`` as a module call (what torch.compile compiles)."""
 

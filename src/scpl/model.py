@@ -164,13 +164,6 @@ class DecoupledModel(nn.Module):
         self.block_lr = configure(list(self.blocks), spec, optimizer, scheduler, block_lr, precision,
                                   clip_grad_norm, compile)
 
-    def compile_report(self) -> dict[str, int]:
-        """What torch.compile did in this process so far: graphs compiled and recompilations."""
-        from torch._dynamo.utils import counters
-
-        return {"graphs": int(counters["stats"]["unique_graphs"]),
-                "recompilations": int(sum(counters["recompiles"].values()))}
-
     def default_block_schedule(self, epochs: int) -> Optional[BlockSchedule]:
         """The method's block schedule for ``epochs`` (DASCPL: progressive), else None."""
         if self.progressive_span is None:
@@ -213,13 +206,20 @@ class DecoupledModel(nn.Module):
 
     def inference_executor(self, executor: Union[str, Executor, None]) -> Executor:
         """The executor that runs inference: the given one; else the distributed executor the
-        model was trained with, if any; else the blocks in order in this process (refused while a
-        process group of several ranks is active: each rank holds only its own block's weights)."""
+        model was trained with, if any (refused once its process group is gone); else the blocks in
+        order in this process (refused while a process group of several ranks is active: each rank
+        holds only its own block's weights)."""
         if executor is not None:
             return get_executor(executor)
         distributed = dist.is_available() and dist.is_initialized()
-        if isinstance(self.trained_with, DistributedExecutor) and distributed:
-            return self.trained_with
+        if isinstance(self.trained_with, DistributedExecutor):
+            if distributed:
+                return self.trained_with
+            raise ConfigError("this model was trained by the distributed executor, and its process group is "
+                              "gone: this process holds only its own block's trained weights. Evaluate "
+                              "before destroy_process_group(), or load the whole model (save_blocks on every "
+                              "rank, then load_state_dict(merge_blocks(DIR, K))) and pass "
+                              "executor='sequential'")
         if distributed and dist.get_world_size() > 1:
             raise ConfigError("a torch.distributed process group is active: pass "
                               "executor=DistributedExecutor(...) to run the blocks on their ranks, or "

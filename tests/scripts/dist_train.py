@@ -73,11 +73,16 @@ def main() -> None:
         report = early_exit(model, loader, PatienceCosine(threshold=0.5), executor=ex)
         exits = {**report.as_dict(), "predictions": report.predictions, "exit_block": report.exit_block}
     state = {k: v for k, v in model.blocks[rank].state_dict().items()}
-    torch.save({"rank": rank, "block": state, "history": history, "steps": seen, "metrics": metrics,
-                "preds": preds, "exits": exits, "default_metrics": default_metrics,
-                "exit_accuracy": exit_accuracy, "refused": refused}, f"{out}.{rank}")
     dist.barrier()
     dist.destroy_process_group()
+    try:  # only this rank's block is trained here now: evaluating in-process would be wrong
+        model.evaluate(loader)
+        after = ""
+    except ConfigError as exc:
+        after = str(exc)
+    torch.save({"rank": rank, "block": state, "history": history, "steps": seen, "metrics": metrics,
+                "preds": preds, "exits": exits, "default_metrics": default_metrics,
+                "exit_accuracy": exit_accuracy, "refused": refused, "after_destroy": after}, f"{out}.{rank}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from ..block import compile_report
 from ..checkpoint import atomic_save, atomic_write_text, merge_blocks
 from ..executors import ThreadedExecutor
 from .assemble import Run
@@ -60,7 +61,7 @@ def summary(run: Run, progress: Progress, test_accuracy: float, test_exits: list
         "final_train_accuracy": last.get("train_accuracy"),
         "final_train_clean_accuracy": last.get("train_clean_accuracy"),
         "started": started, "environment": environment(),
-        "compile": run.model.compile_report() if cfg.compile else None,
+        "compile": compile_report() if cfg.compile else None,
     }
 
 
