@@ -102,3 +102,28 @@ def test_split_points_errors():
         DecoupledModel(Skip(), ["nope"], num_classes=2, example_input=torch.zeros(2, 4))
     with pytest.raises(ConfigError, match="not an nn.Sequential"):
         DecoupledModel(Skip(), None, num_classes=2, example_input=torch.zeros(2, 4))
+
+
+def test_meta_inputs_a_file_for_save_blocks_and_compile_without_a_compiler_are_named(tmp_path, monkeypatch):
+    from scpl.checkpoint import save_blocks
+
+    model = DecoupledModel(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), [1, 1], num_classes=2,
+                           example_input=torch.zeros(2, 4))
+    meta = torch.zeros(3, 4, device="meta")
+    with pytest.raises(ConfigError, match="batch 0 is on the meta device: meta tensors have shapes but no"):
+        model.fit([(meta, torch.zeros(3, dtype=torch.long, device="meta"))], progress=False)
+    a_file = tmp_path / "blocks.pt"
+    a_file.write_text("")
+    with pytest.raises(ConfigError, match="save_blocks writes one file per block into a folder, and .* is a"):
+        save_blocks(model, a_file)
+    from torch._inductor.cpp_builder import cpp_compiler_search
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no c++, g++ or clang++ to be found
+    monkeypatch.delenv("CXX", raising=False)
+    cpp_compiler_search.cache_clear()  # torch remembers the compiler it found earlier in this process
+    try:
+        with pytest.raises(ConfigError, match="compile: torch.compile builds CPU kernels with a C\\+\\+ "
+                                              "compiler and finds none"):
+            model.blocks[0].compile()
+    finally:
+        cpp_compiler_search.cache_clear()

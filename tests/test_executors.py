@@ -327,3 +327,23 @@ def test_a_failing_replica_stops_every_rank(fault, tmp_path):
     for rank in set(range(4)) - {failed}:
         assert f"StageError: stage {stage} failed" in outputs[rank] or "lost the process group's store" in \
             outputs[rank] or "StageError" in outputs[rank], outputs[rank][-2000:]
+
+
+def test_a_port_in_use_is_named_in_one_line():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
+                   LOCAL_RANK="0")
+        code = ("from scpl import ConfigError\nfrom scpl.executors.distributed import init_from_env\n"
+                "try:\n    init_from_env('gloo')\nexcept ConfigError as exc:\n    print(exc)")
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"the process group's port 127.0.0.1:{port} is in use" in proc.stdout
+    assert "torchrun --master-port=PORT" in proc.stdout

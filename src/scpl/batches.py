@@ -95,6 +95,10 @@ def checked(loader: Iterable, num_classes: int, skip_single: bool = False,
             raise ConfigError("each batch must be a pair (inputs, labels)")
         inputs = arranged(as_tensors(batch[0], "inputs"), names)
         labels = as_tensors(batch[1], "labels")
+        if any(t.is_meta for t in (*_leaves(inputs), labels)):
+            raise ConfigError(f"batch {index} is on the meta device: meta tensors have shapes but no "
+                              "values (e.g. data made under torch.device('meta')); give real data on cpu or "
+                              "cuda")
         check_labels(labels, num_classes)
         if finite and not all_finite(inputs):
             raise ConfigError(f"the inputs of batch {index} contain NaN or inf; clean or impute them first")

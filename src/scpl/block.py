@@ -145,6 +145,8 @@ class Block(nn.Module):
         as dynamic; torch bounds recompilations by ``torch._dynamo.config.cache_size_limit``).
         Backward runs as AOTAutograd compiled it; the optimizer step stays eager. Inference
         (``block(x)``) is not compiled."""
+        if self.device.type == "cpu":
+            _need_cxx()
         self.compile_options = dict(dynamic=dynamic, **options)
         step = self.replica if self.replica is not None else _Step(self)
         object.__setattr__(self, "compiled", torch.compile(step, **self.compile_options))
@@ -210,6 +212,19 @@ class Block(nn.Module):
         if self.rng_seed is None:
             return contextlib.nullcontext()
         return seeded_rng(self.device, (self.rng_seed, self.index, self.steps, micro))
+
+
+def _need_cxx() -> None:
+    """ConfigError unless torch.compile finds the C++ compiler it builds CPU kernels with."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler as exc:
+        raise ConfigError("compile: torch.compile builds CPU kernels with a C++ compiler and finds none "
+                          f"({exc}); install one (apt-get install g++, or set CXX) or train without "
+                          "compile") from exc
 
 
 def compile_report() -> dict[str, int]:

@@ -129,6 +129,9 @@ def _indices(blocks: Union[int, Iterable[int], None], num_blocks: int) -> list[i
 def save_blocks(model, directory: str | Path, blocks: Union[int, Iterable[int], None] = None) -> list[Path]:
     """Write the given blocks (an index, several, default all) of a DecoupledModel, one atomic
     file each (with its checksum)."""
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise ConfigError(f"save_blocks writes one file per block into a folder, and {directory} is a file; "
+                          "give a folder (it is created if needed)")
     written = []
     for k in _indices(blocks, len(model.blocks)):
         block = model.blocks[k]

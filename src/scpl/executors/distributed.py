@@ -94,7 +94,15 @@ def init_from_env(backend: Optional[str] = None) -> tuple[int, int]:
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per rank
-        dist.init_process_group(backend)
+        try:
+            dist.init_process_group(backend)
+        except dist.DistNetworkError as exc:
+            if "EADDRINUSE" not in str(exc):
+                raise
+            where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+            raise ConfigError(f"the process group's port {where} is in use (another torchrun or service "
+                              "holds it); choose another: torchrun --master-port=PORT, or another "
+                              "--rdzv-endpoint HOST:PORT") from exc
     return dist.get_rank(), dist.get_world_size()
 
 
