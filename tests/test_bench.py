@@ -102,3 +102,17 @@ def test_the_gpu_parts_run_their_logic_on_a_cpu():
     s = gpu.streams(**small)
     assert s["max_param_diff"] == 0.0 and s["threads_sps"] > 0
     assert gpu.bf16(**small)["bf16_sps"] > 0
+
+
+def test_the_memory_page_holds_what_the_code_measures_now():
+    """docs/memory.md's tables are written by benchmarks/memory_page.py; ResNet-32's rows are
+    measured again here (a changed default head would change them)."""
+    from pathlib import Path
+
+    from scpl.bench.memory import PAGE_BATCH, markdown, run
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "memory.md").read_text()
+    for balance in ("equal", "memory"):
+        section = page.split(f"## {balance} cuts (MiB at batch {PAGE_BATCH})", 1)[1].split("##", 1)[0]
+        for line in markdown(run(("resnet32",), batch=PAGE_BATCH, balance=balance, log=lambda _: None))[2:]:
+            assert line in section, f"{balance} cuts: {line} is not on the page (benchmarks/memory_page.py)"

@@ -78,3 +78,23 @@ def run(models: Sequence[str] = ("resnet32", "resnet110"), ks: Sequence[int] = (
             "contsup_r1e_block_bytes": ctx["decoupled_block_bytes"],
         }
     return out
+
+
+PAGE_BATCH = 128
+"""The batch of docs/memory.md's tables (``benchmarks/memory_page.py`` renders them)."""
+
+
+def markdown(result: dict) -> list[str]:
+    """A :func:`run` result as the page's table: MiB held for backward, BP and each K, and K=4
+    against BP."""
+    ks = sorted(next(iter(result["models"].values()))["decoupled_peak_bytes"], key=int)
+    lines = ["| model | BP | " + " | ".join(f"K={k}" for k in ks) + " | K=4 / BP |",
+             "| --- | ---: |" + " ---: |" * len(ks) + " ---: |"]
+    for name, m in result["models"].items():
+        bp = m["bp_peak_bytes"]
+        rows = ((name, m["decoupled_peak_bytes"]), (f"{name} + ContSup R1E", m["contsup_r1e_peak_bytes"]))
+        for label, peaks in rows:
+            cells = " | ".join(f"{peaks[k] / 2**20:.1f}" for k in ks)
+            lines.append(f"| {label} | {bp / 2**20:.1f} | {cells} | {peaks[4] / bp:.2f} |" if 4 in peaks
+                         else f"| {label} | {bp / 2**20:.1f} | {cells} | - |")
+    return lines
