@@ -31,7 +31,7 @@ from .flow import Flow, flow_to
 from .heads import HeadFactory, ProjectorSpec
 from .methods import get_method
 from .objectives import ObjectiveSpec
-from .partition import BlockSpec, split_model, units
+from .partition import BlockSpec, has_parts, split_model, units
 from .progress import EpochBar, chain, epoch_line
 from .progressive import BlockSchedule
 from .tracing.cut import TracedStage
@@ -150,7 +150,7 @@ class DecoupledModel(nn.Module):
                               scheduler=scheduler, devices=devices, output=output, **heads)
         self.balance = blocks if isinstance(blocks, Balance) else None
         cut = blocks.cut if isinstance(blocks, Balance) else blocks
-        if cut is None and spec.objective is None and not isinstance(model, (nn.Sequential, list, tuple)):
+        if cut is None and spec.objective is None and not has_parts(model):
             cut = []  # BP trains any model whole
         parts = split_model(model, cut, example_input, output)
         traced = parts[0] if isinstance(parts[0], TracedStage) else None

@@ -25,6 +25,12 @@ from .tracing.units import equal_cost_points, segments, unit_points
 BlockSpec = Union[None, int, Sequence[int], Sequence[str]]
 
 
+def has_parts(model: object) -> bool:
+    """Whether ``model`` gives its blocks by itself: a list of modules (one block each) or an
+    ``nn.Sequential`` (one block per child unless counts are given)."""
+    return isinstance(model, (list, tuple, nn.ModuleList, nn.Sequential))
+
+
 def split_model(model: Union[nn.Module, Sequence[nn.Module]], blocks: BlockSpec = None,
                 example_input: Any = None, output: OutputKey = None) -> list[nn.Module]:
     """Return the blocks of ``model`` described by ``blocks`` (see the module docstring).
