@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from scpl.bench.pipeline import neighbour_cuts
 
 
@@ -32,6 +34,7 @@ def test_the_peer_pipeline_gets_the_fastest_of_the_neighbouring_cuts(monkeypatch
     assert sorted(tried) == sorted(speed)
 
 
+@pytest.mark.slow
 def test_bench_pipeline_json_has_the_promised_fields():
     proc = subprocess.run(
         [sys.executable, "-m", "scpl", "bench", "pipeline", "--batch-size", "16", "--micro-batch", "8",
@@ -53,6 +56,7 @@ def test_bench_pipeline_json_has_the_promised_fields():
     assert result["ddp_sps"] > 0
 
 
+@pytest.mark.slow
 def test_bench_pipeline_replicas_and_the_parameter_heavy_workload():
     proc = subprocess.run(
         [sys.executable, "-m", "scpl", "bench", "pipeline", "--model", "embed", "--replicas", "2",
@@ -82,6 +86,7 @@ def test_bench_memory_json_and_what_it_shows():
     assert all(m["contsup_r1e_peak_bytes"][k] >= peaks[k] for k in peaks)
 
 
+@pytest.mark.slow
 def test_bench_gpu_runs_its_cpu_part_and_says_cuda_is_missing():
     proc = subprocess.run([sys.executable, "-m", "scpl", "bench", "gpu", "--cpu-ranks", "2", "64",
                            "--cpu-batch-size", "32", "--cpu-steps", "2", "--json"],
@@ -104,6 +109,7 @@ def test_the_gpu_parts_run_their_logic_on_a_cpu():
     assert gpu.bf16(**small)["bf16_sps"] > 0
 
 
+@pytest.mark.slow
 def test_the_memory_page_holds_what_the_code_measures_now():
     """docs/memory.md's tables are written by benchmarks/memory_page.py; ResNet-32's rows are
     measured again here (a changed default head would change them)."""

@@ -4,12 +4,15 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def run_cli(*args, timeout=240):
     return subprocess.run([sys.executable, "-m", "scpl", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_demo_json_last_line():
     proc = run_cli("demo", "--json", "--epochs", "2", "--methods", "bp", "scpl", "deinforeg", "greedy")
     assert proc.returncode == 0, proc.stderr
@@ -32,6 +35,7 @@ def test_bad_arguments_exit_nonzero_with_message():
     assert run_cli("--help").returncode == 0
 
 
+@pytest.mark.slow
 def test_train_under_torchrun_equals_sequential_and_exports_a_model(tmp_path):
     import os
 
@@ -70,6 +74,7 @@ def test_train_under_torchrun_equals_sequential_and_exports_a_model(tmp_path):
     model.load_state_dict(merged)
 
 
+@pytest.mark.slow
 def test_train_with_replicated_stages_under_torchrun(tmp_path):
     """2 blocks x 2 replicas on 4 ranks: one checkpoint file per block, a loadable model, resume."""
     import os

@@ -163,6 +163,7 @@ def test_bench_settings_are_checked(capsys, args, message):
 
 @pytest.mark.parametrize("sent, code, how", [(signal.SIGINT, 130, "interrupted"),
                                              (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+@pytest.mark.slow
 def test_ctrl_c_and_sigterm_print_where_it_stopped_and_how_to_resume(tmp_path, sent, code, how):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "scpl", *FAST[:3], "--epochs", "200", *FAST[5:], "--out", str(out)]
@@ -195,6 +196,7 @@ def test_a_finished_run_continues_to_more_epochs_with_a_learning_rate_restart(tm
     assert set(summary["environment"]) == {"scpl", "torch", "python", "host", "device"} and summary["started"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_says_what_is_safe_and_the_run_resumes_exactly(capsys, tmp_path,
                                                                                 monkeypatch):
     """torch.save fails as on a full disk (PyTorch's own message) while epoch 2's set is written:

@@ -38,6 +38,8 @@ HF = {  # model_type: (configuration, split points or None)
                    intermediate_size=64), ["model.layers.1"]),
 }
 
+pytestmark = pytest.mark.slow  # learning checks and third-party traces
+
 
 def timm_net(name):
     args, _ = TIMM[name]

@@ -108,18 +108,28 @@ def test_threads_with_seeded_dropout_equal_sequential_and_unseeded_warns():
         model.fit(loader, executor=ThreadedExecutor())
 
 
-@pytest.mark.parametrize("case,world", [("cnn", 3), ("text", 3), ("dropout", 2), ("contsup", 3),
-                                        ("dascpl", 3), ("extension", 5), ("traced", 3), ("bert", 3)])
-def test_distributed_equals_sequential_bitwise(case, world, tmp_path):
-    codes, outputs, _ = run_ranks("dist_train.py", world, str(tmp_path / "out"), case)
+@pytest.mark.slow
+@pytest.mark.parametrize("cases,world", [(("cnn", "text", "contsup", "dascpl", "traced", "bert"), 3),
+                                         (("dropout",), 2), (("extension",), 5)])
+@pytest.mark.slow
+def test_distributed_equals_sequential_bitwise(cases, world, tmp_path):
+    """One group of real gloo ranks trains every case of its size, one after another (one launch
+    for several cases); each case must equal the sequential engine bit for bit."""
+    codes, outputs, _ = run_ranks("dist_train.py", world, str(tmp_path / "out"), ",".join(cases),
+                                  timeout=HANG_S)
     assert codes == [0] * world, outputs
+    for case in cases:
+        check_distributed_case(case, world, tmp_path, several=len(cases) > 1)
+
+
+def check_distributed_case(case: str, world: int, tmp_path, several: bool) -> None:
     ref_steps = []
     ref, ref_losses = trained(case, SequentialExecutor, ref_steps)
     ref_metrics = ref.evaluate(CASES[case]()[1])
     _, loader, _, _ = CASES[case]()
     ref_preds = ref.predict(loader)
     for rank in range(world):
-        saved = torch.load(tmp_path / f"out.{rank}")
+        saved = torch.load(tmp_path / (f"out.{case}.{rank}" if several else f"out.{rank}"))
         block_state = ref.blocks[rank].state_dict()
         for k, v in block_state.items():
             assert torch.equal(v, saved["block"][k]), f"rank {rank}: {k} differs from the sequential engine"
@@ -142,6 +152,7 @@ def test_distributed_equals_sequential_bitwise(case, world, tmp_path):
             assert got["block_samples"] == ref_exit.block_samples and got["accuracy"] == ref_exit.accuracy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["raise:3", "kill:3"])
 def test_distributed_failure_stops_every_rank(fault, tmp_path):
     codes, outputs, _ = run_ranks("dist_train.py", 3, str(tmp_path / "out"), "cnn", fault, timeout=HANG_S)
@@ -155,6 +166,7 @@ def test_distributed_failure_stops_every_rank(fault, tmp_path):
                 or "lost the connection to rank 1" in outputs[2])
 
 
+@pytest.mark.slow
 def test_a_killed_store_host_stops_every_rank_and_no_rank_blames_it_on_a_healthy_one(tmp_path):
     # rank 0 hosts the store: rank 1 loses its link to it; rank 2 loses the store and then its
     # link to rank 1, which stopped because of rank 0: it must not name rank 1 as the cause alone
@@ -222,6 +234,7 @@ def test_a_broken_link_yields_to_an_announced_failure_or_says_that_the_store_is_
     assert "store is gone too: rank 1 may have stopped because another rank failed" in str(failures.error())
 
 
+@pytest.mark.slow
 def test_a_rank_killed_in_the_last_micro_batch_stops_every_rank(tmp_path, monkeypatch):
     # Without the torchrun agent nobody kills the others, and ranks 0 and 1 have sent everything:
     # no socket breaks. Their heartbeat watch notices that rank 2 stopped beating.
@@ -237,6 +250,7 @@ def test_a_rank_killed_in_the_last_micro_batch_stops_every_rank(tmp_path, monkey
             or "lost the process group's store" in outputs[1]), outputs[1]
 
 
+@pytest.mark.slow
 def test_distributed_unsendable_output_is_the_senders_error(tmp_path):
     # a local error of the sending stage, not a "lost the connection" to its healthy neighbour
     codes, outputs, _ = run_ranks("dist_train.py", 3, str(tmp_path / "out"), "cnn", "dtype:2", timeout=90)
@@ -247,6 +261,7 @@ def test_distributed_unsendable_output_is_the_senders_error(tmp_path):
         assert "StageError: stage 1 failed" in outputs[rank], outputs[rank][-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
 @pytest.mark.parametrize("order", ["early", "late"])
 def test_destroy_process_group_ends_gloo_threads(order):
@@ -290,6 +305,7 @@ def test_p2p_header_round_trip():
         p2p.encode_header(p2p.Message(p2p.DATA, tensors=[torch.zeros(2, dtype=torch.complex64)]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["scpl", "deinforeg", "greedy", "traced"])
 def test_two_stages_times_two_replicas_equal_one_rank_on_the_whole_batches(method, tmp_path):
     """K=2 x R=2 on 4 real gloo ranks against the sequential engine on the whole batches.
@@ -317,6 +333,7 @@ def test_two_stages_times_two_replicas_equal_one_rank_on_the_whole_batches(metho
             assert saved["exits"]["block_samples"] == report.block_samples
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["raise:3:3", "kill:3:1"])
 def test_a_failing_replica_stops_every_rank(fault, tmp_path):
     codes, outputs, _ = run_ranks("dist_replicas.py", 4, str(tmp_path / "out"), "scpl", "2", "1", fault,

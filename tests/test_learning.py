@@ -14,6 +14,8 @@ from scpl.models import create_model
 
 DECOUPLED = ("scpl", "deinforeg", "greedy", "dascpl")
 
+pytestmark = pytest.mark.slow  # learning checks and third-party traces
+
 
 def clusters(n: int, seed: int, dim: int = 16, classes: int = 4):
     """Gaussian clusters pushed through a fixed random nonlinearity: easy for BP, not linear."""

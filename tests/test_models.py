@@ -31,6 +31,7 @@ def test_forward_and_one_step_sequential_equals_threads(name):
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
+@pytest.mark.slow
 def test_every_model_one_step_on_four_ranks_equals_sequential(tmp_path):
     codes, outputs, _ = run_ranks("dist_models.py", 4, str(tmp_path / "out"), timeout=300)
     assert codes == [0] * 4, outputs

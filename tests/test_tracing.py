@@ -234,6 +234,7 @@ def test_training_behaviour_a_trace_would_freeze_is_refused():
         DecoupledModel(Noisy(), ["b"], num_classes=2, example_input=torch.randn(2, 4))
 
 
+@pytest.mark.slow
 def test_auto_and_a_number_of_blocks_cut_between_the_models_units():
     seed_everything(0)
     by_count = DecoupledModel(tiny_bert(), 3, num_classes=3, example_input=tokens(), method="greedy")

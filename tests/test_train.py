@@ -187,6 +187,7 @@ def test_exports_logs_and_early_exit_eval(tmp_path):
     assert json.loads((out / "summary.json").read_text())["config"]["method"] == "dascpl"
 
 
+@pytest.mark.slow
 def test_cli_json_keys_and_eval(tmp_path):
     out = tmp_path / "cli"
     proc = subprocess.run([sys.executable, "-m", "scpl", "train", "--config", "fmnist-cnn-fast",

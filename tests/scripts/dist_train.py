@@ -1,7 +1,9 @@
 """Run under torchrun by the tests: train a model with the distributed executor, save the result.
 
-Usage: torchrun --nproc-per-node=K dist_train.py OUT.pt CASE [FAULT]
-CASE picks the model (see build()); FAULT is "raise:CALL", "kill:CALL" or "dtype:CALL" (an unsendable output),
+Usage: torchrun --nproc-per-node=K dist_train.py OUT.pt CASE[,CASE...] [FAULT]
+CASE picks the model (tests/cases.py; several cases run one after another in the same ranks, each
+saved as OUT.CASE.RANK, one process group for all); FAULT (one case) is "raise:CALL", "kill:CALL"
+or "dtype:CALL" (an unsendable output),
 on rank 1, or "KIND:CALL:RANK" on another rank; CALL "last" is the block's last objective call of the run.
 $PEER_TIMEOUT sets the executor's peer_timeout (seconds).
 """
@@ -22,10 +24,24 @@ from scpl.objectives import CallableObjective  # noqa: E402
 
 
 def main() -> None:
-    out, case = sys.argv[1], sys.argv[2]
+    out, cases = sys.argv[1], sys.argv[2].split(",")
     fault = sys.argv[3] if len(sys.argv) > 3 else None
     torch.set_num_threads(1)
     rank, world = init_from_env("gloo")
+    results = {case: run_case(case, rank, fault) for case in cases}
+    dist.barrier()
+    dist.destroy_process_group()
+    for case, (model, loader, result) in results.items():
+        try:  # only this rank's block is trained here now: evaluating in-process would be wrong
+            model.evaluate(loader)
+            result["after_destroy"] = ""
+        except ConfigError as exc:
+            result["after_destroy"] = str(exc)
+        torch.save(result, f"{out}.{case}.{rank}" if len(cases) > 1 else f"{out}.{rank}")
+
+
+def run_case(case: str, rank: int, fault) -> tuple:
+    """Train ``case`` on these ranks; the model, its loader and what the test compares."""
     model, loader, epochs, micro = CASES[case]()
     kind, at, target = (fault.split(":") + ["1"])[:3] if fault else (None, None, "-1")
     if at == "last":
@@ -73,16 +89,10 @@ def main() -> None:
         report = early_exit(model, loader, PatienceCosine(threshold=0.5), executor=ex)
         exits = {**report.as_dict(), "predictions": report.predictions, "exit_block": report.exit_block}
     state = {k: v for k, v in model.blocks[rank].state_dict().items()}
-    dist.barrier()
-    dist.destroy_process_group()
-    try:  # only this rank's block is trained here now: evaluating in-process would be wrong
-        model.evaluate(loader)
-        after = ""
-    except ConfigError as exc:
-        after = str(exc)
-    torch.save({"rank": rank, "block": state, "history": history, "steps": seen, "metrics": metrics,
-                "preds": preds, "exits": exits, "default_metrics": default_metrics,
-                "exit_accuracy": exit_accuracy, "refused": refused, "after_destroy": after}, f"{out}.{rank}")
+    return model, loader, {"rank": rank, "block": state, "history": history, "steps": seen,
+                           "metrics": metrics, "preds": preds, "exits": exits,
+                           "default_metrics": default_metrics, "exit_accuracy": exit_accuracy,
+                           "refused": refused}
 
 
 if __name__ == "__main__":
