@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-import scpl.train as T
+import scpl.runner as T
 from scpl import ConfigError, recipes
 from scpl.evaluate import evaluate_run, load_run
 

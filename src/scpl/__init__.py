@@ -12,29 +12,30 @@ from typing import Any
 from .errors import (
     BlockInputError,
     ConfigError,
+    DataError,
     LabelError,
     NonFiniteLossError,
     ScplError,
     StageError,
     TrainingDiverged,
+    WriteError,
 )
 from .methods import METHODS
 
 __version__ = "0.1.0"
 
-_ATTRIBUTES = {
-    "DecoupledModel": "model", "Block": "block", "split_model": "partition", "auto_cut": "model",
-    "Balance": "balance", "PooledFeatures": "heads", "build_projector": "heads", "seed_everything": "seed",
-}
-_SUBMODULES = ("checkpoint", "context", "executors", "extension", "inference", "models", "objectives",
-               "progressive", "runner", "data")
+_ATTRIBUTES = {"DecoupledModel": "model", "auto_cut": "model", "split_model": "partition",
+               "seed_everything": "seed"}
+_SUBMODULES = ("checkpoint", "context", "data", "early_exit", "executors", "extension", "models",
+               "objectives", "progressive", "runner")
 
 __all__ = [
-    "DecoupledModel", "Block", "METHODS", "split_model", "auto_cut", "Balance", "PooledFeatures",
-    "build_projector", "seed_everything", *_SUBMODULES,
-    "ScplError", "ConfigError", "LabelError", "BlockInputError", "NonFiniteLossError", "StageError",
-    "TrainingDiverged",
+    "DecoupledModel", "auto_cut", "split_model", "seed_everything", "METHODS", *_SUBMODULES,
+    "ScplError", "ConfigError", "DataError", "LabelError", "BlockInputError", "NonFiniteLossError",
+    "StageError", "TrainingDiverged", "WriteError",
 ]
+"""What a user writes as ``scpl.X``; everything else lives in its module (``scpl.block.Block``,
+``scpl.heads.build_projector``, ...)."""
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""Training recipes shipped with scpl, as YAML files of :class:`scpl.train.TrainConfig` keys.
+"""Training recipes shipped with scpl, as YAML files of :class:`scpl.runner.TrainConfig` keys.
 
 ``*-paper`` recipes follow the original papers (see docs/methods.md); the others are fast settings for a
 small CPU machine. Use them with ``scpl train --config NAME`` (flags override their values).
