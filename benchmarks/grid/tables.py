@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import statistics
 from pathlib import Path
 from typing import Optional
@@ -9,6 +10,7 @@ from typing import Optional
 from .depth import DEPTH_RECIPE, depth_tables
 from .execute import load
 from .gallery import gallery_table
+from .headline import headline
 from .spec import SEEDS, parity_name, portable
 from .tiers import (
     ABLATION_BASES,
@@ -36,15 +38,37 @@ def _pct(values: list[float]) -> str:
 
 
 def _code(text: str) -> str:
-    """A command as inline code; its output folder shown as ``results/NAME`` wherever it ran."""
-    return "`" + portable(text).replace("|", "\\|") + "`"
+    """Text as inline code (a run's name, a recipe)."""
+    return "`" + text.replace("|", "\\|") + "`"
 
 
-def _command(record: dict) -> str:
-    """A run's command; for a run cached from an identical computation (``same_as``: an ablation
-    row that set the default's value explicitly), that one's command as well."""
-    same = record.get("same_as")
-    return _code(record["command"]) + (f" (cached from the same computation: {_code(same)})" if same else "")
+def wrapped(command: str, width: int = 100) -> list[str]:
+    """A command (its output folder shown as ``results/NAME`` wherever it ran) as shell lines of
+    at most about ``width`` characters, continued with a backslash."""
+    lines, line = [], ""
+    for word in shlex.split(portable(command)):
+        word = shlex.quote(word)
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line + " \\")
+            line = "    " + word
+        else:
+            line = f"{line} {word}" if line else word
+    return lines + [line]
+
+
+def commands_page(runs: dict[str, dict]) -> str:
+    """Every cached run's command by run name (the companion of the results page, whose tables
+    name runs): a run cached from an identical computation (``same_as``) shows that one too."""
+    out = ["# The commands behind docs/results.md", "",
+           "Written by `python benchmarks/results.py --render docs/results.md` from the cache; each run's",
+           "name is the one its table shows. Output folders are shown as `results/NAME`.", ""]
+    for name in sorted(runs):
+        record = runs[name]
+        out += [f"## {name}", "", "```bash", *wrapped(record["command"])]
+        if record.get("same_as"):
+            out += ["# cached from the same computation:", *wrapped(record["same_as"])]
+        out += ["```", ""]
+    return "\n".join(out)
 
 
 def ablation_tables(runs: dict[str, dict]) -> list[str]:
@@ -56,7 +80,7 @@ def ablation_tables(runs: dict[str, dict]) -> list[str]:
         seeds = "seed 0" if all(s.seed == 0 for s in specs) else "seed 0 unless the setting names another"
         lines += [f"#### {workload} (`{' '.join(ABLATION_BASES[workload])}`, {seeds})", "",
                   "| method | setting | val accuracy % | Δ to the method's first row (or parity run) "
-                  "| best epoch | command |",
+                  "| best epoch | run |",
                   "| --- | --- | ---: | ---: | ---: | --- |"]
         first: dict[str, float] = {}
         for spec in specs:
@@ -69,7 +93,7 @@ def ablation_tables(runs: dict[str, dict]) -> list[str]:
                 base = first.setdefault(method, s["val_accuracy"])
             delta = "–" if base is None else f"{100 * (s['val_accuracy'] - base):+.2f}"
             lines.append(f"| {method} | {setting} | {100 * s['val_accuracy']:.2f} | {delta} | "
-                         f"{s['best_epoch']}/{s['epochs']} | {_code(runs[spec.name]['command'])} |")
+                         f"{s['best_epoch']}/{s['epochs']} | {_code(spec.name)} |")
         lines.append("")
     return lines
 
@@ -88,8 +112,8 @@ def parity_tables(runs: dict[str, dict], suffix: str = "") -> list[str]:
     lines: list[str] = []
     for grid in UNIFORM_GRIDS if suffix else PARITY:
         methods = PARITY[grid]
-        rows = {m: [runs[parity_name(grid, m, s, suffix)] for s in SEEDS
-                    if parity_name(grid, m, s, suffix) in runs] for m in methods}
+        names = {m: [n for s in SEEDS if (n := parity_name(grid, m, s, suffix)) in runs] for m in methods}
+        rows = {m: [runs[n] for n in ns] for m, ns in names.items()}
         if not any(rows.values()):
             continue
         bp = [r["summary"]["test_accuracy"] for r in rows.get("bp", [])]
@@ -97,7 +121,7 @@ def parity_tables(runs: dict[str, dict], suffix: str = "") -> list[str]:
         title += ", one learning rate for every block" if suffix else ""
         lines += [f"#### {title}", "",
                   "| method | test accuracy % (mean ± sd) | gap to BP | val accuracy % | best epochs | "
-                  "val gain in the last quarter | train s | samples/s | command (seed 0) |",
+                  "val gain in the last quarter | train s | samples/s | run (seed 0) |",
                   "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
         for method, rs in rows.items():
             if not rs:
@@ -113,7 +137,7 @@ def parity_tables(runs: dict[str, dict], suffix: str = "") -> list[str]:
                 f"| {method}{seeds} | {_pct(tests)} | {gap} | {_pct([s['val_accuracy'] for s in ss])} | "
                 f"{', '.join(str(s['best_epoch']) for s in ss)} / {ss[0]['epochs']} | {gain} | "
                 f"{statistics.mean(s['train_seconds'] for s in ss):.0f} | "
-                f"{statistics.mean(s['samples_per_s'] for s in ss):.0f} | {_command(rs[0])} |")
+                f"{statistics.mean(s['samples_per_s'] for s in ss):.0f} | {_code(names[method][0])} |")
         lines += ["", *paired_gaps(grid, runs, suffix)]
     return lines
 
@@ -192,7 +216,7 @@ def noise_table(runs: dict[str, dict], figures: Optional[Path] = None) -> list[s
         lines += [f"#### {table[5:]} % noise", "",
                   "| method | test accuracy % (selected epoch) | best epoch | val accuracy, best / last "
                   "epoch | training accuracy on its labels, epochs 10 / 20 / 30 / 40 | on the true labels, "
-                  "last epoch | command |",
+                  "last epoch | run |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
         for spec in rows:
             r = runs[spec.name]
@@ -202,7 +226,7 @@ def noise_table(runs: dict[str, dict], figures: Optional[Path] = None) -> list[s
             lines.append(f"| {spec.row} | {100 * s['test_accuracy']:.2f} | {s['best_epoch']}/{s['epochs']} | "
                          f"{_fmt(s['val_accuracy'])} / {_fmt(val[-1])} | "
                          f"{fitted or '-'} | {_fmt(s.get('final_train_clean_accuracy'))} | "
-                         f"{_code(r['command'])} |")
+                         f"{_code(spec.name)} |")
         lines.append("")
         if figures is not None:
             from scpl.plots import plot_runs
@@ -254,7 +278,7 @@ def exit_tables(runs: dict[str, dict], figures: Optional[Path] = None, suffix: s
                          f"{100 * dv:+.2f} | {100 * pv['compute_saved']:.1f}% | "
                          f"{100 * dt:+.2f} | {100 * pt['compute_saved']:.1f}% | "
                          f"{_share(pt.get('compute_saved_by_time'))} | {pt['exits']} |")
-        lines += ["", f"Commands: {_code(val['command'])} and the same with `--split test`.", ""]
+        lines += ["", f"Runs: `tradeoff-val-{run}`, `tradeoff-test-{run}`.", ""]
         if figures is not None:
             from scpl.plots import plot_tradeoff
 
@@ -333,7 +357,8 @@ def tables(figures: Optional[Path] = None) -> str:
 def render(page: Path) -> None:
     """Replace the text between each pair of markers on the page with freshly rendered tables:
     ``tables`` (the results page) and ``gallery`` (the model gallery)."""
-    sections = {"tables": lambda: tables(page.parent / "img"),
+    sections = {"headline": lambda: "\n".join(headline(load())) + "\n",
+                "tables": lambda: tables(page.parent / "img"),
                 "gallery": lambda: "\n".join(gallery_table(load())) + "\n"}
     text = page.read_text()
     found = [name for name in sections if f"<!-- {name}:start -->" in text and f"<!-- {name}:end -->" in text]
@@ -346,4 +371,6 @@ def render(page: Path) -> None:
         _, tail = rest.split(end, 1)
         text = f"{head}{start}\n{sections[name]()}{end}{tail}"
     page.write_text(text)
+    if "tables" in found:  # the commands of the runs the tables name
+        page.with_name("results-commands.md").write_text(commands_page(load()))
 
