@@ -4,9 +4,9 @@ A plain MLP 8-16-16-8-4 in 3 blocks (8->16 | 16->16 | 16->8->4), the shape a use
 tabular problem brings. Data: scikit-learn's ``make_classification`` (3,000 samples, 8 features
 of which 6 informative, 4 classes, 2 clusters each, class_sep 1.5, random_state 0), standardised;
 2,000 train, 500 validation, 500 test. Adam 1e-3, batch 64, 60 epochs, one thread. Each method
-with its default head (a flat block's projector at most twice as wide as the block:
-:func:`scpl.heads.head_width`) and with the same projector at fixed hidden widths (512: every
-method's width before that rule), 3 seeds.
+with its default head (SCPL's and DeInfoReg's projectors on a flat block at most twice as wide
+as the block, :func:`scpl.heads.head_width`; greedy's 512) and with the same projector at fixed
+hidden widths (512: every method's width before that rule), 3 seeds.
 Prints one line per setting (training, validation and test accuracy, mean of the seeds) and one
 JSON object as the last line::
 
@@ -40,7 +40,7 @@ def projector(method: str, hidden: int) -> Callable[[int], nn.Module]:
 
 SETTINGS: list[tuple[str, str, dict]] = [("bp", "default", {})] + [
     (method, label, options) for method in ("scpl", "deinforeg", "greedy")
-    for label, options in (("default (2 x the block's width)", {}),
+    for label, options in (("default", {}),
                            *((f"hidden {w}", {"projector": projector(method, w)}) for w in (64, 128, 512)),
                            ("linear", {"projector": "linear"}))]
 """(method, setting, options): 512 was every method's width before the flat-width rule."""

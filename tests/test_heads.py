@@ -95,3 +95,24 @@ def test_dascpl_by_name_has_exits_and_a_progressive_schedule():
     assert [b.steps - s for b, s in zip(model.blocks, steps)] == [32, 32, 28]
     contsup = DecoupledModel(tiny_cnn(), [3, 3, 2], method="contsup", num_classes=4, example_input=EXAMPLE)
     assert contsup.context_cost(EXAMPLE)["params"] > 0
+
+
+def test_a_narrow_flat_block_gets_a_projector_twice_its_width_and_maps_keep_theirs():
+    """SCPL and DeInfoReg read a 16-unit block through a 32-wide projector; greedy's
+    cross-entropy head and every head on conv maps keep 512 (benchmarks/narrow_blocks.py)."""
+    from scpl import DecoupledModel
+
+    def first_width(net, example, method):
+        head = DecoupledModel(net, [2, 2], method=method, num_classes=4, example_input=example).blocks[0]
+        return head.projector[0].out_features
+
+    def mlp():
+        return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4), nn.ReLU())
+
+    def cnn():
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 4))
+
+    flat, maps = torch.zeros(2, 8), torch.zeros(2, 1, 8, 8)
+    assert first_width(mlp(), flat, "scpl") == first_width(mlp(), flat, "deinforeg") == 32
+    assert first_width(mlp(), flat, "greedy") == 512
+    assert first_width(cnn(), maps, "scpl") == first_width(cnn(), maps, "deinforeg") == 512

@@ -180,19 +180,15 @@ def build_projector(spec: ProjectorSpec, in_dim: int, out_dim: int, hidden: int 
     raise ConfigError(f"projector must be a name, an nn.Module or a factory, got {type(spec).__name__}")
 
 
-FLAT_WIDTH = 2
-"""A flat block's projector is at most this many times wider than the features it reads."""
-
-
-def head_width(hidden: int, features: int, kind: str) -> int:
+def head_width(hidden: int, features: int, kind: str, flat_width: Optional[int]) -> int:
     """The hidden width of a projector reading ``features`` values of a block output of ``kind``:
-    ``hidden``, but at most ``FLAT_WIDTH`` times the features for flat outputs (an MLP's hidden
-    units). On a narrow MLP (8-16-16-8-4 in 3 blocks, ``benchmarks/narrow_blocks.py``, 3 seeds,
-    validation) a projector 2x as wide as the block's 16 units raised SCPL from 83.5 to 87.2 % and
-    DeInfoReg from 81.5 to 84.5 % against 512 (BP 87.1); greedy moved by -0.3. Conv maps and
-    sequences keep ``hidden`` (the reference models' heads read 50 to 1,024 features, where the
-    ablations chose it)."""
-    return min(hidden, FLAT_WIDTH * features) if kind == "flat" else hidden
+    ``hidden``, but for flat outputs (an MLP's hidden units) at most ``flat_width`` times the
+    features (the method's :attr:`~scpl.methods.Method.flat_width`; None: no limit). On a narrow
+    MLP (8-16-16-8-4 in 3 blocks, ``benchmarks/narrow_blocks.py``, 3 seeds, validation) a
+    projector 2x as wide as the block's 16 units raised SCPL from 83.5 to 87.2 % and DeInfoReg
+    from 81.5 to 84.5 % against 512 (BP 87.1). Conv maps and sequences keep ``hidden`` (the
+    reference models' heads read 50 to 1,024 features, where the ablations chose it)."""
+    return min(hidden, flat_width * features) if kind == "flat" and flat_width else hidden
 
 
 class Head(NamedTuple):
@@ -237,6 +233,7 @@ class HeadFactory:
     objective_kwargs: dict = field(default_factory=dict)
     exits: bool = False
     wrap: Optional[Callable[[nn.Module], nn.Module]] = None
+    flat_width: Optional[int] = None
 
     def __call__(self, i: int, output: Flow) -> Head:
         """The head of block ``i``, whose layers give ``output`` (an example, used for sizes).
@@ -251,7 +248,7 @@ class HeadFactory:
             feat_dim = feat(output).shape[1]
             feat.train(was_training)
         proj = _by_kind(self.projectors[i], kind)
-        hidden = head_width(self.hidden, feat_dim, kind)
+        hidden = head_width(self.hidden, feat_dim, kind, self.flat_width)
         return Head(feat, build_projector(proj, feat_dim, self._out_dim(proj, hidden), hidden),
                     self._objective(_by_kind(self.objectives[i], kind)),
                     nn.Linear(feat_dim, self.num_classes) if self.exits else None)
@@ -278,7 +275,8 @@ class HeadFactory:
                    features=per_block(features or method.features, n, "features"),
                    default_dim=method.out_dim, projector_dim=projector_dim, hidden=projector_hidden,
                    objective_kwargs=dict(objective_kwargs or {}),
-                   exits=method.exits if exits is None else exits, wrap=wrap)
+                   exits=method.exits if exits is None else exits, wrap=wrap,
+                   flat_width=method.flat_width)
 
     def contrastive_last(self, classifier: nn.Linear) -> Head:
         """SCPL's original last block: the local objective of the blocks before it on the input
