@@ -334,6 +334,28 @@ def test_two_stages_times_two_replicas_equal_one_rank_on_the_whole_batches(metho
 
 
 @pytest.mark.slow
+def test_ranks_built_with_other_block_counts_refuse_to_train(tmp_path):
+    codes, outputs, _ = run_ranks("dist_train.py", 3, str(tmp_path / "out"), "cnn", "cut:0:1", timeout=HANG_S)
+    assert all(c != 0 for c in codes), codes
+    for out in outputs:
+        assert "ConfigError: the ranks hold different models or cuts (rank 0: 3 blocks, " in out, out[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault, message", [
+    ("order:0:1", "the replicas of the first stage were given different batches"),
+    ("short:0:1", "the replicas of the first stage were given different numbers of batches (rank 0: 6, "
+                  "rank 1: 5)"),
+])
+def test_replicas_given_other_batches_refuse_to_train(fault, message, tmp_path):
+    codes, outputs, _ = run_ranks("dist_replicas.py", 4, str(tmp_path / "out"), "scpl", "2", "1", fault,
+                                  timeout=HANG_S)
+    assert all(c != 0 for c in codes), codes
+    for out in outputs:  # every rank, not only the two that read the data, stops at once
+        assert message in out, out[-2000:]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["raise:3:3", "kill:3:1"])
 def test_a_failing_replica_stops_every_rank(fault, tmp_path):
     codes, outputs, _ = run_ranks("dist_replicas.py", 4, str(tmp_path / "out"), "scpl", "2", "1", fault,

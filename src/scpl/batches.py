@@ -76,8 +76,45 @@ def has_batch_norm(blocks: Iterable[nn.Module]) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for b in blocks for m in b.modules())
 
 
+class Checked:
+    """The batches of a loader as (inputs, labels) tensors, checked as they are read (see
+    :func:`checked`); its length is the loader's (a ``TypeError`` for a loader without one)."""
+
+    def __init__(self, loader: Iterable, num_classes: int, skip_single: bool = False, finite: bool = False,
+                 names: Optional[Sequence[str]] = None):
+        if isinstance(loader, Tensor) or not hasattr(type(loader), "__iter__"):
+            raise ConfigError("a loader must be an iterable of (inputs, labels) batches, "
+                              f"got {type(loader).__name__}")
+        self.loader, self.num_classes, self.skip_single = loader, num_classes, skip_single
+        self.finite, self.names = finite, names
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple[Flow, Tensor]]:
+        for index, batch in enumerate(self.loader):
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise ConfigError("each batch must be a pair (inputs, labels)")
+            inputs = arranged(as_tensors(batch[0], "inputs"), self.names)
+            labels = as_tensors(batch[1], "labels")
+            if any(t.is_meta for t in (*_leaves(inputs), labels)):
+                raise ConfigError(f"batch {index} is on the meta device: meta tensors have shapes but no "
+                                  "values (e.g. data made under torch.device('meta')); give real data on cpu "
+                                  "or cuda")
+            check_labels(labels, self.num_classes)
+            if self.finite and not all_finite(inputs):
+                raise ConfigError(f"the inputs of batch {index} contain NaN or inf; clean or impute them "
+                                  "first")
+            if self.skip_single and labels.shape[0] == 1:
+                warnings.warn("skipped a training batch of one sample: BatchNorm cannot normalise a single "
+                              "sample (use DataLoader(drop_last=True) to avoid such batches)", RuntimeWarning,
+                              stacklevel=2)
+                continue
+            yield inputs, labels.long()
+
+
 def checked(loader: Iterable, num_classes: int, skip_single: bool = False,
-            finite: bool = False, names: Optional[Sequence[str]] = None) -> Iterator[tuple[Flow, Tensor]]:
+            finite: bool = False, names: Optional[Sequence[str]] = None) -> Checked:
     """The batches of ``loader`` as (inputs, labels) tensors, checked.
 
     ``skip_single``: leave out batches of one sample (with a warning), which BatchNorm cannot
@@ -87,27 +124,7 @@ def checked(loader: Iterable, num_classes: int, skip_single: bool = False,
     computed from them). ``names``: the input names of a model traced with keyword inputs
     (mappings are arranged in that order, :func:`arranged`).
     """
-    if isinstance(loader, Tensor) or not hasattr(type(loader), "__iter__"):
-        raise ConfigError("a loader must be an iterable of (inputs, labels) batches, "
-                          f"got {type(loader).__name__}")
-    for index, batch in enumerate(loader):
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise ConfigError("each batch must be a pair (inputs, labels)")
-        inputs = arranged(as_tensors(batch[0], "inputs"), names)
-        labels = as_tensors(batch[1], "labels")
-        if any(t.is_meta for t in (*_leaves(inputs), labels)):
-            raise ConfigError(f"batch {index} is on the meta device: meta tensors have shapes but no "
-                              "values (e.g. data made under torch.device('meta')); give real data on cpu or "
-                              "cuda")
-        check_labels(labels, num_classes)
-        if finite and not all_finite(inputs):
-            raise ConfigError(f"the inputs of batch {index} contain NaN or inf; clean or impute them first")
-        if skip_single and labels.shape[0] == 1:
-            warnings.warn("skipped a training batch of one sample: BatchNorm cannot normalise a single "
-                          "sample (use DataLoader(drop_last=True) to avoid such batches)", RuntimeWarning,
-                          stacklevel=2)
-            continue
-        yield inputs, labels.long()
+    return Checked(loader, num_classes, skip_single, finite, names)
 
 
 def all_finite(flow: Flow) -> bool:

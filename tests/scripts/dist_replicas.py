@@ -26,9 +26,12 @@ def main() -> None:
     model = build(method)
     ex = DistributedExecutor(micro_batches=micro, replicas=replicas, peer_timeout=20)
     stage = rank // replicas
+    data = loader()
     if fault:
         kind, at, target = fault.split(":")
-        if rank == int(target):
+        if kind in ("order", "short") and rank == int(target):  # this replica reads other batches
+            data = list(data)[::-1] if kind == "order" else list(data)[:-1]
+        elif rank == int(target):
             inner, calls = model.blocks[stage].objective, [0]
 
             def faulty(f, y):
@@ -40,7 +43,7 @@ def main() -> None:
                 return inner(f, y)
 
             model.blocks[stage].objective = CallableObjective(faulty)
-    history = model.fit(loader(), epochs=2, executor=ex, progress=False)
+    history = model.fit(data, epochs=2, executor=ex, progress=False)
     result = {"rank": rank, "stage": stage, "block": model.blocks[stage].state_dict(), "history": history,
               "metrics": model.evaluate(loader()), "preds": model.predict(loader())}
     if method in ("scpl", "traced"):

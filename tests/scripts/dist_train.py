@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from cases import CASES, FIT_KWARGS  # noqa: E402
+from conftest import tiny_cnn  # noqa: E402
 from scpl import ConfigError  # noqa: E402
 from scpl.early_exit import PatienceCosine, early_exit  # noqa: E402
 from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
@@ -44,9 +45,15 @@ def run_case(case: str, rank: int, fault) -> tuple:
     """Train ``case`` on these ranks; the model, its loader and what the test compares."""
     model, loader, epochs, micro = CASES[case]()
     kind, at, target = (fault.split(":") + ["1"])[:3] if fault else (None, None, "-1")
+    if kind == "cut" and rank == int(target):  # this rank builds the model with other block counts
+        from scpl import DecoupledModel, seed_everything
+
+        seed_everything(0)
+        model = DecoupledModel(tiny_cnn(), [2, 4, 2], method="scpl", num_classes=4,
+                               example_input=torch.zeros(2, 1, 8, 8), exits=True)
     if at == "last":
         at = str(len(loader) * micro * epochs)
-    if fault and rank == int(target):
+    if fault and kind != "cut" and rank == int(target):
         block = model.blocks[rank]
         inner, calls = block.objective, [0]
 

@@ -43,6 +43,7 @@ from ..errors import ConfigError
 from ..exit_rules import ExitState, exit_step, select
 from ..flow import Flow, flow_to
 from . import p2p
+from .agree import same_data, same_model
 from .base import Batches, StepCallback, StepLosses, check_sizes, pieces
 from .replicas import Layout, interleave, mean_over, replicate, shard, stage_groups
 from .stage import run_stage
@@ -138,6 +139,7 @@ class DistributedExecutor:
         self.peer_timeout = peer_timeout
         self.replicas = replicas
         self.sync_batchnorm = sync_batchnorm
+        self._agreed = False  # the ranks checked that they hold the same model (agree.same_model)
 
     # -- set-up ---------------------------------------------------------------------------
     def layout(self, num_blocks: int) -> Layout:
@@ -161,6 +163,9 @@ class DistributedExecutor:
         nccl = dist.get_backend() == "nccl"
         device = self.device or (torch.device("cuda", torch.cuda.current_device()) if nccl
                                  else torch.device("cpu"))
+        if training and not self._agreed:  # once per executor: every rank built the same model and cut
+            same_model(blocks)
+            self._agreed = True
         block = blocks[layout.stage]
         block.to(device)
         _move_optimizer_state(block, device)
@@ -203,6 +208,8 @@ class DistributedExecutor:
         """
         layout, block, device, comm, watch = self._setup(blocks, training=True)
         m = self.micro_batches
+        if self.replicas > 1:  # the first stage's replicas must read the same batches
+            batches = same_data(batches, layout.stage_ranks(0))
 
         def compute(step: int, micro: int, flow: Flow, labels: Tensor, extras: list[Tensor]):
             out, loss = block.train_step(flow, labels, micro, m)
