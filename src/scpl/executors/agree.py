@@ -19,13 +19,15 @@ from ..flow import Flow
 
 
 def model_fingerprint(blocks: Sequence[nn.Module]) -> str:
-    """The layer structure and cut of a model: each block's modules (types) and parameter shapes."""
+    """The layer structure and cut of a model: the modules (types) and parameter shapes of each
+    block's layers (its part of the network; heads and objectives may differ between ranks)."""
     digest = hashlib.sha256()
     for k, block in enumerate(blocks):
+        layers = getattr(block, "layers", block)
         digest.update(f"block {k}\n".encode())
-        for name, module in block.named_modules():
+        for name, module in layers.named_modules():
             digest.update(f"{name}:{type(module).__name__}\n".encode())
-        for name, param in block.named_parameters():
+        for name, param in layers.named_parameters():
             digest.update(f"{name}:{tuple(param.shape)}\n".encode())
     return f"{len(blocks)} blocks, {digest.hexdigest()[:16]}"
 
