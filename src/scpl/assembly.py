@@ -35,7 +35,7 @@ class Chain(nn.Module):
         super().__init__()
         self.parts = nn.ModuleList(parts)
 
-    def forward(self, *flow):
+    def forward(self, *flow: Any) -> Flow:
         """Run the parts in order on ``flow``, moving it onto each part's device."""
         out: Flow = flow[0] if len(flow) == 1 else flow
         for part in self.parts:

@@ -12,7 +12,7 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,9 @@ from torch import Tensor, nn
 from .errors import ConfigError
 from .flow import Flow, call_with_flow, detach_flow, map_flow
 from .memory import count_saved_bytes, parameters_of
+
+if TYPE_CHECKING:
+    from .block import Block
 
 HeadLossFactory = Callable[[Flow], nn.Module]
 """Given a layer's output, a module ``(output, labels) -> loss`` like a block's local head."""
@@ -55,7 +58,7 @@ class Balance:
         return "\n".join(rows)
 
 
-def _timed(fn: Callable[[], None], repeats: int) -> float:
+def _timed(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -151,13 +154,16 @@ def balance(layers: Sequence[nn.Module], k: int, sample: Flow, labels: Tensor,
     return Balance(counts, block_s, _sum_by_block(saved, counts), layer_s, head_s, saved)
 
 
-def time_blocks(blocks: Sequence[nn.Module], sample: Flow, labels: Tensor, repeats: int = 3) -> list[float]:
+def time_blocks(blocks: Iterable[Block], sample: Flow, labels: Tensor, repeats: int = 3) -> list[float]:
     """Median seconds of one real ``train_step`` of each block (fed the previous block's output)."""
     seconds, flow = [], sample
     for block in blocks:
         out: list = []
-        seconds.append(_timed(lambda block=block, flow=flow: out.append(block.train_step(flow, labels)[0]),
-                              repeats))
+
+        def step(block: Block = block, flow: Flow = flow) -> None:
+            out.append(block.train_step(flow, labels)[0])
+
+        seconds.append(_timed(step, repeats))
         flow = out[-1]
     return seconds
 
@@ -181,7 +187,8 @@ def refine(initial: Balance, measure: BlockTimer, rounds: int = 3) -> Balance:
     the cut; the cut with the smallest measured slowest block is kept.
     """
     layer_s, head_s = list(initial.layer_seconds), list(initial.head_seconds)
-    counts, best, tried = initial.counts, None, set()
+    counts, tried = initial.counts, set()
+    best: Optional[tuple[list[int], list[float]]] = None
     k = len(counts)
     for _ in range(rounds):
         if tuple(counts) in tried:
@@ -200,6 +207,8 @@ def refine(initial: Balance, measure: BlockTimer, rounds: int = 3) -> Balance:
                 head_s[end - 1] *= factor
             start = end
         counts = best_cut(layer_s, k, head_s)
+    if best is None:
+        raise ConfigError(f"refine needs rounds >= 1, got {rounds}")
     counts, measured = best
     return Balance(counts, measured, _sum_by_block(initial.layer_saved_bytes, counts), layer_s, head_s,
                    initial.layer_saved_bytes, measured=True)
@@ -255,4 +264,6 @@ def _agreed(choose: Callable[[], Balance]) -> Balance:
         return choose()
     box = [choose() if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(box, src=0)
-    return box[0]
+    chosen = box[0]
+    assert chosen is not None  # rank 0's choice, received
+    return chosen

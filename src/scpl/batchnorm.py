@@ -12,14 +12,17 @@ BatchNorm*, 2021, section 3).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .model import DecoupledModel
 
 
 @torch.no_grad()
-def recompute_batchnorm(model: nn.Module, batches: Iterable, max_batches: int) -> int:
+def recompute_batchnorm(model: DecoupledModel, batches: Iterable, max_batches: int) -> int:
     """Replace the running mean and variance of every BatchNorm layer in the blocks' layers by
     their average over up to ``max_batches`` batches of ``batches`` (``(inputs, labels)`` pairs),
     computed with the current weights.
@@ -38,7 +41,7 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable, max_batches: int) -
         return 0
     modes = {m: m.training for m in model.modules()}
     momenta = [m.momentum for m in norms]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    saved = [[t.clone() for t in _statistics(m)] for m in norms]
     model.eval()
     for m in norms:
         m.reset_running_stats()
@@ -54,12 +57,20 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable, max_batches: int) -
         if used == 0:
             raise ValueError("recompute_batchnorm: no batches given")
     except BaseException:
-        for m, (mean, var, count) in zip(norms, saved):
-            m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(count)
+        for m, old in zip(norms, saved):
+            for statistic, value in zip(_statistics(m), old):  # running mean, variance, batch count
+                statistic.copy_(value)
         raise
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
-        for m, training in modes.items():
-            m.training = training
+        for module, training in modes.items():
+            module.training = training
     return used
+
+
+def _statistics(norm: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor, Tensor]:
+    """The running mean, variance and batch count of a BatchNorm layer that tracks them."""
+    mean, var, count = norm.running_mean, norm.running_var, norm.num_batches_tracked
+    assert mean is not None and var is not None and count is not None  # track_running_stats
+    return mean, var, count

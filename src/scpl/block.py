@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, overload
 
 import torch
 from torch import Tensor, nn
@@ -20,8 +20,29 @@ from .errors import BlockInputError, ConfigError, NonFiniteLossError
 from .flow import Flow, call_with_flow, detach_flow, flow_shape, flow_to
 from .seed import seeded_rng
 
+if TYPE_CHECKING:
+    from torch.nn.parallel import DistributedDataParallel
+
+
+class Scheduler(Protocol):
+    """What a block's learning-rate scheduler provides (torch's ``LRScheduler`` s do): a step per
+    epoch, and its state for checkpoints."""
+
+    def step(self) -> object:
+        """Advance the schedule by one epoch."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state, for a checkpoint."""
+        ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state of a checkpoint."""
+        ...
+
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], object]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Optional[Scheduler]]
 
 
 class LossTerm(Protocol):
@@ -61,6 +82,10 @@ class Block(nn.Module):
         index: position of the block in the model, for messages.
     """
 
+    # Plain attributes set with object.__setattr__ (see __init__), declared for type checkers.
+    replica: Optional[DistributedDataParallel]
+    compiled: Optional[Callable[..., tuple[Flow, Tensor]]]
+
     def __init__(
         self,
         layers: nn.Module,
@@ -80,7 +105,7 @@ class Block(nn.Module):
         self.classifier_weight = classifier_weight
         self.index = index
         self.optimizer: Optional[torch.optim.Optimizer] = None
-        self.scheduler: Optional[object] = None
+        self.scheduler: Optional[Scheduler] = None
         self.steps = 0
         self.extra_loss: Optional[nn.Module] = None  # a LossTerm, e.g. InfoPro's reconstruction
         self.rng_seed: Optional[int] = None
@@ -139,7 +164,7 @@ class Block(nn.Module):
         outputs = self(inputs)
         return outputs, self.local_loss(outputs, labels)
 
-    def compile(self, dynamic: Optional[bool] = None, **options) -> None:  # type: ignore[override]
+    def compile(self, dynamic: Optional[bool] = None, **options) -> None:
         """Compile this block's training forward (layers, head, objective: one graph) with
         ``torch.compile``; ``dynamic`` as there (None: shapes that change are recompiled once
         as dynamic; torch bounds recompilations by ``torch._dynamo.config.cache_size_limit``).
@@ -187,7 +212,7 @@ class Block(nn.Module):
         self.train()
         step = next(s for s in (self.compiled, self.replica, self.forward_loss) if s is not None)
         accumulate = self.replica is not None and micro < micro_batches - 1  # DDP: all-reduce at last piece
-        with self.replica.no_sync() if accumulate else contextlib.nullcontext():
+        with self.replica.no_sync() if accumulate and self.replica is not None else contextlib.nullcontext():
             with self._rng(micro), self._autocast(device):
                 outputs, loss = step(inputs, labels)
             value = float(loss.detach())
@@ -214,6 +239,24 @@ class Block(nn.Module):
         return seeded_rng(self.device, (self.rng_seed, self.index, self.steps, micro))
 
 
+if TYPE_CHECKING:
+    class BlockList(nn.ModuleList):
+        """An ``nn.ModuleList`` of :class:`Block` s, as type checkers see it (at run time it is
+        ``nn.ModuleList`` itself): what :attr:`scpl.model.DecoupledModel.blocks` holds."""
+
+        def __iter__(self) -> Iterator[Block]: ...
+
+        @overload
+        def __getitem__(self, idx: slice) -> BlockList: ...
+
+        @overload
+        def __getitem__(self, idx: int) -> Block: ...
+
+        def __getitem__(self, idx: int | slice) -> Block | BlockList: ...
+else:
+    BlockList = nn.ModuleList
+
+
 def _need_cxx() -> None:
     """ConfigError unless torch.compile finds the C++ compiler it builds CPU kernels with."""
     from torch._inductor.cpp_builder import get_cpp_compiler
@@ -237,6 +280,8 @@ def compile_report() -> dict[str, int]:
 
 class _Step(nn.Module):
     """``block.forward_loss`` as a module call (what torch.compile compiles)."""
+
+    block: Block
 
     def __init__(self, block: Block):
         super().__init__()

@@ -24,7 +24,7 @@ import torch
 from .errors import ConfigError, WriteError
 
 
-def _atomic_write(path: str | Path, mode: str, write: Callable[[IO], None]) -> None:
+def _atomic_write(path: str | Path, mode: str, write: Callable[[IO], object]) -> None:
     """Call ``write`` on a temporary file in ``path``'s folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -106,8 +106,12 @@ class ContextBlock(nn.Module):
         self.encoder: Optional[nn.Module] = None
         self.projections = nn.ModuleList()
         if not first:
-            c, size = main_shape[1], tuple(main_shape[2:])
+            if main_shape is None:
+                raise ConfigError("ContextBlock: a block after the first needs main_shape")
+            c, size = main_shape[1], (main_shape[2], main_shape[3])  # (B, C, H, W): wrap checked it
             if spec.uses_x:
+                if x_shape is None:
+                    raise ConfigError("ContextBlock: a context that uses the input needs x_shape")
                 self.encoder = encoder(x_shape[1], c, size, spec.pool_first)
             for shape in history_shapes:
                 self.projections.append(Projection(shape[1], c, size, spec.pool_first))
@@ -116,6 +120,8 @@ class ContextBlock(nn.Module):
         """Run the layers on ``h`` plus its projected context; return the output and the context to
         hand on (the output alone in the last block).
         """
+        x: Optional[Tensor]
+        history: tuple[Tensor, ...]
         if self.first:
             h, x, history = flow[0], flow[0], ()
             inputs = h

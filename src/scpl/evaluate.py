@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import yaml
@@ -12,6 +12,7 @@ import yaml
 from .checkpoint import load, read_json
 from .early_exit import Confidence, PatienceCosine, block_seconds, early_exit, tradeoff
 from .errors import ConfigError
+from .exit_rules import Policy
 from .runner import TrainConfig, build
 from .runner.config import legacy_config
 
@@ -78,8 +79,8 @@ def evaluate_run(folder: str | Path, split: str = "test", policy: Optional[str] 
     :data:`scpl.early_exit.TRADEOFF_POLICIES` (``tradeoff``: accuracy, block calls saved and the
     calls weighted by each block's measured forward time).
     """
-    rules = {"patience": lambda: PatienceCosine(patience, cosine),
-             "confidence": lambda: Confidence(threshold)}
+    rules: dict[str, Callable[[], Policy]] = {"patience": lambda: PatienceCosine(patience, cosine),
+                                              "confidence": lambda: Confidence(threshold)}
     if policy is not None and policy not in rules:
         raise ConfigError(f"policy must be 'patience' or 'confidence', got {policy!r}")
     rule = rules[policy]() if policy is not None else None  # a rule out of range fails before the model loads

@@ -17,13 +17,16 @@ Exited samples are removed from the batch, so later blocks never run on them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
 from .flow import Flow, flow_to, map_flow
+
+if TYPE_CHECKING:
+    from .block import Block
 
 
 def _number(value: object) -> bool:
@@ -107,7 +110,7 @@ def exit_step(policy: Policy, logits: Tensor, state: ExitState,
 
 
 @torch.no_grad()
-def exit_batch(blocks: Sequence[nn.Module], inputs: Flow, policy: Policy) -> tuple[Tensor, Tensor, list[int]]:
+def exit_batch(blocks: Sequence[Block], inputs: Flow, policy: Policy) -> tuple[Tensor, Tensor, list[int]]:
     """(predictions, exit block of each sample, samples processed per block) for one batch, the
     blocks run in order in this process."""
     first = inputs if isinstance(inputs, Tensor) else inputs[0]

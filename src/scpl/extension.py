@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .block import BlockList
 from .errors import ConfigError
 from .flow import Flow, call_with_flow, flow_to
 from .heads import Leading
@@ -76,7 +77,7 @@ def extend(trained: DecoupledModel, new_layers: Sequence[nn.Module], *, example_
             block.eval()
             flow = block(flow_to(flow, block.device))
     new = DecoupledModel(list(new_layers), num_classes=trained.num_classes, example_input=flow, **options)
-    new.blocks = nn.ModuleList(old + list(new.blocks))
+    new.blocks = BlockList(old + list(new.blocks))
     for i, block in enumerate(new.blocks):
         block.index = i
     return new

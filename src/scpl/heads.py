@@ -254,8 +254,9 @@ class HeadFactory:
                     nn.Linear(feat_dim, self.num_classes) if self.exits else None)
 
     def _out_dim(self, projector: ProjectorSpec, hidden: int) -> int:
-        if self.projector_dim or self.default_dim:
-            return self.projector_dim or self.default_dim
+        dim = self.projector_dim or self.default_dim
+        if dim:
+            return dim
         return hidden if projector == "deinforeg" else self.num_classes
 
     def _objective(self, spec: ObjectiveSpec) -> nn.Module:

@@ -68,8 +68,9 @@ optimizer's rate: its default is "uniform" (with one block, "ramp" gives the sam
 
 def is_multiplier(value: object) -> bool:
     """Whether ``value`` can be one block's learning-rate multiplier: a finite number > 0."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return number and 0 < value < math.inf  # NaN compares False; no float() of a huge int
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return 0 < value < math.inf  # NaN compares False; no float() of a huge int
 
 
 METHODS: dict[str, Method] = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from . import balance
 from .assembly import build_blocks, check_options, claim, configure, context_spec
 from .balance import Balance, HeadLoss, sample_labels
 from .batches import arranged, check_finite_outputs, checked, has_batch_norm
-from .block import OptimizerFactory, SchedulerFactory
+from .block import BlockList, OptimizerFactory, SchedulerFactory
 from .context import ContextSpec, context_cost
 from .errors import ConfigError
 from .executors import DistributedExecutor, Executor, SequentialExecutor, get_executor
@@ -142,8 +142,9 @@ class DecoupledModel(nn.Module):
         context = context_spec(contsup if contsup is not None else spec.contsup, method, infopro)
         self.method, self.num_classes = method, num_classes
         self.progressive_span: Optional[float] = spec.progressive  # DASCPL's schedule, if any
-        heads = dict(objective=objective, projector=projector, features=features, projector_dim=projector_dim,
-                     projector_hidden=projector_hidden, objective_kwargs=objective_kwargs, exits=exits)
+        heads: dict[str, Any] = dict(objective=objective, projector=projector, features=features,
+                                     projector_dim=projector_dim, projector_hidden=projector_hidden,
+                                     objective_kwargs=objective_kwargs, exits=exits)
         if blocks == "auto":
             blocks = auto_cut(model, num_blocks, example_input, method=method, num_classes=num_classes,
                               contsup=context, last_block=last_block, optimizer=optimizer,
@@ -158,7 +159,7 @@ class DecoupledModel(nn.Module):
         self.split_points = [p.start for p in parts[1:]] if traced is not None else None
         example_input = arranged(example_input, self.input_names)
         view = traced.head_inputs if traced is not None else None  # heads: (output, mask) of a traced flow
-        self.blocks = nn.ModuleList(build_blocks(spec, parts, devices, num_classes, heads, example_input,
+        self.blocks = BlockList(build_blocks(spec, parts, devices, num_classes, heads, example_input,
                                                  context, last_block, view))
         self._check_output(example_input)
         self.block_lr = configure(list(self.blocks), spec, optimizer, scheduler, block_lr, precision,
@@ -193,7 +194,7 @@ class DecoupledModel(nn.Module):
         """Logits of the full network (no early exit)."""
         for logits in self.block_outputs(inputs):  # each output is dropped once the next exists
             pass
-        return logits
+        return cast(Tensor, logits)  # the last block's output: logits (_check_output checked it at build)
 
     def block_outputs(self, inputs: Flow) -> Iterator[Flow]:
         """Each block's output in turn, the last one being the logits (for probes of the
@@ -358,8 +359,8 @@ class DecoupledModel(nn.Module):
                 "_reported": bar.count > 0}
 
 
-def auto_cut(model: nn.Module, num_blocks: Optional[int], example_input: Flow, *, num_classes: int,
-             method: str = "scpl", rounds: int = 3, output: Union[str, int, None] = None,
+def auto_cut(model: Union[nn.Module, Sequence[nn.Module]], num_blocks: Optional[int], example_input: Flow, *,
+             num_classes: int, method: str = "scpl", rounds: int = 3, output: Union[str, int, None] = None,
              **options: Any) -> Balance:
     """The cut of ``model`` into ``num_blocks`` blocks that minimises the slowest block's time,
     for ``DecoupledModel(model, blocks=<this>, ...)``: between the children of an

@@ -43,7 +43,7 @@ class LARS(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
+    def step(self, closure=None):
         """One LARS update of every parameter with a gradient; return ``closure()``'s loss, if given."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
@@ -66,7 +66,7 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def _lars_groups(params: list[Tensor]) -> list[dict]:
+def _lars_groups(params: Sequence[Tensor]) -> list[dict]:
     """Biases and normalisation weights (1-D tensors) are excluded from decay and adaptation."""
     return [{"params": [p for p in params if p.dim() > 1]},
             {"params": [p for p in params if p.dim() <= 1], "lars": False, "weight_decay": 0.0}]

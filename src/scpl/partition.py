@@ -57,19 +57,21 @@ def split_model(model: Union[nn.Module, Sequence[nn.Module]], blocks: BlockSpec 
         if not isinstance(model, nn.Sequential):
             return split_even(model, blocks, example_input, output)
         return _split_sequential(model, _even_counts(len(model), blocks))
-    blocks = list(blocks)
-    if not blocks and not isinstance(model, nn.Sequential):  # no split point: the model as one block
+    spec = list(blocks)
+    if not spec and not isinstance(model, nn.Sequential):  # no split point: the model as one block
         return split_at(model, [], example_input, output)
-    if blocks and all(isinstance(b, int) for b in blocks):
+    counts = [b for b in spec if isinstance(b, int)]
+    names = [b for b in spec if isinstance(b, str)]
+    if spec and len(counts) == len(spec):
         if not isinstance(model, nn.Sequential):
             raise ConfigError(
                 "block sizes as layer counts need an nn.Sequential; for other modules give split points "
                 "(submodule names)"
             )
-        return _split_sequential(model, blocks)
-    if blocks and all(isinstance(b, str) for b in blocks):
-        return split_at(model, blocks, example_input, output)
-    raise ConfigError(f"`blocks` must be layer counts (ints) or split points (str), got {blocks!r}")
+        return _split_sequential(model, counts)
+    if spec and len(names) == len(spec):
+        return split_at(model, names, example_input, output)
+    raise ConfigError(f"`blocks` must be layer counts (ints) or split points (str), got {spec!r}")
 
 
 def _even_counts(num_layers: int, k: int) -> list[int]:
@@ -88,7 +90,8 @@ def _split_sequential(model: nn.Sequential, counts: Sequence[int]) -> list[nn.Mo
             f"block layer counts {list(counts)} sum to {sum(counts)} but the model has {len(layers)} layers; "
             "make them add up to the number of children of the nn.Sequential"
         )
-    out, start = [], 0
+    out: list[nn.Module] = []
+    start = 0
     for c in counts:
         out.append(nn.Sequential(*layers[start : start + c]))
         start += c
@@ -118,7 +121,7 @@ def split_even(model: nn.Module, k: int, example_input: Any, output: OutputKey =
                     example_input, output)
 
 
-def units(model: nn.Module, example_input: Any,
+def units(model: Union[nn.Module, Sequence[nn.Module]], example_input: Any,
           output: OutputKey = None) -> tuple[list[nn.Module], Optional[list[str]], Any]:
     """What ``blocks="auto"`` cuts between, as ``(layers, points, first flow)``: an
     ``nn.Sequential``'s children (``points`` None), or a traced model's units

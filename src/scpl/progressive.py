@@ -51,6 +51,7 @@ class BlockSchedule:
         """``"train"``, ``"frozen"`` or ``"inactive"`` for ``block`` during ``epoch``."""
         if self.activate is not None and epoch < self.activate[block]:
             return INACTIVE
-        if self.freeze is not None and self.freeze[block] is not None and epoch >= self.freeze[block]:
+        frozen_from = self.freeze[block] if self.freeze is not None else None
+        if frozen_from is not None and epoch >= frozen_from:
             return FROZEN
         return TRAIN

@@ -14,11 +14,12 @@ from torch.utils.data import DataLoader
 
 from ..demo import load_demo_data
 from ..early_exit import Confidence, PatienceCosine, block_seconds, early_exit
+from ..exit_rules import Policy
 from ..model import DecoupledModel
 from ..models import SmallCNN
 from ..seed import seed_everything
 
-POLICIES = {
+POLICIES: dict[str, Policy] = {
     "patience1_cos0.8": PatienceCosine(1, 0.8),
     "patience1_cos0.95": PatienceCosine(1, 0.95),
     "confidence0.9": Confidence(0.9),

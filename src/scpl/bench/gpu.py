@@ -28,7 +28,7 @@ import torch
 
 from ..executors import SequentialExecutor, ThreadedExecutor
 from ..model import DecoupledModel
-from ..models import create_model
+from ..models import CifarResNet, create_model
 from ..seed import seed_everything
 
 DEADLINE_S = 420.0
@@ -117,6 +117,7 @@ def memory(ks: Sequence[int] = (2, 4, 8), batch: int = 1024) -> dict:
         torch.cuda.empty_cache()
         seed_everything(0)
         net = create_model("resnet110")
+        assert isinstance(net, CifarResNet)
         model = DecoupledModel(net, net.block_counts(k, "memory"), method="greedy", num_classes=10,
                                example_input=x[:2], devices="cuda")
         out["peak_bytes"][f"K={k}"] = peak(model)

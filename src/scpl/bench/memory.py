@@ -14,10 +14,11 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from ..errors import ConfigError
 from ..flow import Flow
 from ..memory import count_saved_bytes
 from ..model import DecoupledModel
-from ..models import create_model
+from ..models import CifarResNet, create_model
 from ..seed import seed_everything
 
 
@@ -51,6 +52,9 @@ def measure(name: str, ks: Sequence[int], batch: int, contsup: Optional[str], ba
         result["bp_peak_bytes"] = block_bytes(bp, x, labels)[0]
     for k in ks:
         net = create_model(name)
+        if not isinstance(net, CifarResNet):
+            raise ConfigError(f"bench memory cuts CIFAR ResNets (resnet32, resnet110) by their units, "
+                              f"not {name}")
         model = DecoupledModel(net, net.block_counts(k, balance), method="greedy", num_classes=10,
                                example_input=x[:2], contsup=contsup)
         per_block = block_bytes(model, x, labels)

@@ -48,6 +48,7 @@ def balanced_counts(s: Settings) -> tuple[list[int], str]:
     model = DecoupledModel(workloads.WORKLOADS[s.model](), "auto", num_blocks=s.stages, method=s.method,
                            num_classes=10,
                            example_input=workloads.example(s.model, s.micro_batch // s.replicas))
+    assert model.balance is not None  # blocks="auto" measured it
     return model.balance.counts, str(model.balance)
 
 
@@ -86,7 +87,7 @@ def best_peer_cut(s: Settings, counts: list[int]) -> tuple[list[int], dict[str, 
     """
     trials = {str(c): max(workers.run_peer(s, c, "gpipe"), workers.run_peer(s, c, "1f1b"))
               for c in neighbour_cuts(counts)}
-    best = max(trials, key=trials.get)
+    best = max(trials, key=lambda c: trials[c])
     return [int(v) for v in best.strip("[]").split(",")], {k: round(v, 1) for k, v in trials.items()}
 
 

@@ -76,9 +76,11 @@ class Augment:
             raise ConfigError(f"Augment needs a callable transform, got {transform!r}")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ConfigError(f"Augment: seed must be an int, got {seed!r}")
-        if two_views and isinstance(transform, TwoViews):
-            raise ConfigError("Augment: the transform is already a TwoViews; drop two_views=True")
-        self.transform = TwoViews(transform) if two_views else transform
+        if two_views:
+            if isinstance(transform, TwoViews):
+                raise ConfigError("Augment: the transform is already a TwoViews; drop two_views=True")
+            transform = TwoViews(transform)
+        self.transform = transform
         self.seed = seed
         self._generators: dict[str, torch.Generator] = {}
 
@@ -101,7 +103,7 @@ class Augment:
         elif not x.is_floating_point():
             raise ConfigError(f"Augment takes uint8 or float images, got {x.dtype}")
         g = self.generator(x.device)
-        if self.two_views:
+        if isinstance(self.transform, TwoViews):  # self.two_views
             return self.transform(x, y, g)
         return self.transform(x, g), y
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence, Sized
 
 import numpy as np
 import torch
@@ -51,6 +51,13 @@ class DataBundle:
     def shape(self) -> tuple[int, ...]:
         """One sample's input shape ((C, H, W) for images)."""
         return tuple(self.train[0][0].shape)
+
+
+def num_samples(dataset: Dataset) -> int:
+    """The length of a map-style data set (torch's ``Dataset`` does not declare ``__len__``)."""
+    if not isinstance(dataset, Sized):
+        raise ConfigError(f"a data set needs a length (__len__), and {type(dataset).__name__} has none")
+    return len(dataset)
 
 
 def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +180,7 @@ def _text_bundle(name: str, root: Optional[str], val_fraction: float, split_seed
     vocab = tokens.Vocab.build([tokens.tokenize(train_texts[i]) for i in tr], min_freq=min_freq,
                                max_size=max_vocab)  # training part only
 
-    def dataset(idx: Sequence[int], texts: Sequence[str], labels: Sequence[int]) -> tokens.TokenDataset:
+    def dataset(idx: Iterable[int], texts: Sequence[str], labels: Sequence[int]) -> tokens.TokenDataset:
         return tokens.TokenDataset.from_texts([texts[i] for i in idx], [labels[i] for i in idx], vocab,
                                               max_len)
 

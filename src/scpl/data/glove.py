@@ -48,7 +48,7 @@ def read_glove_text(path: PathLike, vocab: Vocab, dim: Optional[int] = None,
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     found: dict[int, np.ndarray] = {}
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             line = line.rstrip("\r\n ")
             if not line:

@@ -7,8 +7,10 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_DTYPES: dict[int, npt.DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
+                                      0x0E: ">f8"}
 
 
 def read_idx(path: str | Path) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-PathLike = Optional[str | Path]
+PathLike = Optional[str | os.PathLike]
 
 DEFAULT_DATA_DIR = "~/.scpl/data"
 

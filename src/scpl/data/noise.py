@@ -6,6 +6,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .datasets import num_samples
+
 
 def symmetric_noise(labels: Tensor, rate: float, num_classes: int, seed: int = 0) -> Tensor:
     """Each label, with probability ``rate``, replaced by a uniformly drawn *other* class.
@@ -27,11 +29,11 @@ class NoisyLabels(Dataset):
 
     def __init__(self, dataset: Dataset, rate: float, num_classes: int, seed: int = 0):
         self.dataset = dataset
-        self.clean_labels = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
+        self.clean_labels = torch.tensor([int(dataset[i][1]) for i in range(num_samples(dataset))])
         self.labels = symmetric_noise(self.clean_labels, rate, num_classes, seed)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return num_samples(self.dataset)
 
     def __getitem__(self, i: int):
         return self.dataset[i][0], self.labels[i]

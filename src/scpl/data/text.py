@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import IO, Optional, Union
+from typing import IO, Any, Optional, Union
 
 from ..errors import DataError
 from .images import data_root, where_to_put
@@ -86,10 +86,10 @@ def _read_text(path: Path) -> str:
         raise _not_utf8(path) from None
 
 
-def _rows(f: IO[str], path: PathLike = "", **fmt: object) -> Iterator[tuple[int, list[str]]]:
+def _rows(f: IO[str], path: PathLike = "", **fmt: Any) -> Iterator[tuple[int, list[str]]]:
     """CSV rows with the (1-based) line number where each row starts; blank lines are skipped. A
     file that is not UTF-8 (or a row csv cannot parse) raises :class:`DataError` naming the line."""
-    reader = csv.reader(f, **fmt)  # type: ignore[arg-type]
+    reader = csv.reader(f, **fmt)
     start = 1
     while True:
         try:
@@ -163,7 +163,7 @@ def load_debian(path: Optional[PathLike] = None) -> TextSplits:
     else:
         source = Path(path)
         opener = gzip.open if source.suffix == ".gz" else open
-        with opener(source, "rt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
+        with opener(source, "rt", encoding="utf-8", newline="") as f:
             data = f.read()
     rows = list(_rows(io.StringIO(data, newline="")))
     if not rows or rows[0][1] != ["split", "label", "text"]:

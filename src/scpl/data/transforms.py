@@ -138,17 +138,15 @@ class RandomCrop(_Repr):
 
     def __init__(self, size: Union[int, tuple[int, int]], padding: int = 0, fill: float = 0.0,
                  padding_mode: str = "constant"):
-        if isinstance(size, int):
-            size = (size, size)
-        size = tuple(size)
-        if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
-            raise ConfigError(f"RandomCrop: size must be a positive int or (height, width), got {size}")
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        if len(hw) != 2 or not all(isinstance(s, int) and s > 0 for s in hw):
+            raise ConfigError(f"RandomCrop: size must be a positive int or (height, width), got {hw}")
         if not isinstance(padding, int) or padding < 0:
             raise ConfigError(f"RandomCrop: padding must be an int >= 0, got {padding!r}")
         if padding_mode not in ("constant", "reflect"):
             raise ConfigError("RandomCrop: padding_mode must be 'constant' or 'reflect', "
                               f"got {padding_mode!r}")
-        self.size, self.padding, self.fill, self.padding_mode = size, padding, float(fill), padding_mode
+        self.size, self.padding, self.fill, self.padding_mode = hw, padding, float(fill), padding_mode
 
     def _pad(self, x: Tensor) -> Tensor:
         if self.padding == 0:
@@ -286,10 +284,9 @@ class Normalize(_Repr):
     def _tensors(self, x: Tensor) -> tuple[Tensor, Tensor]:
         key = (x.device, x.dtype)
         if key not in self._cache:
-            self._cache[key] = tuple(
-                torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-                for v in (self.mean, self.std)
-            )
+            mean, std = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+                         for v in (self.mean, self.std))
+            self._cache[key] = mean, std
         return self._cache[key]
 
     def __call__(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:

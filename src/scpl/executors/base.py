@@ -10,11 +10,12 @@ from __future__ import annotations
 import queue
 import threading
 import traceback
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence, cast, runtime_checkable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..block import Block
 from ..errors import ConfigError, StageError
 from ..exit_rules import exit_batch
 from ..flow import Flow, micro_batches
@@ -48,22 +49,22 @@ class Executor(Protocol):
     name: str
     micro_batches: int
 
-    def train_epoch(self, blocks: Sequence[nn.Module], batches: Batches,
+    def train_epoch(self, blocks: Sequence[Block], batches: Batches,
                     on_step: Optional[StepCallback] = None) -> list[list[float]]:
         """Train every block on every batch; the per-step mean loss of every block."""
         ...
 
-    def forward_batches(self, blocks: Sequence[nn.Module],
+    def forward_batches(self, blocks: Sequence[Block],
                         batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
         """``(logits, labels)`` of the whole network in eval mode, in one or several pieces."""
         ...
 
-    def exit_batches(self, blocks: Sequence[nn.Module], batches: Batches,
+    def exit_batches(self, blocks: Sequence[Block], batches: Batches,
                      policy: Any) -> tuple[Tensor, Tensor, Tensor, list[int]]:
         """Per-sample early exit: predictions, labels, exit block per sample, samples per block."""
         ...
 
-    def exit_predictions(self, blocks: Sequence[nn.Module],
+    def exit_predictions(self, blocks: Sequence[Block],
                          batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]:
         """Every exit's predicted classes for every sample (None without an exit), and the labels."""
         ...
@@ -109,7 +110,7 @@ class InProcessInference:
     process: inference runs the blocks in order, batch by batch."""
 
     @torch.no_grad()
-    def forward_batches(self, blocks: Sequence[nn.Module],
+    def forward_batches(self, blocks: Sequence[Block],
                         batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
         """``(logits, labels)`` of every batch, the blocks run in order in eval mode."""
         from ..flow import flow_to
@@ -120,10 +121,10 @@ class InProcessInference:
             flow = inputs
             for block in blocks:
                 flow = block(flow_to(flow, block.device))
-            yield flow, labels
+            yield cast(Tensor, flow), labels  # the last block's output: logits
 
     @torch.no_grad()
-    def exit_predictions(self, blocks: Sequence[nn.Module],
+    def exit_predictions(self, blocks: Sequence[Block],
                          batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]:
         """Every exit's predicted classes (None for a block without an exit) and the labels."""
         from ..flow import flow_to
@@ -142,13 +143,15 @@ class InProcessInference:
             labels.append(batch_labels.cpu())
         return [torch.cat(p) if p else None for p in preds], torch.cat(labels) if labels else torch.empty(0)
 
-    def exit_batches(self, blocks: Sequence[nn.Module], batches: Batches,
+    def exit_batches(self, blocks: Sequence[Block], batches: Batches,
                      policy: Any) -> tuple[Tensor, Tensor, Tensor, list[int]]:
         """Per-sample early exit under ``policy``, batch by batch (see :class:`Executor`)."""
         preds, exits, labels, calls = [], [], [], [0] * len(blocks)
         for inputs, batch_labels in batches:
             p, e, c = exit_batch(blocks, inputs, policy)
-            preds.append(p), exits.append(e), labels.append(batch_labels.cpu())
+            preds.append(p)
+            exits.append(e)
+            labels.append(batch_labels.cpu())
             calls = [a + b for a, b in zip(calls, c)]
         if not labels:
             empty = torch.empty(0, dtype=torch.long)
@@ -198,7 +201,7 @@ class Failures:
 
     def __init__(self, abort: threading.Event):
         self.abort = abort
-        self.items: list[tuple[int, BaseException, str]] = []
+        self.items: list[tuple[Optional[int], BaseException, str]] = []
 
     def add(self, stage: Optional[int], exc: BaseException, text: Optional[str] = None,
             first: bool = False) -> None:

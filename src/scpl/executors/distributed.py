@@ -32,7 +32,7 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, cast
 
 import torch
 import torch.distributed as dist
@@ -156,8 +156,8 @@ class DistributedExecutor:
                               f"world size is {world}")
         return Layout(dist.get_rank(), num_blocks, self.replicas)
 
-    def _setup(self, blocks: Sequence[nn.Module],
-               training: bool = False) -> tuple[Layout, nn.Module, torch.device, torch.device, Watch]:
+    def _setup(self, blocks: Sequence[Block],
+               training: bool = False) -> tuple[Layout, Block, torch.device, torch.device, Watch]:
         _warn_if_group_kept_alive()
         layout = self.layout(len(blocks))
         nccl = dist.get_backend() == "nccl"
@@ -224,13 +224,13 @@ class DistributedExecutor:
         self._stage(layout, comm, compute, sink, batches, m, watch)
         table = watch.meet(
             lambda: torch.tensor(record.history, dtype=torch.float64).reshape(-1, layout.stages), layout.last)
-        if self.replicas > 1 and layout.last:
+        if self.replicas > 1 and table is not None:  # the last stage's table (meet computed it there)
             table = mean_over(table,
                               stage_groups(layout.stages, self.replicas, self.peer_timeout)[layout.stage])
         return _broadcast_tensor(table, self._last_rank(), comm).tolist()
 
     @torch.no_grad()
-    def forward_batches(self, blocks: Sequence[nn.Module],
+    def forward_batches(self, blocks: Sequence[Block],
                         batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
         """Logits and labels of every batch, run through the pipeline in eval mode.
 
@@ -246,7 +246,7 @@ class DistributedExecutor:
         logits, labels_out = [], []
 
         def sink(step: int, micro: int, out: Flow, labels: Tensor, extras: list[Tensor]) -> None:
-            logits.append(out.float().cpu())
+            logits.append(cast(Tensor, out).float().cpu())  # the last block's output: logits
             labels_out.append(labels.cpu())
 
         self._stage(layout, comm, compute, sink, batches, 1, watch, numbered=True)
@@ -272,7 +272,7 @@ class DistributedExecutor:
         return interleave(gathered)
 
     @torch.no_grad()
-    def exit_batches(self, blocks: Sequence[nn.Module], batches: Batches,
+    def exit_batches(self, blocks: Sequence[Block], batches: Batches,
                      policy) -> tuple[Tensor, Tensor, Tensor, list[int]]:
         """Early exit on the pipeline: samples that exit at stage k are not sent to k+1.
 
@@ -315,7 +315,7 @@ class DistributedExecutor:
         return preds, labels, exit_block, processed_per_stage
 
     @torch.no_grad()
-    def exit_predictions(self, blocks: Sequence[nn.Module],
+    def exit_predictions(self, blocks: Sequence[Block],
                          batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]:
         """Every exit's predictions for every sample (each rank predicts with its block's exit),
         and the labels; the same on every rank, samples in data order."""
@@ -329,7 +329,8 @@ class DistributedExecutor:
             logits = out if layout.last else block.exit_logits(out)
             if logits is not None:
                 preds.append(logits.argmax(dim=1).cpu())
-            ids_seen.append(ids), labels_seen.append(labels.cpu())
+            ids_seen.append(ids)
+            labels_seen.append(labels.cpu())
             return out, labels, [ids]
 
         self._stage(layout, comm, compute, lambda *args: None, batches, 1, watch, numbered=True)
@@ -374,11 +375,13 @@ def _gather_all(obj: dict) -> list[dict]:
 
 def _broadcast_tensor(t: Optional[Tensor], src: int, device: torch.device) -> Tensor:
     """Broadcast a tensor of any shape and dtype from ``src`` (shape and dtype travel first)."""
-    header = (p2p.encode_header(p2p.Message(p2p.DATA, tensors=[t])) if dist.get_rank() == src
+    sent = t if dist.get_rank() == src else None  # the tensor, on the source rank
+    assert sent is not None or dist.get_rank() != src, "the source rank broadcasts a tensor"
+    header = (p2p.encode_header(p2p.Message(p2p.DATA, tensors=[sent])) if sent is not None
               else torch.zeros(p2p.HEADER_LEN, dtype=torch.int64))
     header = header.to(device)
     dist.broadcast(header, src)
     _, [(dtype, shape)] = p2p.decode_header(header.cpu())
-    buf = t.to(device) if dist.get_rank() == src else torch.empty(shape, dtype=dtype, device=device)
+    buf = sent.to(device) if sent is not None else torch.empty(shape, dtype=dtype, device=device)
     dist.broadcast(buf, src)
     return buf.cpu()

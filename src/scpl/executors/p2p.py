@@ -66,17 +66,22 @@ def send(msg: Message, dst: int, device: torch.device, group: Optional[dist.Proc
     works = [dist.isend(header.to(device), dst, group=group)]
     payload = [t.contiguous().to(device) for t in msg.tensors]
     works += [dist.isend(t, dst, group=group) for t in payload]
-    for w in works:
-        w.wait()
+    _wait_all(works)
 
 
 def recv(src: int, device: torch.device, group: Optional[dist.ProcessGroup] = None) -> Message:
     """Receive one message from rank ``src``."""
     header = torch.empty(HEADER_LEN, dtype=torch.int64, device=device)
-    dist.irecv(header, src, group=group).wait()
+    _wait_all([dist.irecv(header, src, group=group)])
     msg, specs = decode_header(header.cpu())
     msg.tensors = [torch.empty(shape, dtype=dtype, device=device) for dtype, shape in specs]
-    works = [dist.irecv(t, src, group=group) for t in msg.tensors]
-    for w in works:
-        w.wait()
+    _wait_all([dist.irecv(t, src, group=group) for t in msg.tensors])
     return msg
+
+
+def _wait_all(works: list[Optional[dist.Work]]) -> None:
+    """Wait for each operation to complete (torch returns None instead only to a rank outside
+    the group, which never sends or receives here)."""
+    for w in works:
+        assert w is not None
+        w.wait()

@@ -35,6 +35,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..block import Block
 from ..errors import ConfigError
 from ..flow import Flow, split_flow
 
@@ -143,7 +144,7 @@ class LocalStep(nn.Module):
     """A block's whole local step as one call, ``(inputs, labels) -> (outputs, loss)``: what
     DistributedDataParallel wraps (and ``torch.compile`` compiles)."""
 
-    def __init__(self, block: nn.Module):
+    def __init__(self, block: Block):
         super().__init__()
         self.block = block
 
@@ -152,7 +153,7 @@ class LocalStep(nn.Module):
         return self.block.forward_loss(inputs, labels)
 
 
-def replicate(block: nn.Module, group, device: torch.device, sync_batchnorm: bool = False) -> None:
+def replicate(block: Block, group, device: torch.device, sync_batchnorm: bool = False) -> None:
     """Make ``block`` train as one of its stage's replicas: objectives that compare samples are
     gathered over ``group`` and the whole local step runs under DistributedDataParallel (which
     also makes every replica start from the group's first replica's parameters and buffers)."""

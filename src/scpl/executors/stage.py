@@ -45,11 +45,11 @@ def run_stage(rank: int, prev: Optional[int], next_: Optional[int], comm: torch.
     inbox = Pipe(abort, queue_size) if prev is not None else None
     outbox = Pipe(abort, queue_size) if next_ is not None else None
     threads = [threading.Thread(target=watch.run, args=(abort, _report(failures)), daemon=True)]
-    if inbox is not None:
+    if prev is not None and inbox is not None:
         threads.append(threading.Thread(target=_pump, args=(prev, _receiver(prev, comm, inbox), failures),
                                         daemon=True))
     sender = None
-    if outbox is not None:
+    if next_ is not None and outbox is not None:
         sender = threading.Thread(target=_pump, args=(next_, _sender(next_, comm, outbox), failures),
                                   daemon=True)
         threads.append(sender)
@@ -63,7 +63,7 @@ def run_stage(rank: int, prev: Optional[int], next_: Optional[int], comm: torch.
             out, labels, extras = result
             if outbox is not None:
                 is_tuple = not isinstance(out, Tensor)
-                tensors = list(out) if is_tuple else [out]
+                tensors = [out] if isinstance(out, Tensor) else list(out)
                 flag = (len(extras) << 1) | int(is_tuple)
                 msg = p2p.Message(p2p.DATA, step, micro, [*tensors, labels, *extras], flag=flag)
                 msg.header = p2p.encode_header(msg)  # an unsendable output fails here, as this stage's error
@@ -72,6 +72,7 @@ def run_stage(rank: int, prev: Optional[int], next_: Optional[int], comm: torch.
                 sink(step, micro, out, labels, extras)
         if outbox is not None:
             outbox.put(p2p.Message(p2p.END))
+            assert sender is not None  # started with the outbox
             while sender.is_alive() and not abort.is_set():  # the sender drains the outbox first
                 sender.join(0.2)
             if abort.is_set():

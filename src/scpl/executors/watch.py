@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 import torch.distributed as dist
 
@@ -33,6 +33,7 @@ POLL_S = 0.05
 BEAT_S = 0.2
 DEFAULT_TIMEOUT_S = 60.0
 _ROUNDS = itertools.count()
+T = TypeVar("T")
 Report = Callable[[Optional[int], BaseException], None]
 """How a failure is reported: the failed rank (None: not known) and its exception."""
 
@@ -112,7 +113,7 @@ class Watch:
                 on_failure(*failure)
                 return
 
-    def meet(self, result: Callable[[], object], compute_here: bool) -> object:
+    def meet(self, result: Callable[[], T], compute_here: bool) -> Optional[T]:
         """Compute ``result`` (where ``compute_here``), then wait until every peer got here too.
 
         Raises :class:`StageError` for a failure seen while waiting; a failure of ``result``
@@ -137,6 +138,6 @@ class Watch:
                     None, RemoteStageFailure(f"lost the process group's store: {exc}"), "") from exc
             failure = self.check()
             if failure is not None:
-                rank, exc = failure
-                raise StageError(None if rank is None else self.stage_of(rank), exc, "")
+                rank, error = failure
+                raise StageError(None if rank is None else self.stage_of(rank), error, "")
             time.sleep(POLL_S)

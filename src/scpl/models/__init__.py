@@ -20,8 +20,9 @@ def _text(kind: str) -> Callable[..., nn.Module]:
         return TextClassifier(kind=kind, **kwargs)
 
     signature = inspect.signature(TextClassifier)  # what build accepts: TextClassifier's arguments but kind
-    build.__signature__ = signature.replace(parameters=[p for n, p in signature.parameters.items()
-                                                        if n != "kind"])
+    # inspect reads a function's __signature__, which typeshed's function type does not declare
+    build.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for n, p in signature.parameters.items() if n != "kind"])
     return build
 
 

@@ -19,7 +19,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
                                           nn.BatchNorm2d(c_out))
@@ -103,7 +103,10 @@ class CifarResNet(nn.Sequential):
 def _saved_bytes_per_layer(layers: Sequence[nn.Module], sample: Tensor | None) -> list[float]:
     from ..memory import count_saved_bytes
 
-    x = sample if sample is not None else torch.zeros(8, layers[0][0].in_channels, 32, 32)
+    if sample is None:  # a batch of 8 at 32x32 with the stem's input channels
+        stem_conv = next(m for m in layers[0].modules() if isinstance(m, nn.Conv2d))
+        sample = torch.zeros(8, stem_conv.in_channels, 32, 32)
+    x = sample
     costs = []
     for layer in layers:
         with count_saved_bytes(layer.parameters()) as counter:

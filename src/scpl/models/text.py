@@ -11,14 +11,14 @@ and classifies.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..errors import ConfigError
-from ..flow import call_with_flow
+from ..flow import Flow, call_with_flow
 from ..heads import masked_mean
 from ..names import LSTM_INPUT_NORM
 
@@ -35,6 +35,8 @@ def sinusoidal_positions(length: int, dim: int) -> Tensor:
 
 class Embedding(nn.Module):
     """Token ids (B, T) -> (embeddings (B, T, D), mask (B, T))."""
+
+    positions: Optional[Tensor]  # a buffer (register_buffer), None without positional encodings
 
     def __init__(self, vocab_size: int, dim: int, vectors: Optional[Tensor] = None, positional: bool = False,
                  max_len: int = 1024, padding_idx: int = 0, freeze: bool = False):
@@ -144,6 +146,7 @@ class TextClassifier(nn.ModuleList):
         blocks: list[nn.Module] = [Embedding(vocab_size, dim, vectors, kind == "transformer", max_len,
                                              freeze=freeze_vectors)]
         width = dim
+        block: nn.Module
         for i in range(layers):
             if kind == "lstm":
                 norm = LSTM_INPUT_NORM if input_norm is None else input_norm
@@ -155,7 +158,7 @@ class TextClassifier(nn.ModuleList):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """Class logits for token ids (B, T): the blocks run in order, as one model."""
-        flow = tokens
+        flow: Flow = tokens
         for block in self:
             flow = call_with_flow(block, flow)
-        return flow
+        return cast(Tensor, flow)  # the last block's output: class logits

@@ -16,8 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ..data.augment import Augment, TwoViews, preset
-from ..data.datasets import DataBundle, load_dataset
+from ..data.datasets import DataBundle, load_dataset, num_samples
 from ..data.noise import NoisyLabels
+from ..data.tokens import Vocab
 from ..data.transforms import Compose, Resize
 from ..errors import ConfigError
 from ..executors import EXECUTORS, Executor
@@ -78,18 +79,19 @@ def _model(cfg: TrainConfig, bundle: DataBundle) -> torch.nn.Module:
         if cfg.embeddings:
             raise ConfigError(f"embeddings: pre-trained vectors are for the reference text models, not "
                               f"{cfg.model}")
-        sizes = (dict(vocab_size=len(bundle.vocab), max_len=cfg.max_len) if bundle.kind == "text" else
+        sizes = (dict(vocab_size=len(_vocab(bundle)), max_len=cfg.max_len) if bundle.kind == "text" else
                  dict(in_channels=bundle.shape[0], image_size=cfg.image_size or bundle.shape[-1]))
         return create_model(cfg.model, num_classes=bundle.num_classes, **sizes, **kwargs)
     if bundle.kind == "text":
-        kwargs.update(vocab_size=len(bundle.vocab), num_classes=bundle.num_classes)
+        vocab = _vocab(bundle)
+        kwargs.update(vocab_size=len(vocab), num_classes=bundle.num_classes)
         if cfg.embeddings:
             from ..data import glove
 
-            vectors, found = (glove.load_glove_package(bundle.vocab, seed=cfg.seed)
+            vectors, found = (glove.load_glove_package(vocab, seed=cfg.seed)
                               if cfg.embeddings == "glove"
-                              else glove.read_glove_text(cfg.embeddings, bundle.vocab, seed=cfg.seed))
-            log.info("pre-trained vectors for %d of %d vocabulary words", found, len(bundle.vocab))
+                              else glove.read_glove_text(cfg.embeddings, vocab, seed=cfg.seed))
+            log.info("pre-trained vectors for %d of %d vocabulary words", found, len(vocab))
             kwargs.update(vectors=vectors, dim=vectors.shape[1])
         kwargs.setdefault("max_len", cfg.max_len)
     else:
@@ -105,16 +107,26 @@ def _model(cfg: TrainConfig, bundle: DataBundle) -> torch.nn.Module:
         raise ConfigError(f"model_args for {cfg.model}: {exc}; it accepts {accepted}") from exc
 
 
-def _transforms(cfg: TrainConfig, bundle: DataBundle) -> tuple[Optional[Callable], Optional[Callable]]:
+def _vocab(bundle: DataBundle) -> Vocab:
+    """A text data set's vocabulary."""
+    if bundle.vocab is None:
+        raise ConfigError(f"the text data set {bundle.name!r} has no vocabulary")
+    return bundle.vocab
+
+
+def _transforms(cfg: TrainConfig, bundle: DataBundle) -> tuple[Optional[Augment], Optional[Augment]]:
     """(training transform, evaluation transform) for image sets; (None, None) for text."""
     if bundle.kind != "image":
         if cfg.augment != "none" or cfg.two_views or cfg.image_size:
             raise ConfigError(f"augment/two_views/image_size apply to image data sets, not {bundle.name!r}")
         return None, None
     size = cfg.image_size or bundle.shape[-1]
+    mean, std = bundle.mean, bundle.std
+    if mean is None or std is None:
+        raise ConfigError(f"the image data set {bundle.name!r} has no per-channel mean and std")
 
     def make(name: str):
-        augment = preset(name, size, bundle.mean, bundle.std)
+        augment = preset(name, size, mean, std)
         return augment if size == bundle.shape[-1] else Compose([Resize(size), augment])
 
     if cfg.two_views and cfg.augment == "scpl":  # SCPL's pair: a weak view (crop + flip) and a strong one
@@ -165,8 +177,8 @@ def build(cfg: TrainConfig) -> Run:
     train_set = bundle.train
     if cfg.label_noise:
         train_set = NoisyLabels(train_set, cfg.label_noise, bundle.num_classes, seed=cfg.seed)
-    if len(train_set) < cfg.batch_size:
-        raise ConfigError(f"the training split has {len(train_set)} samples, fewer than one batch of "
+    if num_samples(train_set) < cfg.batch_size:
+        raise ConfigError(f"the training split has {num_samples(train_set)} samples, fewer than one batch of "
                           f"{cfg.batch_size}")
     train_aug, eval_aug = _transforms(cfg, bundle)
     devices = _devices(cfg.devices)
@@ -174,6 +186,8 @@ def build(cfg: TrainConfig) -> Run:
 
     collate = bundle.collate
     if ecosystem(cfg.model) is not None and bundle.kind == "text":
+        if bundle.collate is None:
+            raise ConfigError(f"the text data set {bundle.name!r} has no collate function")
         collate = NamedInputs(bundle.collate)  # {"input_ids", "attention_mask"}, as a tokenizer gives
 
     def batches(dataset, size: int, shuffle: bool, transform) -> Batches:
@@ -259,8 +273,9 @@ def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any,
         raise ConfigError("blocks: auto needs num_blocks K (or the distributed executor, where K is the "
                           "world size divided by replicas)")
     net = _model(cfg, bundle)
-    if isinstance(blocks, int) and hasattr(net, "block_counts"):  # the model's own cut (CIFAR ResNets)
-        blocks = net.block_counts(blocks)
+    block_counts = getattr(net, "block_counts", None)  # the model's own cut (CIFAR ResNets)
+    if isinstance(blocks, int) and block_counts is not None:
+        blocks = block_counts(blocks)
     model = DecoupledModel(
         net, blocks, num_blocks=num_blocks, method=cfg.method, num_classes=bundle.num_classes,
         example_input=example, contsup=cfg.contsup, infopro=cfg.infopro, exits=cfg.exits, devices=devices,
@@ -284,16 +299,19 @@ def _block_schedule(cfg: TrainConfig, model: DecoupledModel) -> Optional[BlockSc
     """DASCPL's block schedule (``activate``), if any; a block switched on at epoch a anneals its
     learning rate over its own epochs - a, not over epochs it never trains."""
     progressive = model.progressive_span is not None
-    activate = cfg.activate if cfg.activate is not None else ("progressive" if progressive else None)
+    # epochs at which the blocks start (from the config), or "progressive"
+    activate: Any = cfg.activate if cfg.activate is not None else ("progressive" if progressive else None)
     if activate is None:
         return None
     span = cfg.progressive_span if cfg.progressive_span is not None else (model.progressive_span or 1.0)
     schedule = (BlockSchedule.progressive(len(model.blocks), cfg.first_cycle, span)
                 if activate == "progressive" else BlockSchedule(activate=list(activate)))
     schedule.validate(len(model.blocks))
+    starts = schedule.activate
+    assert starts is not None  # both kinds of schedule above set it
     for k, block in enumerate(model.blocks):
         if block.optimizer is not None:
-            a = schedule.activate[k]
+            a = starts[k]
             block.scheduler = build_scheduler(
                 cfg.schedule, block.optimizer, cfg.epochs - a, cfg.warmup_epochs, cfg.min_lr,
                 [r - a for r in cfg.restarts or ()])

@@ -9,7 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from .. import names, recipes
 from ..errors import ConfigError
@@ -106,7 +106,8 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         """A checked config from a mapping (YAML, flags): unknown keys and values of the wrong type
         raise :class:`ConfigError`; numbers written as strings (``"1e-3"``) are converted."""
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        # the annotations are strings: this module postpones their evaluation (__future__)
+        fields = {f.name: cast(str, f.type) for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(fields)}")

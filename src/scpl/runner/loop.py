@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from ..batchnorm import recompute_batchnorm
-from ..errors import NonFiniteLossError, StageError, TrainingDiverged
+from ..errors import ConfigError, NonFiniteLossError, StageError, TrainingDiverged
 from ..progress import EpochBar, epoch_line
 from . import state
 from .assemble import Batches, Run, build, launch_rank
@@ -82,8 +82,9 @@ class Metrics(Hook):
 
     def epoch_end(self, loop: "Loop", r: EpochRecord) -> None:
         """Log the epoch's rows (``metrics.csv`` on rank 0, TensorBoard) and keep them in the progress."""
-        rows = [(r.epoch, i, "train_loss", v) for i, v in enumerate(r.losses)
-                if v is not None]  # None: not trained
+        # (epoch, block or "" for the whole model, name, value); a loss of None: the block did not train
+        rows: list[tuple[int, int | str, str, float]] = [
+            (r.epoch, i, "train_loss", v) for i, v in enumerate(r.losses) if v is not None]
         rows += [(r.epoch, i, "val_accuracy", a) for i, a in enumerate(r.val_exits) if a is not None]
         rows += [(r.epoch, "", name, v) for name, v in (("val_accuracy", r.val_accuracy), ("lr", r.lr),
                  ("seconds", r.seconds), ("samples_per_s", r.samples / r.seconds),
@@ -132,6 +133,7 @@ class ProgressBar(Hook):
 
     def step(self, loop: "Loop", step: int, losses: list[float]) -> None:
         """Advance the bar with the step's losses."""
+        assert self.bar is not None  # opened by epoch_start
         self.bar.step(losses)
 
     def epoch_end(self, loop: "Loop", r: EpochRecord) -> None:
@@ -159,7 +161,12 @@ class Loop:
         # the folder is checked and locked here unless the caller did it before building the run
         self.lock = lock if lock is not None else state.claim(self.out, cfg.resume, run.rank)
         try:
-            self.progress = state.restore(run, self.out) if cfg.resume else state.Progress()
+            if cfg.resume:
+                if self.out is None:  # (claim() refuses it first)
+                    raise ConfigError("resume needs out: the folder of the run to continue")
+                self.progress = state.restore(run, self.out)
+            else:
+                self.progress = state.Progress()
             self.best = state.best_weights(run, self.out, self.progress)
             self.bar = ProgressBar(run)
             self.hooks = [*hooks, Metrics(self), BestModel(), Checkpoint(), self.bar]
@@ -196,7 +203,10 @@ class Loop:
         run, cfg = self.run, self.run.cfg
         for hook in self.hooks:
             hook.epoch_start(self, epoch)
-        lr = run.model.blocks[0].optimizer.param_groups[0]["lr"]  # the rate this epoch trains with
+        optimizer = run.model.blocks[0].optimizer
+        if optimizer is None:
+            raise ConfigError("block 0 has no optimizer; call configure_optimizer first")
+        lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trains with
         start = time.perf_counter()
         try:
             fitted = run.model.fit(run.train_batches, epochs=1, executor=run.executor,
@@ -210,6 +220,7 @@ class Loop:
         self.progress.samples += samples
         record = EpochRecord(epoch + 1, fitted["losses"], seconds, samples, lr)
         if cfg.precise_bn:
+            assert run.bn_batches is not None  # build() makes them with precise_bn
             recompute_batchnorm(run.model, run.bn_batches, cfg.precise_bn)
         if run.val_batches is not None:
             record.val_accuracy, record.val_exits = evaluate(run, run.val_batches)
@@ -252,8 +263,11 @@ def evaluate(run: Run, batches: Batches) -> tuple[float, list[Optional[float]]]:
 def train_accuracy(run: Run) -> tuple[float, Optional[float]]:
     """Accuracy on the training split in eval mode without augmentation: against the labels it
     trains on (noisy, with label noise) and, with label noise, against the true labels."""
-    labels = torch.cat([y.cpu() for _, y in run.train_eval_batches])
-    predictions = run.model.predict(run.train_eval_batches, executor=run.executor)
+    batches = run.train_eval_batches
+    if batches is None:
+        raise ConfigError("train_accuracy needs the run's unaugmented training batches: set eval_train")
+    labels = torch.cat([y.cpu() for _, y in batches])
+    predictions = run.model.predict(batches, executor=run.executor)
     noisy = float((predictions == labels).float().mean())
     clean = None if run.clean_labels is None else float((predictions == run.clean_labels).float().mean())
     return noisy, clean

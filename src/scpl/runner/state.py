@@ -69,10 +69,10 @@ def commit(out: Path, epoch: int, keep: Iterable[int]) -> None:
     """Name ``epoch`` the latest complete set (call once, after every rank wrote); drop sets not
     in ``keep`` (never through a symbolic link)."""
     atomic_write_text(json.dumps({"epoch": epoch}), out / LATEST)
-    keep = {str(e) for e in (*keep, epoch)}
+    kept = {str(e) for e in (*keep, epoch)}
     refuse_links(out)
     for folder in (out / "epochs").iterdir():
-        if folder.name not in keep:
+        if folder.name not in kept:
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -190,7 +190,9 @@ def own_blocks(run: Run, saving: bool = False) -> Optional[list[int]]:
 def rng_state(run: Run) -> dict:
     """The run's random generator states: torch, NumPy, Python, the data loader, augmentation, CUDA,
     as tensors and plain numbers only (a trainer file is read back with ``weights_only=True``)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state(legacy=True)  # (numpy's stubs type the default call as the dict form)
+    assert isinstance(state, tuple)  # the global generator is an MT19937: its legacy state is a tuple
+    name, keys, pos, has_gauss, gauss = state
     version, words, python_gauss = random.getstate()
     return {"torch": torch.get_rng_state(),
             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
@@ -255,12 +257,14 @@ def _same_rates(saved_rule: Any, scales: list[float]) -> bool:
 def restore(run: Run, out: Path) -> Progress:
     """Load the latest complete set into ``run`` and return its progress (refuses changed settings)."""
     epoch = latest(out)  # claim() has checked that there is one
+    if epoch is None:
+        raise ConfigError(f"resume: {out / LATEST} not found; there is nothing to resume in {out}")
     state = read_trainer(out, epoch, run.rank)
     saved = {k: v for k, v in legacy_config(state["config"]).items() if k not in RESUMABLE_CHANGES}
     now = asdict(run.cfg)
     changed = sorted(k for k in saved if saved[k] != now.get(k)
                      and not (k == "block_lr" and _same_rates(saved[k], run.model.block_lr)))
-    extended = bool(run.cfg.restarts) and run.cfg.restarts[-1] == epoch == saved["epochs"]
+    extended = bool(run.cfg.restarts and run.cfg.restarts[-1] == epoch == saved["epochs"])
     refused = sorted(set(changed) - {"restarts"} - ({"epochs"} if extended else set()))
     if refused:
         more = (" Only a finished run continues to more epochs (--resume --epochs N; the learning rate then "

@@ -172,11 +172,12 @@ class _Tracer(torch.fx.Tracer):
         that behave differently in training."""
         kept = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
         return (isinstance(m, kept) or super().is_leaf_module(m, module_qualified_name)
-                or (module_qualified_name != "" and _reads_training(type(m))))
+                # a class is hashable; mypy checks type[Module] against Hashable with the instances' __hash__
+                or (module_qualified_name != "" and _reads_training(type(m))))  # type: ignore[arg-type]
 
 
 @functools.lru_cache(maxsize=None)
-def _reads_training(cls: type) -> bool:
+def _reads_training(cls: type[nn.Module]) -> bool:
     """Whether ``cls.forward``'s source reads ``self.training``."""
     try:
         return "self.training" in inspect.getsource(cls.forward)
@@ -225,7 +226,7 @@ def _quiet() -> Iterator[None]:
 def _no_cache(model: nn.Module) -> Iterator[None]:
     """Hugging Face models without their key/value cache (an output export cannot flatten; a
     classifier trained block by block has no use for it) while they are captured."""
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)  # a Hugging Face PretrainedConfig, if any
     cached = getattr(config, "use_cache", None)
     if cached:
         config.use_cache = False
@@ -251,7 +252,9 @@ def _export(model: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.fx.Graph
     finally:
         model.train(was_training)
     unlifted = program.module()
-    info = unlifted.graph._codegen.pytree_info
+    codegen = unlifted.graph._codegen
+    assert isinstance(codegen, torch.fx.graph._PyTreeCodeGen)  # an exported graph keeps its pytree structure
+    info = codegen.pytree_info
     gm = torch.fx.GraphModule(unlifted, unlifted.graph)  # a plain GraphModule: .train()/.eval() work
     gm.graph._codegen = torch.fx.graph.CodeGen()  # flat positional inputs, outputs as a flat tuple
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]

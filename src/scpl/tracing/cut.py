@@ -192,7 +192,7 @@ class TracedStage(nn.Module):
         """The block's output flow for its input flow."""
         return self.graph_module(*flow)
 
-    def _apply(self, fn, recurse=True):  # type: ignore[override]
+    def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
         device = next((t.device for t in [*self.parameters(), *self.buffers()]), None)
         if device is not None:
@@ -203,7 +203,8 @@ class TracedStage(nn.Module):
 def build(captured: Captured, plan: Plan, points: Sequence[str]) -> list[TracedStage]:
     """The blocks of ``plan`` as :class:`TracedStage` s sharing ``captured``'s parameters."""
     gm, k = captured.graph_module, len(plan.flows)
-    stages, owner = [], {}
+    stages = []
+    owner: dict[int, tuple[int, str]] = {}  # id of a parameter -> (its first stage, its name there)
     for i in range(k):
         graph, env = torch.fx.Graph(), {}
         for value in plan.flows[i]:
