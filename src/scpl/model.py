@@ -22,7 +22,7 @@ from tqdm import tqdm
 from . import balance
 from .assembly import build_blocks, check_options, claim, configure, context_spec
 from .balance import Balance, HeadLoss, sample_labels
-from .batches import arranged, check_finite_outputs, checked, has_batch_norm
+from .batches import Checked, arranged, check_finite_outputs, checked, has_batch_norm
 from .block import BlockList, OptimizerFactory, SchedulerFactory
 from .context import ContextSpec, context_cost
 from .errors import ConfigError
@@ -280,8 +280,7 @@ class DecoupledModel(nn.Module):
         return [None if p is None else int((p == labels).sum()) / labels.numel() for p in predictions]
 
     # -- training -------------------------------------------------------------------------
-    def _checked(self, loader: Iterable, finite: bool = False,
-                 training: bool = False) -> Iterator[tuple[Flow, Tensor]]:
+    def _checked(self, loader: Iterable, finite: bool = False, training: bool = False) -> Checked:
         skip_single = training and has_batch_norm(self.blocks)
         return checked(loader, self.num_classes, skip_single=skip_single, finite=finite,
                        names=self.input_names)

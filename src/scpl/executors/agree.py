@@ -12,18 +12,19 @@ import itertools
 from typing import Iterable, Optional, Sequence
 
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..block import Block
 from ..errors import ConfigError
 from ..flow import Flow
 
 
-def model_fingerprint(blocks: Sequence[nn.Module]) -> str:
+def model_fingerprint(blocks: Sequence[Block]) -> str:
     """The layer structure and cut of a model: the modules (types) and parameter shapes of each
     block's layers (its part of the network; heads and objectives may differ between ranks)."""
     digest = hashlib.sha256()
     for k, block in enumerate(blocks):
-        layers = getattr(block, "layers", block)
+        layers = block.layers
         digest.update(f"block {k}\n".encode())
         for name, module in layers.named_modules():
             digest.update(f"{name}:{type(module).__name__}\n".encode())
@@ -32,7 +33,7 @@ def model_fingerprint(blocks: Sequence[nn.Module]) -> str:
     return f"{len(blocks)} blocks, {digest.hexdigest()[:16]}"
 
 
-def same_model(blocks: Sequence[nn.Module], group: Optional[dist.ProcessGroup] = None) -> None:
+def same_model(blocks: Sequence[Block], group: Optional[dist.ProcessGroup] = None) -> None:
     """ConfigError on every rank unless all ranks of ``group`` hold the same model and cut."""
     mine = model_fingerprint(blocks)
     found: list = [None] * dist.get_world_size(group)
