@@ -95,6 +95,14 @@ def test_train_with_replicated_stages_under_torchrun(tmp_path):
     assert len(list((tmp_path / "rep" / "epochs" / "2").glob("trainer-*.pt"))) == 4
     state = torch.load(tmp_path / "rep" / "model.pt")
     assert any(k.startswith("blocks.1.") for k in state)
+    # one model: the replicas' BatchNorm statistics were averaged, so the exported model, evaluated
+    # in one process (no torchrun) or under torchrun, gives the accuracy the run reported
+    for launch in ([sys.executable, "-m", "scpl"],
+                   [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", "-m", "scpl"]):
+        ev = subprocess.run([*launch, "eval", str(tmp_path / "rep"), "--json"], capture_output=True,
+                            text=True, timeout=300, env=env)
+        assert ev.returncode == 0, ev.stderr[-3000:]
+        assert json.loads(ev.stdout.strip().splitlines()[-1])["accuracy"] == summary["test_accuracy"]
     more = [("3" if a == "2" and common[i - 1] == "--epochs" else a) for i, a in enumerate(common)]
     again = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4", "-m", "scpl",
                             *more, "--resume"],

@@ -39,8 +39,8 @@ def load_run(folder: str | Path, **overrides):
         raise ConfigError(f"{folder / 'config.yaml'} differs from the config the run trained with "
                           f"(summary.json) in {edited or 'its structure'}; "
                           "it was edited: restore it, or retrain")
-    values.update(blocks=summary["blocks"], executor="sequential", out=None, resume=False, progress=False,
-                  num_blocks=None)
+    values.update(blocks=summary["blocks"], executor="sequential", replicas=1, out=None, resume=False,
+                  progress=False, num_blocks=None)  # model.pt holds every block: one process runs it
     values.update(overrides)
     cfg = TrainConfig.from_dict(legacy_config(values))
     run = build(cfg)

@@ -45,7 +45,7 @@ from ..flow import Flow, flow_to
 from . import p2p
 from .agree import same_data, same_model
 from .base import Batches, StepCallback, StepLosses, check_sizes, pieces
-from .replicas import Layout, interleave, mean_over, replicate, shard, stage_groups
+from .replicas import Layout, average_buffers, interleave, mean_over, replicate, shard, stage_groups
 from .stage import run_stage
 from .watch import DEFAULT_TIMEOUT_S, Watch
 
@@ -224,9 +224,12 @@ class DistributedExecutor:
         self._stage(layout, comm, compute, sink, batches, m, watch)
         table = watch.meet(
             lambda: torch.tensor(record.history, dtype=torch.float64).reshape(-1, layout.stages), layout.last)
-        if self.replicas > 1 and table is not None:  # the last stage's table (meet computed it there)
-            table = mean_over(table,
-                              stage_groups(layout.stages, self.replicas, self.peer_timeout)[layout.stage])
+        if self.replicas > 1:
+            group = stage_groups(layout.stages, self.replicas, self.peer_timeout)[layout.stage]
+            with torch.no_grad():  # one model again: the replicas' BatchNorm statistics averaged
+                average_buffers(block, group)
+            if table is not None:  # the last stage's table (meet computed it there)
+                table = mean_over(table, group)
         return _broadcast_tensor(table, self._last_rank(), comm).tolist()
 
     @torch.no_grad()

@@ -104,6 +104,22 @@ def stage_groups(stages: int, replicas: int, timeout: float) -> list:
     return _GROUPS[key]
 
 
+def average_buffers(module: nn.Module, group) -> None:
+    """Average ``module``'s floating-point buffers (BatchNorm's running statistics) over the
+    replicas of ``group``, in place: each replica updated its own from its own shards, and the
+    model that is evaluated and exported must be one model, the same on every replica."""
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().reshape(-1).cpu() for b in buffers])
+    dist.all_reduce(flat, group=group)
+    flat /= dist.get_world_size(group)
+    start = 0
+    for b in buffers:
+        b.copy_(flat[start:start + b.numel()].view_as(b).to(b.device))
+        start += b.numel()
+
+
 def shard(pieces: Iterable[tuple], replica: int, replicas: int, equal: bool = True) -> Iterator[tuple]:
     """Replica ``replica``'s rows of every (micro-)batch ``(step, micro, inputs, labels[, extras])``
     (extras, e.g. sample ids, are cut alike). Each micro-batch is shared out, so the replicas'
