@@ -61,3 +61,30 @@ def test_variable_text_lengths_recompile_a_bounded_number_of_times():
     close(eager, compiled, rtol=1e-4)
     report = compile_report()
     assert report["recompilations"] <= 3  # once per block to a dynamic length, then no more
+
+
+@pytest.mark.slow
+def test_every_one_of_many_blocks_with_exits_trains_compiled_and_agrees_with_eager():
+    """Each block compiles a function of its own: when blocks shared one, torch's budget of 8
+    cache entries per function ran out at the ninth block, and the blocks after it trained
+    eagerly. Ten blocks with exit classifiers: ten graphs, and the parameters of eager training
+    to float rounding. SGD, because Adam magnifies rounding where a gradient is near zero: with
+    Adam the same two runs end up to 5e-3 apart, with exits or without (1e-2), with SGD 3e-8."""
+    from torch._dynamo.utils import counters
+
+    def build(compile):
+        seed_everything(0)
+        layers = [m for _ in range(10) for m in (torch.nn.Linear(16, 16), torch.nn.ReLU())]
+        net = torch.nn.Sequential(torch.nn.Flatten(), *layers, torch.nn.Linear(16, 4))
+        return DecoupledModel(net, [3] + [2] * 8 + [3], method="scpl", exits=True, num_classes=4,
+                              example_input=torch.zeros(2, 16), compile=compile,
+                              optimizer=lambda params: torch.optim.SGD(params, lr=0.05))
+
+    eager, compiled = pair(build)
+    counters.clear()
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, 16, generator=g), torch.arange(16) % 4) for _ in range(4)]
+    for m in (eager, compiled):
+        m.fit(batches, epochs=2, progress=False)
+    assert compile_report()["graphs"] == 10
+    close(eager, compiled, rtol=1e-6)

@@ -86,8 +86,8 @@ class DecoupledModel(nn.Module):
             ``torch.autocast`` with bfloat16; weights, gradients and optimizer state stay fp32).
         clip_grad_norm: clip each block's gradient norm to this value before its step.
         compile: compile each block's training forward (layers, head and objective, one graph
-            per block) with ``torch.compile`` (:meth:`~scpl.block.Block.compile`); compiled
-            training agrees with eager within float tolerance (kernels fuse and round differently).
+            per block) with ``torch.compile`` (:meth:`~scpl.block.Block.compile`, which says
+            how closely compiled training follows eager).
         output: for a traced model whose output is not the logits alone, the key (of a dict,
             dataclass or ``ModelOutput``) or index (of a tuple) of the logits; default: the entry
             ``logits``, or the first.
