@@ -44,11 +44,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     x, y = data()
-    train = DataLoader(TensorDataset(x[:4000], y[:4000]), batch_size=64, shuffle=True,
-                       generator=torch.Generator().manual_seed(0))
     test = DataLoader(TensorDataset(x[4000:], y[4000:]), batch_size=512)
     results = []
     for method, projector in RUNS:
+        # a loader of its own: every run shuffles alike, whatever ran before it
+        train = DataLoader(TensorDataset(x[:4000], y[:4000]), batch_size=64, shuffle=True,
+                           generator=torch.Generator().manual_seed(0))
         torch.manual_seed(0)
         options = {} if projector is None else {"projector": projector}
         model = scpl.DecoupledModel(mlp(x.shape[1]), [2, 2, 3], method=method, num_classes=4,
