@@ -164,6 +164,9 @@ class Loop:
             if cfg.resume:
                 if self.out is None:  # (claim() refuses it first)
                     raise ConfigError("resume needs out: the folder of the run to continue")
+                if state.resolve(cfg) != cfg:  # run() resolves first; a run built by hand may not
+                    raise ConfigError("resume: build the run from scpl.runner.state.resolve(cfg), which adds "
+                                      "the saved run's settings (a learning-rate restart) to cfg")
                 self.progress = state.restore(run, self.out)
             else:
                 self.progress = state.Progress()
@@ -280,11 +283,12 @@ def train(run: Run, hooks: Sequence[Hook] = (), lock: Optional[state.RunLock] = 
 
 
 def run(cfg: TrainConfig, hooks: Sequence[Hook] = ()) -> dict:
-    """Check the run folder, build and train; return the summary (the same on every rank)."""
-    cfg.validate()
+    """Resolve the settings (with a resumed run's), claim the run folder, build, train; return
+    the summary (the same on every rank)."""
+    cfg = state.resolve(cfg)
     lock = state.claim(Path(cfg.out) if cfg.out else None, cfg.resume, launch_rank(cfg))
     try:
-        return train(build(state.extend(cfg)), hooks, lock)
+        return train(build(cfg), hooks, lock)
     finally:
         if lock is not None:
             lock.release()

@@ -227,62 +227,81 @@ def save(run: Run, progress: Progress, out: Path) -> None:
         commit(out, progress.epoch, keep=[progress.best_epoch])
 
 
-def extend(cfg: TrainConfig) -> TrainConfig:
-    """The config of ``--resume`` with more ``epochs`` than a finished run had: the same run with a
-    learning-rate restart at its old end (``restarts``, see :func:`scpl.optim.build_scheduler`).
-    Any other config is returned unchanged (:func:`restore` checks it)."""
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """The run's final settings, before anything is built: ``cfg`` checked and, on ``--resume``,
+    compared with the saved run's (read with the defaults it trained under,
+    :func:`~scpl.runner.config.legacy_config`; a changed setting is refused, naming it). A
+    finished run continued to more ``epochs`` gets a learning-rate restart at its old end
+    (``restarts``, see :func:`scpl.optim.build_scheduler`)."""
+    cfg.validate()
     out = Path(cfg.out) if cfg.out else None
-    if not (cfg.resume and out):
-        return cfg
+    if not (cfg.resume and out and out.is_dir()):
+        return cfg  # a new run, or nothing to resume (claim() says so)
+    refuse_links(out)
     epoch = latest(out)
     if epoch is None:
         return cfg
-    saved = read_trainer(out, epoch, 0)["config"]
+    saved = legacy_config(read_trainer(out, epoch, 0)["config"])  # every rank's config is the same
     if cfg.restarts is None and saved.get("restarts"):  # an extended run, resumed again
         cfg = replace(cfg, restarts=list(saved["restarts"]))
     if cfg.epochs > saved["epochs"] == epoch and cfg.restarts == saved.get("restarts"):
         cfg = replace(cfg, restarts=[*(saved.get("restarts") or []), saved["epochs"]])
+    _refuse_changes(cfg, saved, epoch)
     return cfg
 
 
-def _same_rates(saved_rule: Any, scales: list[float]) -> bool:
-    """Whether a checkpoint's ``block_lr`` rule gives the model's per-block multipliers ``scales``
+def _same_rates(cfg: TrainConfig, saved_rule: Any) -> bool:
+    """Whether a checkpoint's ``block_lr`` gives the blocks the multipliers ``cfg``'s does
     (``"ramp"`` and ``[1, 1.5, 2, 2]`` are one setting for K=4; every rule is 1 for BP's one block)."""
+    now = cfg.block_lr
+    if cfg.method == "bp" or now == saved_rule:
+        return True
+    lists = [r for r in (now, saved_rule) if isinstance(r, list)]
+    if not lists or now is None:
+        return False
     try:
-        return block_lr_scales(saved_rule, len(scales)) == scales
+        k = len(lists[0])
+        return block_lr_scales(now, k) == block_lr_scales(saved_rule, k)
     except ConfigError:  # a list of another length or a rule this version does not know
         return False
 
 
+def _refuse_changes(cfg: TrainConfig, saved_config: dict, epoch: int) -> None:
+    """ConfigError naming the settings ``cfg`` changes from the checkpoint's (those that change
+    what is computed), with the fix."""
+    saved = {k: v for k, v in saved_config.items() if k not in RESUMABLE_CHANGES}
+    now = asdict(cfg)
+    changed = sorted(k for k in saved if saved[k] != now.get(k)
+                     and not (k == "block_lr" and _same_rates(cfg, saved[k])))
+    extended = bool(cfg.restarts and cfg.restarts[-1] == epoch == saved["epochs"])
+    refused = sorted(set(changed) - {"restarts"} - ({"epochs"} if extended else set()))
+    if not refused:
+        return
+    more = (" Only a finished run continues to more epochs (--resume --epochs N; the learning rate then "
+            "restarts its schedule over the added epochs)." if "epochs" in refused else "")
+    if "model_args" in refused and cfg.model == "text_lstm":
+        more += (f" The checkpoint's model_args are {saved['model_args']}, now {now['model_args']} "
+                 "(text_lstm normalises its blocks' inputs by default since 2026-12-01; to resume "
+                 "a run saved before, add input_norm: false to model_args).")
+    if "block_lr" in refused:
+        more += f" The checkpoint's block_lr is {saved['block_lr']!r}, now {now['block_lr']!r}"
+        if saved["block_lr"] == "uniform" and now["block_lr"] == "ramp":
+            more += " (the decoupled methods ramp the later blocks' rates by default since 2026-12-01)"
+        more += f": resume with block_lr: {saved['block_lr']!r}."
+    raise ConfigError(f"resume: the config differs from the checkpoint's in {refused}; resume with the "
+                      f"same settings.{more}")
+
+
 def restore(run: Run, out: Path) -> Progress:
-    """Load the latest complete set into ``run`` and return its progress (refuses changed settings)."""
+    """Load the latest complete set into ``run`` (whose settings :func:`resolve` checked against
+    it) and return its progress."""
     epoch = latest(out)  # claim() has checked that there is one
     if epoch is None:
         raise ConfigError(f"resume: {out / LATEST} not found; there is nothing to resume in {out}")
     state = read_trainer(out, epoch, run.rank)
-    saved = {k: v for k, v in legacy_config(state["config"]).items() if k not in RESUMABLE_CHANGES}
-    now = asdict(run.cfg)
-    changed = sorted(k for k in saved if saved[k] != now.get(k)
-                     and not (k == "block_lr" and _same_rates(saved[k], run.model.block_lr)))
-    extended = bool(run.cfg.restarts and run.cfg.restarts[-1] == epoch == saved["epochs"])
-    refused = sorted(set(changed) - {"restarts"} - ({"epochs"} if extended else set()))
-    if refused:
-        more = (" Only a finished run continues to more epochs (--resume --epochs N; the learning rate then "
-                "restarts its schedule over the added epochs)." if "epochs" in refused else "")
-        if "model_args" in refused and run.cfg.model == "text_lstm":
-            more += (f" The checkpoint's model_args are {saved['model_args']}, now {now['model_args']} "
-                     "(text_lstm normalises its blocks' inputs by default since 2026-12-01; to resume "
-                     "a run saved before, add input_norm: false to model_args).")
-        if "block_lr" in refused:
-            more += f" The checkpoint's block_lr is {saved['block_lr']!r}, now {now['block_lr']!r}"
-            if saved["block_lr"] == "uniform" and now["block_lr"] == "ramp":
-                more += " (the decoupled methods ramp the later blocks' rates by default since 2026-12-01)"
-            more += f": resume with block_lr: {saved['block_lr']!r}."
-        raise ConfigError(f"resume: the config differs from the checkpoint's in {refused}; resume with the "
-                          f"same settings.{more}")
     load_blocks(run.model, epoch_dir(out, epoch), own_blocks(run))
-    if extended:  # the loaded optimizers hold the old schedule's last rate: start the new cycle
-        for block in run.model.blocks:
+    if run.cfg.restarts and run.cfg.restarts[-1] == epoch:  # extended: the optimizers hold the old
+        for block in run.model.blocks:  # schedule's last rate, so the new cycle starts here
             sched = block.scheduler
             if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
                 for group, rate, base in zip(sched.optimizer.param_groups, sched.lr_lambdas, sched.base_lrs):
