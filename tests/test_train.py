@@ -387,7 +387,7 @@ def test_bp_trains_at_its_one_multiplier(tmp_path):
 
 
 def test_dascpl_blocks_start_their_own_cosine_at_their_ramped_peak(tmp_path):
-    """DASCPL rebuilds each block's schedule over the epochs it trains: block k, switched on at
+    """DASCPL builds each block's schedule over the epochs it trains: block k, switched on at
     epoch k here, starts at its own peak (block_lr[k] x lr) and anneals from there."""
     seen = Rates()
     _run(tmp_path, "dascpl", [seen], method="dascpl", epochs=4, progressive_span=1.0)

@@ -199,6 +199,7 @@ def build(cfg: TrainConfig) -> Run:
     example = next(iter(batches(bundle.train, cfg.batch_size, False, eval_aug)))[0]
     model = _decoupled(cfg, bundle, example, devices, world)
     schedule = _block_schedule(cfg, model)
+    _schedulers(cfg, model, schedule)
     return Run(cfg, bundle, model, executor, batches(train_set, cfg.batch_size, True, train_aug),
                batches(bundle.val, cfg.eval_batch_size, False, eval_aug) if bundle.val is not None else None,
                batches(bundle.test, cfg.eval_batch_size, False, eval_aug), generator, train_aug, schedule,
@@ -282,8 +283,6 @@ def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any,
         objective_kwargs=cfg.objective_args, projector=cfg.projector, projector_dim=cfg.projector_dim,
         projector_hidden=cfg.projector_hidden, features=cfg.features, last_block=cfg.last_block,
         optimizer=_optimizer(cfg), block_lr=cfg.block_lr,
-        scheduler=lambda opt: build_scheduler(cfg.schedule, opt, cfg.epochs, cfg.warmup_epochs, cfg.min_lr,
-                                              cfg.restarts or ()),
         precision=cfg.precision, clip_grad_norm=cfg.clip_grad_norm, compile=cfg.compile,
     )
     if cfg.executor == "distributed" and len(model.blocks) * cfg.replicas != world:
@@ -296,8 +295,7 @@ def _decoupled(cfg: TrainConfig, bundle: DataBundle, example: Any, devices: Any,
 
 
 def _block_schedule(cfg: TrainConfig, model: DecoupledModel) -> Optional[BlockSchedule]:
-    """DASCPL's block schedule (``activate``), if any; a block switched on at epoch a anneals its
-    learning rate over its own epochs - a, not over epochs it never trains."""
+    """DASCPL's block schedule (``activate``), if any, checked against the model's blocks."""
     progressive = model.progressive_span is not None
     # epochs at which the blocks start (from the config), or "progressive"
     activate: Any = cfg.activate if cfg.activate is not None else ("progressive" if progressive else None)
@@ -307,12 +305,16 @@ def _block_schedule(cfg: TrainConfig, model: DecoupledModel) -> Optional[BlockSc
     schedule = (BlockSchedule.progressive(len(model.blocks), cfg.first_cycle, span)
                 if activate == "progressive" else BlockSchedule(activate=list(activate)))
     schedule.validate(len(model.blocks))
-    starts = schedule.activate
-    assert starts is not None  # both kinds of schedule above set it
+    return schedule
+
+
+def _schedulers(cfg: TrainConfig, model: DecoupledModel, schedule: Optional[BlockSchedule]) -> None:
+    """Every block's learning-rate scheduler, built once: a block switched on at epoch a (a
+    block schedule) anneals over its own epochs - a, not over epochs it never trains."""
+    starts = schedule.activate if schedule is not None and schedule.activate is not None else None
     for k, block in enumerate(model.blocks):
         if block.optimizer is not None:
-            a = starts[k]
+            a = starts[k] if starts is not None else 0
             block.scheduler = build_scheduler(
                 cfg.schedule, block.optimizer, cfg.epochs - a, cfg.warmup_epochs, cfg.min_lr,
                 [r - a for r in cfg.restarts or ()])
-    return schedule
