@@ -17,8 +17,8 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "memory.md"
 def tables() -> str:
     """Both cuts' tables, equal units and equal memory, at the page's batch."""
     out = []
-    for balance, title in (("equal", "equal cuts"), ("memory", "memory cuts")):
-        result = run(batch=PAGE_BATCH, balance=balance, log=lambda line: None)
+    for cut_by, title in (("equal", "equal cuts"), ("memory", "memory cuts")):
+        result = run(batch=PAGE_BATCH, cut_by=cut_by, log=lambda line: None)
         out += [f"## {title} (MiB at batch {PAGE_BATCH})", "", *markdown(result), ""]
     return "\n".join(out)
 

@@ -63,14 +63,15 @@ def test_auto_cut_finds_the_cut_a_deterministic_cost_model_calls_for(monkeypatch
     assert found.counts == [2, 4] and found.measured and found.block_seconds == [4.0, 5.0]
     assert "measured pipeline efficiency 0.900" in str(found)
     model = DecoupledModel(net, found, method="greedy", num_classes=4, example_input=torch.randn(16, 8))
-    assert model.balance is found and [len(b.layers) for b in model.blocks] == [2, 4]
+    assert model.balanced_cut is found and [len(b.layers) for b in model.blocks] == [2, 4]
 
 
 def test_auto_cut_runs_on_real_timings():
     seed_everything(0)
     model = DecoupledModel(nn.Sequential(*[nn.Linear(16, 16) for _ in range(5)], nn.Linear(16, 4)), "auto",
                            num_blocks=3, method="greedy", num_classes=4, example_input=torch.randn(32, 16))
-    assert sum(model.balance.counts) == 6 and len(model.blocks) == 3 and min(model.balance.counts) >= 1
+    counts = model.balanced_cut.counts
+    assert sum(counts) == 6 and len(model.blocks) == 3 and min(counts) >= 1
     model.fit([(torch.randn(32, 16), torch.arange(32) % 4)], progress=False)
 
 
@@ -80,7 +81,7 @@ def test_auto_does_not_disturb_initialisation_or_statistics():
         return nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 3))
 
     auto = DecoupledModel(net(), "auto", num_blocks=2, num_classes=3, example_input=torch.randn(16, 8))
-    fixed = DecoupledModel(net(), auto.balance.counts, num_classes=3, example_input=torch.randn(16, 8))
+    fixed = DecoupledModel(net(), auto.balanced_cut.counts, num_classes=3, example_input=torch.randn(16, 8))
     for (ka, va), (kb, vb) in zip(auto.state_dict().items(), fixed.state_dict().items()):
         assert torch.equal(va, vb), ka
 

@@ -118,7 +118,7 @@ def test_the_memory_page_holds_what_the_code_measures_now():
     from scpl.bench.memory import PAGE_BATCH, markdown, run
 
     page = (Path(__file__).resolve().parents[1] / "docs" / "memory.md").read_text()
-    for balance in ("equal", "memory"):
-        section = page.split(f"## {balance} cuts (MiB at batch {PAGE_BATCH})", 1)[1].split("##", 1)[0]
-        for line in markdown(run(("resnet32",), batch=PAGE_BATCH, balance=balance, log=lambda _: None))[2:]:
-            assert line in section, f"{balance} cuts: {line} is not on the page (benchmarks/memory_page.py)"
+    for cut_by in ("equal", "memory"):
+        section = page.split(f"## {cut_by} cuts (MiB at batch {PAGE_BATCH})", 1)[1].split("##", 1)[0]
+        for line in markdown(run(("resnet32",), batch=PAGE_BATCH, cut_by=cut_by, log=lambda _: None))[2:]:
+            assert line in section, f"{cut_by} cuts: {line} is not on the page (benchmarks/memory_page.py)"

@@ -86,7 +86,7 @@ def test_timm_models_cut_automatically_train_with_every_objective(method):
     net, size = timm_net("convnext_atto")
     x = torch.nn.functional.interpolate(IMAGES, size=size)
     model = DecoupledModel(net, "auto", num_blocks=3, method=method, num_classes=4, example_input=x)
-    assert model.balance.points is not None and len(model.blocks) == 3
+    assert model.balanced_cut.points is not None and len(model.blocks) == 3
     check(model, net, x, lambda m, i: m(i))
 
 
@@ -108,7 +108,7 @@ def test_hugging_face_models_cut_automatically_train_with_every_objective(method
     net = create_model("hf:gpt2", num_classes=4, vocab_size=50, max_len=16, **HF["gpt2"][0])
     batch, _ = text_batch()
     model = DecoupledModel(net, "auto", num_blocks=2, method=method, num_classes=4, example_input=batch)
-    assert model.balance.points[0].startswith("transformer.h.")
+    assert model.balanced_cut.points[0].startswith("transformer.h.")
     check(model, net, batch, lambda m, i: m(**i).logits)
 
 

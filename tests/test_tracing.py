@@ -244,10 +244,12 @@ def test_auto_and_a_number_of_blocks_cut_between_the_models_units():
     # units: the 3 layers, dropout, classifier, and the embeddings before them
     assert cut.points[0].startswith("bert.encoder.layer.") and sum(cut.counts) == 6
     model = DecoupledModel(tiny_bert(), cut, num_classes=3, example_input=tokens(), method="greedy")
-    assert model.balance is cut and len(model.blocks) == 2
+    assert model.balanced_cut is cut and len(model.blocks) == 2
     vit = DecoupledModel(TinyViT(), "auto", num_blocks=3, num_classes=4,
                          example_input=torch.randn(8, 1, 8, 8))
-    assert len(vit.blocks) == 3 and all(p.startswith(("blocks.", "norm", "head")) for p in vit.balance.points)
+    points = vit.balanced_cut.points
+    assert len(vit.blocks) == 3 and points is not None
+    assert all(p.startswith(("blocks.", "norm", "head")) for p in points)
     with pytest.raises(ConfigError, match="cannot make 9 blocks"):
         DecoupledModel(TinyViT(), 9, num_classes=4, example_input=torch.randn(2, 1, 8, 8))
 

@@ -29,7 +29,7 @@ HeadLossFactory = Callable[[Flow], nn.Module]
 
 
 @dataclass
-class Balance:
+class BalancedCut:
     """A chosen cut and its predicted per-block costs: ``counts`` of layers (the units of a
     traced model) per block, and for a traced model the ``points`` where blocks begin."""
 
@@ -140,8 +140,8 @@ def best_cut(layer_cost: Sequence[float], k: int, head_cost: Optional[Sequence[f
     return counts[::-1]
 
 
-def balance(layers: Sequence[nn.Module], k: int, sample: Flow, labels: Tensor,
-            head: Optional[HeadLossFactory] = None, repeats: int = 3) -> Balance:
+def profile_cut(layers: Sequence[nn.Module], k: int, sample: Flow, labels: Tensor,
+            head: Optional[HeadLossFactory] = None, repeats: int = 3) -> BalancedCut:
     """Profile ``layers`` on ``sample`` and return the cut into ``k`` blocks with its predicted costs."""
     with torch.random.fork_rng(devices=[]):
         layer_s, head_s, saved = profile(layers, sample, labels, head, repeats)
@@ -151,7 +151,7 @@ def balance(layers: Sequence[nn.Module], k: int, sample: Flow, labels: Tensor,
         end = start + c
         block_s.append(sum(layer_s[start:end]) + (head_s[end - 1] if i < k - 1 else 0.0))
         start = end
-    return Balance(counts, block_s, _sum_by_block(saved, counts), layer_s, head_s, saved)
+    return BalancedCut(counts, block_s, _sum_by_block(saved, counts), layer_s, head_s, saved)
 
 
 def time_blocks(blocks: Iterable[Block], sample: Flow, labels: Tensor, repeats: int = 3) -> list[float]:
@@ -178,7 +178,7 @@ BlockTimer = Callable[[list[int]], list[float]]
 """Given layer counts, the measured seconds of one real training step of each block."""
 
 
-def refine(initial: Balance, measure: BlockTimer, rounds: int = 3) -> Balance:
+def refine(initial: BalancedCut, measure: BlockTimer, rounds: int = 3) -> BalancedCut:
     """Correct the per-layer profile with measured whole-block steps and re-cut.
 
     Per-layer timings miss what a real block step costs (its optimizer step, allocation,
@@ -210,7 +210,7 @@ def refine(initial: Balance, measure: BlockTimer, rounds: int = 3) -> Balance:
     if best is None:
         raise ConfigError(f"refine needs rounds >= 1, got {rounds}")
     counts, measured = best
-    return Balance(counts, measured, _sum_by_block(initial.layer_saved_bytes, counts), layer_s, head_s,
+    return BalancedCut(counts, measured, _sum_by_block(initial.layer_saved_bytes, counts), layer_s, head_s,
                    initial.layer_saved_bytes, measured=True)
 
 
@@ -239,14 +239,15 @@ class HeadLoss(nn.Module):
 
 
 def choose_cut(layers: Sequence[nn.Module], k: int, sample: Flow, labels: Tensor,
-               head: Optional[HeadLossFactory], measure: Optional[BlockTimer], rounds: int = 3) -> Balance:
+               head: Optional[HeadLossFactory], measure: Optional[BlockTimer],
+               rounds: int = 3) -> BalancedCut:
     """The cut of ``layers`` into ``k`` blocks minimising the slowest block's time: every layer
     and the local head after it are profiled on ``sample``, a min-max dynamic programme cuts, then
     ``rounds`` of real block steps (``measure``, if given) correct the profile (:func:`refine`).
     Under torch.distributed, rank 0 chooses and broadcasts, so every rank gets the same cut. The
     global RNG is left as it was."""
-    def choose() -> Balance:
-        found = balance(layers, k, sample, labels, head)
+    def choose() -> BalancedCut:
+        found = profile_cut(layers, k, sample, labels, head)
         if measure is None or k == 1:
             return found
         with torch.random.fork_rng(devices=[]):
@@ -255,7 +256,7 @@ def choose_cut(layers: Sequence[nn.Module], k: int, sample: Flow, labels: Tensor
     return _agreed(choose)
 
 
-def _agreed(choose: Callable[[], Balance]) -> Balance:
+def _agreed(choose: Callable[[], BalancedCut]) -> BalancedCut:
     """Under torch.distributed, rank 0 chooses and every rank receives its choice (timings
     differ between processes, so independent choices could disagree); else choose here."""
     import torch.distributed as dist

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import balance
 from .assembly import build_blocks, check_options, claim, configure, context_spec
-from .balance import Balance, HeadLoss, sample_labels
+from .balance import BalancedCut, HeadLoss, sample_labels
 from .batches import Checked, arranged, check_finite_outputs, checked, has_batch_norm
 from .block import BlockList, OptimizerFactory, SchedulerFactory
 from .context import ContextSpec, context_cost
@@ -49,8 +49,8 @@ class DecoupledModel(nn.Module):
             must output class logits ``(B, num_classes)``. The blocks share the given modules'
             parameters: give each DecoupledModel its own model (e.g. a fresh one per method).
         blocks: layer counts, split-point names, an int (even split), None, a
-            :class:`~scpl.balance.Balance` (from :func:`auto_cut`), or ``"auto"``:
-            ``auto_cut`` with ``num_blocks`` here (the cut is in ``model.balance``). Give a batch
+            :class:`~scpl.balance.BalancedCut` (from :func:`auto_cut`), or ``"auto"``:
+            ``auto_cut`` with ``num_blocks`` here (the cut is in ``model.balanced_cut``). Give a batch
             of the training size as ``example_input`` for a meaningful profile.
         method: a name of :data:`scpl.methods.METHODS`: ``"scpl"``, ``"deinforeg"``, ``"greedy"``
             (cross-entropy), ``"contsup"``, ``"dascpl"`` or ``"bp"``.
@@ -97,7 +97,7 @@ class DecoupledModel(nn.Module):
 
     Attributes:
         blocks: the :class:`~scpl.block.Block` s, in order.
-        balance: the measured cut of ``blocks="auto"`` (else None).
+        balanced_cut: the measured cut of ``blocks="auto"`` (else None).
         split_points: where the blocks of a traced model begin (None for other models).
         input_names: the argument names a traced model takes (a mapping of inputs is arranged
             in this order), else None.
@@ -109,7 +109,7 @@ class DecoupledModel(nn.Module):
     def __init__(
         self,
         model: Union[nn.Module, Sequence[nn.Module]],
-        blocks: Union[BlockSpec, str, Balance] = None,
+        blocks: Union[BlockSpec, str, BalancedCut] = None,
         *,
         method: str = "scpl",
         num_classes: int,
@@ -149,8 +149,8 @@ class DecoupledModel(nn.Module):
             blocks = auto_cut(model, num_blocks, example_input, method=method, num_classes=num_classes,
                               contsup=context, last_block=last_block, optimizer=optimizer,
                               scheduler=scheduler, devices=devices, output=output, **heads)
-        self.balance = blocks if isinstance(blocks, Balance) else None
-        cut = blocks.cut if isinstance(blocks, Balance) else blocks
+        self.balanced_cut = blocks if isinstance(blocks, BalancedCut) else None
+        cut = blocks.cut if isinstance(blocks, BalancedCut) else blocks
         if cut is None and spec.objective is None and not has_parts(model):
             cut = []  # BP trains any model whole
         parts = split_model(model, cut, example_input, output)
@@ -360,7 +360,7 @@ class DecoupledModel(nn.Module):
 
 def auto_cut(model: Union[nn.Module, Sequence[nn.Module]], num_blocks: Optional[int], example_input: Flow, *,
              num_classes: int, method: str = "scpl", rounds: int = 3, output: Union[str, int, None] = None,
-             **options: Any) -> Balance:
+             **options: Any) -> BalancedCut:
     """The cut of ``model`` into ``num_blocks`` blocks that minimises the slowest block's time,
     for ``DecoupledModel(model, blocks=<this>, ...)``: between the children of an
     ``nn.Sequential``, or between the units of any other model (:func:`scpl.partition.units`:

@@ -76,9 +76,9 @@ def _bench_gpu(args: argparse.Namespace) -> int:
 def _bench_memory(args: argparse.Namespace) -> int:
     from .memory import run
 
-    r = run(args.models, args.ks, args.batch_size, args.balance,
+    r = run(args.models, args.ks, args.batch_size, args.cut_by,
             log=lambda line: print(line, file=sys.stderr))
-    print(f"activation memory held for backward, batch {r['batch_size']}, {r['balance']} cuts "
+    print(f"activation memory held for backward, batch {r['batch_size']}, {r['cut_by']} cuts "
           "(GiB; peak over blocks run one after another)")
     print(f"{'model':<10} {'BP':>7} " + " ".join(f"{'K=' + str(k):>7}" for k in args.ks) +
           "   (+ContSup R1E: " + " ".join(f"K={k}" for k in args.ks) + ")")
@@ -142,7 +142,7 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
                      choices=["resnet32", "resnet110"])
     mem.add_argument("--ks", nargs="+", type=int, default=[2, 4, 8, 16])
     mem.add_argument("--batch-size", type=int, default=1024)
-    mem.add_argument("--balance", default="equal", choices=["equal", "memory"],
+    mem.add_argument("--cut-by", default="equal", choices=["equal", "memory"],
                      help="cut into equal numbers of residual units, or into equal activation memory")
     mem.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     mem.set_defaults(func=_bench_memory)

@@ -40,7 +40,7 @@ def block_bytes(model: DecoupledModel, x: Flow, labels: torch.Tensor) -> list[in
     return out
 
 
-def measure(name: str, ks: Sequence[int], batch: int, contsup: Optional[str], balance: str = "equal") -> dict:
+def measure(name: str, ks: Sequence[int], batch: int, contsup: Optional[str], cut_by: str = "equal") -> dict:
     """Bytes saved for backward by model ``name`` on a synthetic batch: BP's peak (only without
     ``contsup``) and, for each K in ``ks``, the per-block bytes and peak of K greedy blocks.
     """
@@ -55,7 +55,7 @@ def measure(name: str, ks: Sequence[int], batch: int, contsup: Optional[str], ba
         if not isinstance(net, CifarResNet):
             raise ConfigError(f"bench memory cuts CIFAR ResNets (resnet32, resnet110) by their units, "
                               f"not {name}")
-        model = DecoupledModel(net, net.block_counts(k, balance), method="greedy", num_classes=10,
+        model = DecoupledModel(net, net.block_counts(k, cut_by), method="greedy", num_classes=10,
                                example_input=x[:2], contsup=contsup)
         per_block = block_bytes(model, x, labels)
         result["decoupled_block_bytes"][k] = per_block
@@ -64,14 +64,14 @@ def measure(name: str, ks: Sequence[int], batch: int, contsup: Optional[str], ba
 
 
 def run(models: Sequence[str] = ("resnet32", "resnet110"), ks: Sequence[int] = (2, 4, 8, 16),
-        batch: int = 1024, balance: str = "equal", log: Callable[[str], None] = print) -> dict:
+        batch: int = 1024, cut_by: str = "equal", log: Callable[[str], None] = print) -> dict:
     """:func:`measure` each of ``models`` without and with ContSup R1E; log a line for each, return all."""
-    out: dict = {"batch_size": batch, "method": "greedy", "balance": balance, "models": {}}
+    out: dict = {"batch_size": batch, "method": "greedy", "cut_by": cut_by, "models": {}}
     for name in models:
-        plain = measure(name, ks, batch, None, balance)
+        plain = measure(name, ks, batch, None, cut_by)
         log(f"{name}: BP {plain['bp_peak_bytes'] / 2**30:.2f} GiB; " + ", ".join(
             f"K={k} {v / 2**30:.2f} GiB" for k, v in plain["decoupled_peak_bytes"].items()))
-        ctx = measure(name, ks, batch, "R1E", balance)
+        ctx = measure(name, ks, batch, "R1E", cut_by)
         log(f"{name} + ContSup R1E: " + ", ".join(
             f"K={k} {v / 2**30:.2f} GiB" for k, v in ctx["decoupled_peak_bytes"].items()))
         out["models"][name] = {

@@ -48,8 +48,8 @@ def balanced_counts(s: Settings) -> tuple[list[int], str]:
     model = DecoupledModel(workloads.WORKLOADS[s.model](), "auto", num_blocks=s.stages, method=s.method,
                            num_classes=10,
                            example_input=workloads.example(s.model, s.micro_batch // s.replicas))
-    assert model.balance is not None  # blocks="auto" measured it
-    return model.balance.counts, str(model.balance)
+    assert model.balanced_cut is not None  # blocks="auto" measured it
+    return model.balanced_cut.counts, str(model.balanced_cut)
 
 
 def flat(model: nn.Module) -> dict[str, torch.Tensor]:

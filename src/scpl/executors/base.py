@@ -23,7 +23,7 @@ from ..flow import Flow, micro_batches
 StepCallback = Callable[[int, list[float]], None]
 """``on_step(step, losses)``: called once per completed step with each block's mean loss."""
 
-Batches = Iterable[tuple[Flow, Tensor]]
+FlowBatches = Iterable[tuple[Flow, Tensor]]
 """What executors consume: ``(inputs, labels)`` pairs, labels checked already."""
 
 
@@ -49,23 +49,23 @@ class Executor(Protocol):
     name: str
     micro_batches: int
 
-    def train_epoch(self, blocks: Sequence[Block], batches: Batches,
+    def train_epoch(self, blocks: Sequence[Block], batches: FlowBatches,
                     on_step: Optional[StepCallback] = None) -> list[list[float]]:
         """Train every block on every batch; the per-step mean loss of every block."""
         ...
 
     def forward_batches(self, blocks: Sequence[Block],
-                        batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
+                        batches: FlowBatches) -> Iterator[tuple[Tensor, Tensor]]:
         """``(logits, labels)`` of the whole network in eval mode, in one or several pieces."""
         ...
 
-    def exit_batches(self, blocks: Sequence[Block], batches: Batches,
+    def exit_batches(self, blocks: Sequence[Block], batches: FlowBatches,
                      policy: Any) -> tuple[Tensor, Tensor, Tensor, list[int]]:
         """Per-sample early exit: predictions, labels, exit block per sample, samples per block."""
         ...
 
     def exit_predictions(self, blocks: Sequence[Block],
-                         batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]:
+                         batches: FlowBatches) -> tuple[list[Optional[Tensor]], Tensor]:
         """Every exit's predicted classes for every sample (None without an exit), and the labels."""
         ...
 
@@ -76,7 +76,7 @@ def check_sizes(micro_batches: int, queue_size: int = 1) -> None:
         raise ConfigError(f"micro_batches and queue_size must be >= 1, got {micro_batches} and {queue_size}")
 
 
-def pieces(batches: Batches, m: int) -> Iterator[tuple[int, int, Flow, Tensor]]:
+def pieces(batches: FlowBatches, m: int) -> Iterator[tuple[int, int, Flow, Tensor]]:
     """``(step, micro, inputs, labels)``: every batch cut into ``m`` micro-batches, in order."""
     for step, (inputs, labels) in enumerate(batches):
         for micro, (flow, piece_labels) in enumerate(micro_batches(inputs, labels, m)):
@@ -111,7 +111,7 @@ class InProcessInference:
 
     @torch.no_grad()
     def forward_batches(self, blocks: Sequence[Block],
-                        batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
+                        batches: FlowBatches) -> Iterator[tuple[Tensor, Tensor]]:
         """``(logits, labels)`` of every batch, the blocks run in order in eval mode."""
         from ..flow import flow_to
 
@@ -125,7 +125,7 @@ class InProcessInference:
 
     @torch.no_grad()
     def exit_predictions(self, blocks: Sequence[Block],
-                         batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]:
+                         batches: FlowBatches) -> tuple[list[Optional[Tensor]], Tensor]:
         """Every exit's predicted classes (None for a block without an exit) and the labels."""
         from ..flow import flow_to
 
@@ -143,7 +143,7 @@ class InProcessInference:
             labels.append(batch_labels.cpu())
         return [torch.cat(p) if p else None for p in preds], torch.cat(labels) if labels else torch.empty(0)
 
-    def exit_batches(self, blocks: Sequence[Block], batches: Batches,
+    def exit_batches(self, blocks: Sequence[Block], batches: FlowBatches,
                      policy: Any) -> tuple[Tensor, Tensor, Tensor, list[int]]:
         """Per-sample early exit under ``policy``, batch by batch (see :class:`Executor`)."""
         preds, exits, labels, calls = [], [], [], [0] * len(blocks)

@@ -44,7 +44,7 @@ from ..exit_rules import ExitState, exit_step, select
 from ..flow import Flow, flow_to
 from . import p2p
 from .agree import same_data, same_model
-from .base import Batches, StepCallback, StepLosses, check_sizes, pieces
+from .base import FlowBatches, StepCallback, StepLosses, check_sizes, pieces
 from .replicas import Layout, average_buffers, interleave, mean_over, replicate, shard, stage_groups
 from .stage import run_stage
 from .watch import DEFAULT_TIMEOUT_S, Watch
@@ -178,7 +178,7 @@ class DistributedExecutor:
         watch = Watch(layout.rank, dist.get_world_size(), self.peer_timeout, stage_of=layout.stage_of)
         return layout, block, device, comm_device, watch
 
-    def _source(self, batches: Batches, layout: Layout, m: int, numbered: bool) -> Iterator:
+    def _source(self, batches: FlowBatches, layout: Layout, m: int, numbered: bool) -> Iterator:
         """The first stage's (micro-)batches (this replica's share of them), with global sample
         numbers as an extra when ``numbered`` (inference)."""
         if not layout.first:
@@ -188,7 +188,7 @@ class DistributedExecutor:
             return shard(source, layout.replica, self.replicas, equal=not numbered)
         return source
 
-    def _stage(self, layout: Layout, comm: torch.device, compute, sink, batches: Batches, m: int,
+    def _stage(self, layout: Layout, comm: torch.device, compute, sink, batches: FlowBatches, m: int,
                watch: Watch, numbered: bool = False) -> None:
         run_stage(layout.rank, layout.prev, layout.next, comm, compute, sink,
                   self._source(batches, layout, m, numbered), watch, self.queue_size, layout.stage_of)
@@ -198,7 +198,7 @@ class DistributedExecutor:
 
     # -- the public operations ------------------------------------------------------------
     def train_epoch(
-        self, blocks: Sequence[Block], batches: Batches, on_step: Optional[StepCallback] = None
+        self, blocks: Sequence[Block], batches: FlowBatches, on_step: Optional[StepCallback] = None
     ) -> list[list[float]]:
         """Train this rank's block on every batch; return the per-step losses of all blocks
         (with replicas: each block's loss averaged over its replicas).
@@ -234,7 +234,7 @@ class DistributedExecutor:
 
     @torch.no_grad()
     def forward_batches(self, blocks: Sequence[Block],
-                        batches: Batches) -> Iterator[tuple[Tensor, Tensor]]:
+                        batches: FlowBatches) -> Iterator[tuple[Tensor, Tensor]]:
         """Logits and labels of every batch, run through the pipeline in eval mode.
 
         Yields one pair: the concatenated (logits, labels) in data order, on every rank
@@ -275,7 +275,7 @@ class DistributedExecutor:
         return interleave(gathered)
 
     @torch.no_grad()
-    def exit_batches(self, blocks: Sequence[Block], batches: Batches,
+    def exit_batches(self, blocks: Sequence[Block], batches: FlowBatches,
                      policy) -> tuple[Tensor, Tensor, Tensor, list[int]]:
         """Early exit on the pipeline: samples that exit at stage k are not sent to k+1.
 
@@ -319,7 +319,7 @@ class DistributedExecutor:
 
     @torch.no_grad()
     def exit_predictions(self, blocks: Sequence[Block],
-                         batches: Batches) -> tuple[list[Optional[Tensor]], Tensor]:
+                         batches: FlowBatches) -> tuple[list[Optional[Tensor]], Tensor]:
         """Every exit's predictions for every sample (each rank predicts with its block's exit),
         and the labels; the same on every rank, samples in data order."""
         layout, block, device, comm, watch = self._setup(blocks)

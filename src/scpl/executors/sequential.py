@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from ..block import Block
-from .base import Batches, InProcessInference, StepCallback, StepLosses, check_sizes, pieces
+from .base import FlowBatches, InProcessInference, StepCallback, StepLosses, check_sizes, pieces
 
 
 class SequentialExecutor(InProcessInference):
@@ -22,7 +22,7 @@ class SequentialExecutor(InProcessInference):
         check_sizes(micro_batches)
         self.micro_batches = micro_batches
 
-    def train_epoch(self, blocks: Sequence[Block], batches: Batches,
+    def train_epoch(self, blocks: Sequence[Block], batches: FlowBatches,
                     on_step: Optional[StepCallback] = None) -> list[list[float]]:
         """Train on every batch; return the local losses, one list (per block) per step."""
         m = self.micro_batches

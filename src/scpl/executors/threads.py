@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from ..block import Block
 from ..flow import Flow, flow_to, map_flow
 from .base import (
-    Batches,
     Failures,
+    FlowBatches,
     InProcessInference,
     Pipe,
     StepCallback,
@@ -97,7 +97,7 @@ class ThreadedExecutor(InProcessInference):
         self.trace = trace
         self.events: list[TraceEvent] = []
 
-    def train_epoch(self, blocks: Sequence[Block], batches: Batches,
+    def train_epoch(self, blocks: Sequence[Block], batches: FlowBatches,
                     on_step: Optional[StepCallback] = None) -> list[list[float]]:
         """Stream every batch through the blocks; return per-step, per-block mean losses."""
         _warn_if_random(blocks)
@@ -138,7 +138,7 @@ class ThreadedExecutor(InProcessInference):
             raise failures.error()
         return collector.history
 
-    def _feed(self, batches: Batches, out: Pipe, device: torch.device) -> None:
+    def _feed(self, batches: FlowBatches, out: Pipe, device: torch.device) -> None:
         pin = device.type == "cuda"
         for step, micro, flow, labels in pieces(batches, self.micro_batches):
             if pin:

@@ -77,7 +77,7 @@ class CifarResNet(nn.Sequential):
         super().__init__(*units, _head(w[2], num_classes))
         self.depth = depth
 
-    def block_counts(self, k: int, balance: str = "equal", sample: Tensor | None = None) -> list[int]:
+    def block_counts(self, k: int, by: str = "equal", sample: Tensor | None = None) -> list[int]:
         """Layer counts cutting the model into ``k`` blocks.
 
         ``"equal"``: the stem and the 3n units as 3n+1 layers in near-equal groups (the
@@ -87,15 +87,15 @@ class CifarResNet(nn.Sequential):
         layers = len(self) - 1  # the classifier always joins the last block
         if not 1 <= k <= layers:
             raise ConfigError(f"ResNet-{self.depth} has {layers} cuttable layers; cannot make {k} blocks")
-        if balance == "equal":
+        if by == "equal":
             base, extra = divmod(layers, k)
             counts = [base + (i < extra) for i in range(k)]
-        elif balance == "memory":
+        elif by == "memory":
             from ..balance import best_cut
             costs = _saved_bytes_per_layer(list(self)[:layers], sample)
             counts = best_cut(costs, k)
         else:
-            raise ConfigError(f"balance must be 'equal' or 'memory', got {balance!r}")
+            raise ConfigError(f"by must be 'equal' or 'memory', got {by!r}")
         counts[-1] += 1
         return counts
 

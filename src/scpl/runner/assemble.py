@@ -34,7 +34,7 @@ from .config import TrainConfig
 log = logging.getLogger("scpl")
 
 
-class Batches:
+class DeviceLoader:
     """A loader whose batches pass through ``transform(x, y) -> (x, y)`` (augmentation,
     normalisation) on the first block's device."""
 
@@ -144,9 +144,9 @@ class Run:
     bundle: DataBundle
     model: DecoupledModel
     executor: Executor
-    train_batches: Batches
-    val_batches: Optional[Batches]
-    test_batches: Batches
+    train_batches: DeviceLoader
+    val_batches: Optional[DeviceLoader]
+    test_batches: DeviceLoader
     generator: torch.Generator
     augment: Optional[Augment]
     schedule: Optional[BlockSchedule]
@@ -157,8 +157,8 @@ class Run:
     def stage(self) -> int:
         """The block this rank trains under the distributed executor (rank // replicas)."""
         return self.rank // self.cfg.replicas
-    train_eval_batches: Optional[Batches] = None  # the training split in order, unaugmented (eval_train)
-    bn_batches: Optional[Batches] = None  # precise_bn's batches: training samples spread over the split
+    train_eval_batches: Optional[DeviceLoader] = None  # the training split in order, unaugmented (eval_train)
+    bn_batches: Optional[DeviceLoader] = None  # precise_bn's batches: training samples spread over the split
     clean_labels: Optional[torch.Tensor] = None  # its true labels when label noise is on
 
 
@@ -190,11 +190,11 @@ def build(cfg: TrainConfig) -> Run:
             raise ConfigError(f"the text data set {bundle.name!r} has no collate function")
         collate = NamedInputs(bundle.collate)  # {"input_ids", "attention_mask"}, as a tokenizer gives
 
-    def batches(dataset, size: int, shuffle: bool, transform) -> Batches:
+    def batches(dataset, size: int, shuffle: bool, transform) -> DeviceLoader:
         loader = DataLoader(dataset, batch_size=size, shuffle=shuffle, drop_last=shuffle,
                             collate_fn=collate, generator=generator if shuffle else None,
                             pin_memory=first_device.type == "cuda")
-        return Batches(loader, transform, first_device)
+        return DeviceLoader(loader, transform, first_device)
 
     example = next(iter(batches(bundle.train, cfg.batch_size, False, eval_aug)))[0]
     model = _decoupled(cfg, bundle, example, devices, world)

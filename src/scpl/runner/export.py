@@ -50,7 +50,7 @@ def summary(run: Run, progress: Progress, test_accuracy: float, test_exits: list
     return {
         "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model, "executor": cfg.executor,
         "num_blocks": len(run.model.blocks),
-        "blocks": run.model.balance.counts if run.model.balance is not None else cfg.blocks,
+        "blocks": run.model.balanced_cut.counts if run.model.balanced_cut is not None else cfg.blocks,
         "split_points": run.model.split_points,
         "val_accuracy": progress.best_val if run.val_batches is not None else None,
         "best_epoch": progress.best_epoch,

@@ -23,7 +23,7 @@ from ..batchnorm import recompute_batchnorm
 from ..errors import ConfigError, NonFiniteLossError, StageError, TrainingDiverged
 from ..progress import EpochBar, epoch_line
 from . import state
-from .assemble import Batches, Run, build, launch_rank
+from .assemble import DeviceLoader, Run, build, launch_rank
 from .config import TrainConfig
 from .export import export, summary
 from .metrics import MetricsLog
@@ -254,7 +254,7 @@ class Loop:
         return error
 
 
-def evaluate(run: Run, batches: Batches) -> tuple[float, list[Optional[float]]]:
+def evaluate(run: Run, batches: DeviceLoader) -> tuple[float, list[Optional[float]]]:
     """(accuracy of the full model, accuracy at every exit if the blocks have exit classifiers)."""
     accuracy = run.model.evaluate(batches, executor=run.executor)["accuracy"]
     exits: list[Optional[float]] = []
