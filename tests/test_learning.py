@@ -84,7 +84,7 @@ def keywords(n: int, seed: int, length: int = 12, vocab: int = 60, classes: int 
     return tokens, y
 
 
-@pytest.mark.parametrize("kind, n, epochs", [("transformer", 2048, 8), ("lstm", 2048, 10)])
+@pytest.mark.parametrize("kind, n, epochs", [("transformer", 1024, 8), ("lstm", 1024, 10)])
 def test_a_small_sequence_model(kind, n, epochs):
     def build():
         net = create_model(f"text_{kind}", vocab_size=60, num_classes=4, dim=16, hidden=16, heads=2, layers=2,
@@ -96,9 +96,10 @@ def test_a_small_sequence_model(kind, n, epochs):
 
 def test_a_resnet_cut_into_8_blocks():
     """Depth: a ResNet-20 (width 8; stem and 9 residual units) in K=8 blocks of near-equal
-    numbers of units, the defaults a user gets, learns digits within 2 points of BP in 10
-    epochs (measured 2026-12-03: BP 98.1, SCPL 98.1, DeInfoReg 97.2, greedy 96.7, DASCPL 98.3,
-    ContSup 98.6)."""
+    numbers of units, the defaults a user gets, learns digits within 2 points of BP in 6
+    epochs (measured 2026-12-03, seeds 0 / 1: BP 96.4 / 95.8, SCPL 97.5 / 96.4, DeInfoReg
+    97.8 / 96.7, greedy 96.9 / 95.8, DASCPL 98.9 / 95.5, ContSup 99.2 / 99.2; at 10 epochs, seed 0:
+    BP 98.1, SCPL 98.1, DeInfoReg 97.2, greedy 96.7, DASCPL 98.3, ContSup 98.6)."""
     from scpl.data import load_digits
     from scpl.models import CifarResNet
 
@@ -109,4 +110,4 @@ def test_a_resnet_cut_into_8_blocks():
         net = CifarResNet(20, num_classes=10, in_channels=1, width=8)
         return net, net.block_counts(8), torch.zeros(2, 1, 8, 8)
 
-    compare(build, tensors(train), tensors(test), epochs=10, methods=(*DECOUPLED, "contsup"), margin=0.02)
+    compare(build, tensors(train), tensors(test), epochs=6, methods=(*DECOUPLED, "contsup"), margin=0.02)

@@ -1,7 +1,10 @@
 """Run by the tests on K*R real ranks: train with replicated stages, save what every rank ends with.
 
-Usage: dist_replicas.py OUT METHOD REPLICAS MICRO_BATCHES [FAULT]
-FAULT "raise:CALL:RANK" or "kill:CALL:RANK" makes that rank's objective fail at its CALL-th call.
+Usage: dist_replicas.py OUT METHOD[,METHOD...] REPLICAS MICRO_BATCHES [FAULT]
+Several methods train one after another in the same ranks, each saved as OUT.METHOD.RANK (one
+method: OUT.RANK). FAULT "raise:CALL:RANK" or "kill:CALL:RANK" makes that rank's objective fail
+at its CALL-th call.
+$PEER_TIMEOUT sets the executor's peer_timeout (seconds; 20 if unset).
 """
 
 import os
@@ -19,12 +22,21 @@ from scpl.objectives import CallableObjective  # noqa: E402
 
 
 def main() -> None:
-    out, method, replicas, micro = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    out, methods, replicas, micro = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), int(sys.argv[4])
     fault = sys.argv[5] if len(sys.argv) > 5 else None
     torch.set_num_threads(1)
     rank, world = init_from_env("gloo")
+    for method in methods:
+        result = run_method(method, rank, replicas, micro, fault)
+        torch.save(result, f"{out}.{method}.{rank}" if len(methods) > 1 else f"{out}.{rank}")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def run_method(method: str, rank: int, replicas: int, micro: int, fault: str | None) -> dict:
     model = build(method)
-    ex = DistributedExecutor(micro_batches=micro, replicas=replicas, peer_timeout=20)
+    ex = DistributedExecutor(micro_batches=micro, replicas=replicas,
+                             peer_timeout=float(os.environ.get("PEER_TIMEOUT", "20")))
     stage = rank // replicas
     data = loader()
     if fault:
@@ -51,9 +63,7 @@ def main() -> None:
         report = early_exit(model, loader(), PatienceCosine(threshold=0.5))
         result["exits"] = {**report.as_dict(), "predictions": report.predictions,
                            "exit_block": report.exit_block}
-    torch.save(result, f"{out}.{rank}")
-    dist.barrier()
-    dist.destroy_process_group()
+    return result
 
 
 if __name__ == "__main__":

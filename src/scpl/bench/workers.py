@@ -1,15 +1,18 @@
-"""The multi-process runs of ``scpl bench pipeline``: spawned gloo ranks, one thread each.
+"""The multi-process runs of ``scpl bench pipeline``: gloo ranks, one thread each.
 
 * :func:`run_processes`: the decoupled model on the distributed executor (K or K x R ranks);
 * :func:`run_peer`: BP pipelined with ``torch.distributed.pipelining`` (GPipe or 1F1B);
 * :func:`run_ddp`: BP with DistributedDataParallel, every rank on its share of each batch.
 
 Each returns the samples per second measured on the last rank (with its final state where the
-benchmark compares parameters).
+benchmark compares parameters). The ranks are forked from a fork server that imported torch and
+this module once, so that a group of ranks starts without paying each rank's imports (two seconds
+a rank here); where there is no fork server (Windows) they are spawned.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 import tempfile
@@ -34,11 +37,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _start_method() -> str:
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["torch", __name__])
+    return "forkserver"
+
+
 def _spawn(fn: Callable, s: Settings, ranks: int, *extra) -> list[dict]:
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         mp.start_processes(fn, args=(ranks, s, port, tmp, *extra), nprocs=ranks, join=True,
-                           start_method="spawn")
+                           start_method=_start_method())
         return [torch.load(os.path.join(tmp, f"{r}.pt")) for r in range(ranks)]
 
 

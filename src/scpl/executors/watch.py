@@ -79,31 +79,35 @@ class Watch:
         """Beat this rank's heart; a ``(rank, exception)`` failure (rank None: not known), or None."""
         now = time.monotonic()
         try:
-            if now >= self._next_beat:
-                self._next_beat = now + BEAT_S
-                self.store.add(f"scpl/beat/{self.rank}", 1)
-                stale = self._stale_peer(now)
-                if stale is not None:
-                    failure = RemoteStageFailure(
-                        f"rank {stale} stopped responding: no heartbeat for {self.timeout:g} s "
-                        "(killed or hung)")
-                    if not self.store.check([ABORT_KEY]):  # tell the others, who may not have noticed yet
-                        self.store.set(ABORT_KEY, f"{stale}\n{failure}")
-                    return stale, failure
-            return announced(self.store)
+            # an announcement first: a peer that stopped after announcing another rank's death
+            # falls silent too, and must not be blamed for it
+            failure = announced(self.store)
+            if failure is not None or now < self._next_beat:
+                return failure
+            self._next_beat = now + BEAT_S
+            self.store.add(f"scpl/beat/{self.rank}", 1)
+            stale = self._stale_peer(now)
+            if stale is None:
+                return None
+            error = RemoteStageFailure(
+                f"rank {stale} stopped responding: no heartbeat for {self.timeout:g} s (killed or hung)")
+            if not self.store.check([ABORT_KEY]):  # tell the others, who may not have noticed yet
+                self.store.set(ABORT_KEY, f"{stale}\n{error}")
+            return stale, error
         except Exception as exc:  # the store is unreachable: the process hosting it is gone
             return None, RemoteStageFailure(f"lost the process group's store: {exc}")
-        return None
 
     def _stale_peer(self, now: float) -> Optional[int]:
+        """The peer silent longest, if longer than ``timeout`` (the first to die, of several)."""
+        stale: list[tuple[float, int]] = []
         for peer in self.peers:
             counter = self.store.add(f"scpl/beat/{peer}", 0)
             before = self._seen.get(peer)
             if before is None or counter != before[0]:
                 self._seen[peer] = (counter, now)
             elif now - before[1] > self.timeout:
-                return peer
-        return None
+                stale.append((before[1], peer))
+        return min(stale)[1] if stale else None
 
     def run(self, stop: threading.Event, on_failure: Report) -> None:
         """Check until ``stop`` is set (a watchdog thread's body); report a failure once and end."""
