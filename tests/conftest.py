@@ -28,8 +28,3 @@ def synthetic_loader(n: int = 64, num_classes: int = 4, batch_size: int = 16, se
 def loader() -> DataLoader:
     return synthetic_loader()
 
-
-def pytest_collection_modifyitems(items: list) -> None:
-    """Slow tests first (a stable sort): the workers of ``-n auto`` (pytest-xdist) take the long
-    ones while the queue is full and even out on the short ones at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

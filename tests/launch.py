@@ -18,7 +18,10 @@ import time
 from pathlib import Path
 
 SCRIPTS = Path(__file__).parent / "scripts"
-_PRELOAD = ["torch", "torch.distributed", "scpl", "scpl.executors.distributed", "scpl.early_exit", "cases"]
+_PRELOAD = ["torch", "torch._dynamo", "torch.distributed", "scpl", "scpl.executors.distributed",
+            "scpl.early_exit", "cases", "transformers.models.bert.modeling_bert"]
+"""Imported once by the fork server (one that fails to import is skipped): torch._dynamo is what
+a torch optimizer's first parameter group imports (a second), BERT the tests' traced case."""
 _context = None
 
 

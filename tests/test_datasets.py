@@ -20,6 +20,17 @@ def test_split_is_seeded_disjoint_and_complete():
         split_indices(10, 1.0)
 
 
+def test_digits_read_from_the_shipped_file_equal_scikit_learns_loader():
+    from sklearn.datasets import load_digits
+
+    from scpl.data.vision import read_digits
+
+    images, labels = read_digits()
+    bunch = load_digits()
+    assert images.dtype == np.float32 and labels.dtype == np.int64
+    assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
+
+
 def test_image_bundle_normalises_with_training_statistics():
     b = load_dataset("digits", val_fraction=0.2)
     x_train = torch.stack([b.train[i][0] for i in range(len(b.train))])

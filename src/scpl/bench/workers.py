@@ -40,7 +40,8 @@ def _free_port() -> int:
 def _start_method() -> str:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return "spawn"
-    multiprocessing.get_context("forkserver").set_forkserver_preload(["torch", __name__])
+    # (a torch optimizer imports torch._dynamo, a second, when given its parameters)
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["torch", "torch._dynamo", __name__])
     return "forkserver"
 
 

@@ -38,17 +38,32 @@ def digits_split(test_fraction: float = 0.2, seed: int = 0) -> Split:
     """scikit-learn's 1,797 8x8 digits as float (N, 1, 8, 8) images (values 0..16) and int64
     labels, split by a seeded permutation (digits has no official test split).
     """
-    try:
-        from sklearn.datasets import load_digits as sk_load_digits
-    except ImportError as exc:
-        raise ImportError("the digits data set needs scikit-learn: pip install 'scpl[data]'") from exc
-    bunch = sk_load_digits()
-    x = torch.from_numpy(bunch.images.astype(np.float32))[:, None]
-    y = torch.from_numpy(bunch.target.astype(np.int64))
+    images, labels = read_digits()
+    x = torch.from_numpy(images)[:, None]
+    y = torch.from_numpy(labels)
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(y)))
     n_test = int(round(len(y) * test_fraction))
     test, train = order[:n_test], order[n_test:]
     return x[train], y[train], x[test], y[test]
+
+
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The digits as float32 (1797, 8, 8) images and int64 labels, read from the CSV file that
+    scikit-learn ships (64 pixel values and the label per row): importing scikit-learn takes a
+    second, which every rank and command paid; its loader is the fallback."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    if spec is None or spec.origin is None:
+        raise ImportError("the digits data set needs scikit-learn: pip install 'scpl[data]'")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if path.is_file():
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits as sk_load_digits  # another layout of the package
+
+    bunch = sk_load_digits()
+    return bunch.images.astype(np.float32), bunch.target.astype(np.int64)
 
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
