@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cases import Embed, Head, Mixer
-from scpl import DecoupledModel, seed_everything, split_model
+from scpl import ConfigError, DecoupledModel, seed_everything, split_model
 from scpl.heads import PooledFeatures, masked_mean
 
 
@@ -110,3 +110,13 @@ def test_a_split_point_inside_a_residual_unit_is_refused():
                               example_input=images).blocks) == 3
     assert len(DecoupledModel(create_model("resnet18", num_classes=10, width=4), ["1.1", "2"], num_classes=10,
                               example_input=images).blocks) == 3
+
+
+def test_a_list_of_modules_takes_its_own_count_as_blocks_and_refuses_another():
+    layers = [nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)]
+    assert split_model(layers, 3) == layers and split_model(nn.ModuleList(layers)) == layers
+    with pytest.raises(ConfigError, match=r"a list of 3 modules is already one block per module; leave `blocks` "
+                                          r"unset \(or 3\)"):
+        split_model(layers, 2)
+    with pytest.raises(ConfigError, match="already one block per module"):
+        split_model(layers, [1, 2])

@@ -37,8 +37,11 @@ def split_model(model: Union[nn.Module, Sequence[nn.Module]], blocks: BlockSpec 
     A traced model needs ``example_input`` (a batch of its inputs) and, if its output is not the
     logits alone, ``output``: the key or index of the logits in it (default ``"logits"``)."""
     if isinstance(model, (list, tuple, nn.ModuleList)):
-        if blocks is not None:
-            raise ConfigError("a list of modules is already one block per module; leave `blocks` unset")
+        if blocks is not None and not (isinstance(blocks, int) and not isinstance(blocks, bool)
+                                       and blocks == len(model)):
+            raise ConfigError(f"a list of {len(model)} modules is already one block per module; leave "
+                              f"`blocks` unset (or {len(model)}), or give the layers as one nn.Sequential "
+                              f"to cut otherwise")
         modules = list(model)
         if not modules or not all(isinstance(m, nn.Module) for m in modules):
             raise ConfigError("a list of blocks must be a non-empty list of nn.Module")
