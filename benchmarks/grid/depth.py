@@ -122,6 +122,26 @@ def tradeoff_tables(runs: dict[str, dict], costs: Optional[dict]) -> list[str]:
     return lines
 
 
+def cost_table(costs: Optional[dict]) -> list[str]:
+    """What every row costs at every K, trained or not: activation memory held for backward
+    (MiB, and its fraction of BP's) and the ideal speed-up of a pipeline on K devices."""
+    if not costs:
+        return []
+    bp_bytes = costs["bp"]["peak_bytes"]
+    ks = sorted(DEPTH_KS)
+    lines = ["What each K costs and buys, for every row (memory MiB (of BP's) / ideal speed-up; "
+             f"batch {costs.get('batch_size', 128)}, `python benchmarks/depth_costs.py`):", "",
+             "| method | " + " | ".join(f"K={k}" for k in ks) + " |", "| --- |" + " ---: |" * len(ks)]
+    for row in DEPTH_ROWS:
+        cells = []
+        for k in ks:
+            cost = costs.get("rows", {}).get(row, {}).get(str(k))
+            cells.append(f"{cost['peak_bytes'] / 2**20:.0f} ({cost['peak_bytes'] / bp_bytes:.2f}) / "
+                         f"{cost['ideal_speedup']:.2f}" if cost else "-")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def paired_table(runs: dict[str, dict]) -> list[str]:
     """The seeded rows' gap to BP at the same seed, K = 8 and 16."""
     rows = []
@@ -155,7 +175,7 @@ def depth_tables(runs: dict[str, dict], figures: Optional[Path] = None) -> list[
         path = plot_depth({r: a for r, a in accuracy.items() if a}, bp, figures / "depth.png",
                           title=f"ResNet-32 on Fashion-MNIST ({DEPTH_RECIPE}, seed 0)")
         lines += [f"![accuracy against K](img/{path.name})", ""]
-    lines += tradeoff_tables(runs, costs) + paired_table(runs)
+    lines += cost_table(costs) + tradeoff_tables(runs, costs) + paired_table(runs)
     longer = runs.get("depth-bp-20ep-s0")
     if longer and bp is not None:
         lines += [f"BP at 20 epochs: test {100 * longer['summary']['test_accuracy']:.2f}, validation "
