@@ -7,6 +7,15 @@ import sys
 import pytest
 
 
+def torchrun(nproc: int) -> list[str]:
+    """``torchrun --nproc-per-node=N`` on a free port: tests run side by side (pytest-xdist), and
+    torchrun's default port, 29500, would be taken by whichever started first."""
+    from launch import free_port
+
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+            f"--master-port={free_port()}"]
+
+
 def run_cli(*args, timeout=240):
     return subprocess.run([sys.executable, "-m", "scpl", *args], capture_output=True, text=True,
                           timeout=timeout)
@@ -48,7 +57,7 @@ def test_train_under_torchrun_equals_sequential_and_exports_a_model(tmp_path):
               "--micro-batches", "2", "--json"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     dist_run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "-m", "scpl", *common,
+        [*torchrun(2), "-m", "scpl", *common,
          "--executor", "distributed", "--blocks", "auto", "--out", str(tmp_path / "dist")],
         capture_output=True, text=True, timeout=300, env=env)
     assert dist_run.returncode == 0, dist_run.stderr[-3000:]
@@ -85,7 +94,7 @@ def test_train_with_replicated_stages_under_torchrun(tmp_path):
               "--executor", "distributed", "--replicas", "2", "--blocks", "2,2",
               "--out", str(tmp_path / "rep"), "--json"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4", "-m", "scpl",
+    run = subprocess.run([*torchrun(4), "-m", "scpl",
                           *common], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
@@ -98,13 +107,13 @@ def test_train_with_replicated_stages_under_torchrun(tmp_path):
     # one model: the replicas' BatchNorm statistics were averaged, so the exported model, evaluated
     # in one process (no torchrun) or under torchrun, gives the accuracy the run reported
     for launch in ([sys.executable, "-m", "scpl"],
-                   [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", "-m", "scpl"]):
+                   [*torchrun(1), "-m", "scpl"]):
         ev = subprocess.run([*launch, "eval", str(tmp_path / "rep"), "--json"], capture_output=True,
                             text=True, timeout=300, env=env)
         assert ev.returncode == 0, ev.stderr[-3000:]
         assert json.loads(ev.stdout.strip().splitlines()[-1])["accuracy"] == summary["test_accuracy"]
     more = [("3" if a == "2" and common[i - 1] == "--epochs" else a) for i, a in enumerate(common)]
-    again = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4", "-m", "scpl",
+    again = subprocess.run([*torchrun(4), "-m", "scpl",
                             *more, "--resume"],
                            capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -115,8 +115,8 @@ def test_a_split_point_inside_a_residual_unit_is_refused():
 def test_a_list_of_modules_takes_its_own_count_as_blocks_and_refuses_another():
     layers = [nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)]
     assert split_model(layers, 3) == layers and split_model(nn.ModuleList(layers)) == layers
-    with pytest.raises(ConfigError, match=r"a list of 3 modules is already one block per module; leave `blocks` "
-                                          r"unset \(or 3\)"):
+    refusal = r"a list of 3 modules is already one block per module; leave `blocks` unset \(or 3\)"
+    with pytest.raises(ConfigError, match=refusal):
         split_model(layers, 2)
     with pytest.raises(ConfigError, match="already one block per module"):
         split_model(layers, [1, 2])
