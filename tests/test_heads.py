@@ -20,6 +20,11 @@ def test_features_by_name_shape_conv_maps_and_leave_other_outputs_alone():
     assert torch.equal(build_features("pool1", maps)(maps), maps.mean(dim=(2, 3)))
     conv = build_features("conv", maps)
     assert isinstance(conv, ConvFeatures) and conv(maps).shape == (2, 3 * 4)
+    deeper = build_features("conv2", maps)
+    convs = [m for m in deeper.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 2 and all(c.in_channels == c.out_channels == 3 for c in convs)
+    assert deeper(maps).shape == (2, 3 * 4)
+    assert sum(isinstance(m, nn.Conv2d) for m in conv.modules()) == 1
     flat = torch.randn(2, 5)
     assert isinstance(build_features("conv", flat), PooledFeatures)  # no maps: no conv
     with pytest.raises(ConfigError, match="unknown features 'pool3'"):

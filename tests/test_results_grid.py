@@ -313,3 +313,39 @@ def test_a_run_folder_is_resumed_only_by_the_command_that_made_it(grid, tmp_path
     (folder / "command.txt").unlink()  # a folder from before commands were recorded
     with pytest.raises(RuntimeError, match="not recorded"):
         grid._resumable(folder, "scpl train --epochs 24")
+
+
+def test_depth_ablations_change_one_factor_of_a_row_that_the_grid_runs_at_that_k(grid):
+    from grid import depth
+    from scpl.optim import block_lr_scales
+
+    assert depth.ramp_over_depth(4) == "[" + ",".join(f"{s:g}" for s in block_lr_scales("ramp", 4)) + "]"
+    heads = depth._thirds(16, ("conv2", "conv", "pool2")).strip("[]").split(",")
+    assert heads == ["conv2"] * 5 + ["conv"] * 5 + ["pool2"] * 5  # K-1 heads, deepest first
+    assert len(depth._thirds(8, ("a", "b", "c")).split(",")) == 7
+    grid_runs = {s.name: s for s in depth.depth_runs()}
+    parser = build_parser()
+
+    def config(spec) -> dict:
+        return vars(train_config(parser.parse_args(spec.command(Path("r"))[1:])))
+
+    specs = {s.name: s for s in depth.depth_ablation_runs()}
+    for k, row, key, *_ in depth.DEPTH_ABLATIONS:
+        spec = specs[depth.depth_ablation_name(k, row, key)]
+        base = config(grid_runs[depth.depth_name(row, k, 0)])
+        changed = {key for key, value in config(spec).items() if base[key] != value and key != "out"}
+        assert len(changed - {"num_blocks"}) == 1, (spec.name, changed)  # --blocks auto needs its K
+
+
+def test_depth_ablations_are_shown_against_their_rows_validation_at_the_same_k(grid):
+    from grid import depth
+
+    def record(val: float, test: float) -> dict:
+        return {"summary": {"val_accuracy": val, "test_accuracy": test}}
+
+    k, row, key, setting, _ = depth.DEPTH_ABLATIONS[0]
+    runs = {depth.depth_ablation_name(k, row, key): record(0.9, 0.8)}
+    assert f"| {k} | {row} | {setting} | 90.00 | - | 80.00 |" in depth.ablation_table(runs)
+    runs[depth.depth_name(row, k, 0)] = record(0.85, 0.8)
+    assert f"| {k} | {row} | {setting} | 90.00 | +5.00 | 80.00 |" in depth.ablation_table(runs)
+    assert depth.ablation_table({}) == []

@@ -37,6 +37,58 @@ def depth_name(row: str, k: int, seed: int) -> str:
     return f"depth-k{k}-{row.replace(' ', '-').lower()}-s{seed}"
 
 
+def ramp_over_depth(k: int) -> str:
+    """``block_lr`` for K blocks rising with the block's place in the depth, min(1 + 2i/K, 2): the
+    default ``"ramp"`` (min(1 + i/2, 2)) at K=4, which reaches 2x at block 2 whatever K is."""
+    return "[" + ",".join(f"{min(1 + 2 * i / k, 2.0):g}" for i in range(k)) + "]"
+
+
+def _thirds(k: int, names: tuple[str, str, str]) -> str:
+    """A per-block ``features`` list for the K-1 heads of K blocks: ``names`` over thirds."""
+    heads = k - 1
+    first, second = heads // 3 + (heads % 3 > 0), heads // 3 + (heads % 3 > 1)
+    picks = [names[0]] * first + [names[1]] * second + [names[2]] * (heads - first - second)
+    return "[" + ",".join(picks) + "]"
+
+
+DEPTH_ABLATIONS: tuple[tuple[int, str, str, str, tuple[str, ...]], ...] = (
+    (16, "scpl", "lr-over-depth", "block lr rising over the depth, min(1 + 2i/K, 2)",
+     ("--set", f"block_lr={ramp_over_depth(16)}")),
+    (16, "scpl", "heads-by-position", "head depth decaying with position: two convs, one conv, "
+     "2x2 pooling by thirds", ("--set", f"features={_thirds(16, ('conv2', 'conv', 'pool2'))}")),
+    (16, "greedy", "heads-by-position", "head depth decaying with position: two convs, one conv, "
+     "2x2 pooling by thirds", ("--set", f"features={_thirds(16, ('conv2', 'conv', 'pool2'))}")),
+    (16, "scpl", "lr-uniform", "one learning rate for every block", ("--set", "block_lr=uniform")),
+    (16, "greedy", "lr-over-depth", "block lr rising over the depth, min(1 + 2i/K, 2)",
+     ("--set", f"block_lr={ramp_over_depth(16)}")),
+    (16, "infopro", "weight-0.5", "reconstruction weight 0.5", ("--set", "infopro=0.5")),
+    (16, "infopro", "weight-2", "reconstruction weight 2", ("--set", "infopro=2")),
+    (16, "greedy", "conv2", "two convs in every head", ("--set", "features=conv2")),
+    (8, "scpl", "cut-memory", "cut balanced by activation memory (layers 2,1,1,1,1,2,3,6)",
+     ("--blocks", "2,1,1,1,1,2,3,6")),
+    (8, "scpl", "cut-auto", "cut balanced by measured step time (--blocks auto)",
+     ("--blocks", "auto", "--num-blocks", "8")),
+)
+"""One factor at a time against a row's defaults at that K (seed 0, chosen on validation), in
+the order they run: the per-block learning-rate rule at K=16, the local head's depth by the
+block's position (AugLocal, DGL), InfoPro's reconstruction weight, and where the cuts fall at
+K=8 (at K=16 each of ResNet-32's 16 cuttable layers is a block: there is no choice). The memory
+cut is ``resnet32(in_channels=1).block_counts(8, "memory", torch.zeros(8, 1, 28, 28))``. The
+ContSup modes are rows of the grid itself."""
+
+
+def depth_ablation_name(k: int, row: str, key: str, seed: int = 0) -> str:
+    """An ablation run's cache name (keep a row's key once it has run)."""
+    return f"depth-k{k}-{row}-{key}-s{seed}"
+
+
+def depth_ablation_runs() -> list[Spec]:
+    """The runs of :data:`DEPTH_ABLATIONS`: a row's grid command with the factor appended."""
+    return [Spec(depth_ablation_name(k, row, key), "depth", "ablations", setting,
+                 ("--config", DEPTH_RECIPE, "--blocks", str(k), *DEPTH_ROWS[row], *extra, "--seed", "0"))
+            for k, row, key, setting, extra in DEPTH_ABLATIONS]
+
+
 def depth_runs() -> list[Spec]:
     """Seed 0 of every row at every K (BP first), then seeds 1-2 of BP, BP at twice the budget
     (has it converged?) and seeds 1-2 of :data:`DEPTH_SEEDED`."""
@@ -49,8 +101,9 @@ def depth_runs() -> list[Spec]:
                   ("--config", DEPTH_RECIPE, "--method", "bp", "--epochs", "20", "--seed", "0"))
     runs = [spec("bp", 1, 0)] + [spec(row, k, 0) for k in DEPTH_KS for row in DEPTH_ROWS]
     runs += [spec("bp", 1, seed) for seed in SEEDS[1:]] + [longer]
-    return runs + [spec(row, k, seed) for seed in SEEDS[1:] for k, rows in DEPTH_SEEDED.items()
-                   for row in rows]
+    runs += [spec(row, k, seed) for seed in SEEDS[1:] for k, rows in DEPTH_SEEDED.items()
+             for row in rows]
+    return runs + depth_ablation_runs()
 
 
 # --------------------------------------------------------------------------- tables
@@ -160,6 +213,26 @@ def paired_table(runs: dict[str, dict]) -> list[str]:
             "| --- | --- | --- | ---: |", *rows, ""]
 
 
+def ablation_table(runs: dict[str, dict]) -> list[str]:
+    """Each cached ablation's validation accuracy against its row's defaults at the same K (the
+    grid's seed-0 run), and its test accuracy."""
+    body = []
+    for k, row, key, setting, extra in DEPTH_ABLATIONS:
+        record = runs.get(depth_ablation_name(k, row, key))
+        if record is None:
+            continue
+        val, test = (100 * record["summary"][f"{split}_accuracy"] for split in ("val", "test"))
+        base = _val(runs, row, k)
+        gap = "-" if base is None else f"{val - base:+.2f}"
+        body.append(f"| {k} | {row} | {setting} | {val:.2f} | {gap} | {test:.2f} |")
+    if not body:
+        return []
+    return ["Ablations at depth, one factor at a time against the row's defaults at the same K "
+            "(seed 0; chosen on validation; commands in docs/results-commands.md):", "",
+            "| K | method | setting | val % | val gap to the defaults | test % |",
+            "| ---: | --- | --- | ---: | ---: | ---: |", *body, ""]
+
+
 def depth_tables(runs: dict[str, dict], figures: Optional[Path] = None) -> list[str]:
     """The depth section's tables (and, with ``figures``, its plot ``depth.png`` there)."""
     costs = json.loads(COSTS.read_text()) if COSTS.exists() else None
@@ -175,7 +248,7 @@ def depth_tables(runs: dict[str, dict], figures: Optional[Path] = None) -> list[
         path = plot_depth({r: a for r, a in accuracy.items() if a}, bp, figures / "depth.png",
                           title=f"ResNet-32 on Fashion-MNIST ({DEPTH_RECIPE}, seed 0)")
         lines += [f"![accuracy against K](img/{path.name})", ""]
-    lines += cost_table(costs) + tradeoff_tables(runs, costs) + paired_table(runs)
+    lines += cost_table(costs) + tradeoff_tables(runs, costs) + paired_table(runs) + ablation_table(runs)
     longer = runs.get("depth-bp-20ep-s0")
     if longer and bp is not None:
         lines += [f"BP at 20 epochs: test {100 * longer['summary']['test_accuracy']:.2f}, validation "

@@ -74,14 +74,18 @@ class PooledFeatures(nn.Module):
 
 
 class ConvFeatures(nn.Module):
-    """A small convolutional auxiliary head, as in DGL (Belilovsky et al., ICML 2020): a 3x3
-    conv + BatchNorm + ReLU keeping the channel count, then :class:`PooledFeatures`. Only for
-    (B, C, H, W) maps."""
+    """A small convolutional auxiliary head, as in DGL (Belilovsky et al., ICML 2020): ``depth``
+    3x3 convs + BatchNorm + ReLU keeping the channel count, then :class:`PooledFeatures`. Only
+    for (B, C, H, W) maps. A deeper head for the early blocks of a deep cut is AugLocal's idea
+    (Ma et al., ICLR 2024: auxiliary depth decaying with the block's position)."""
 
-    def __init__(self, channels: int, grid: int = 2):
+    def __init__(self, channels: int, grid: int = 2, depth: int = 1):
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+        self.conv = nn.Sequential(*layers)
         self.pool = PooledFeatures(grid)
 
     def forward(self, out: Flow) -> Tensor:
@@ -111,8 +115,9 @@ class Leading(nn.Module):
 
 
 FEATURES = names.FEATURE_NAMES
-"""Feature extractors by name: average pooling of conv maps to a 1x1, 2x2 or 4x4 grid, or a
-3x3 conv (+BN+ReLU) then 2x2 pooling. Sequences are mean-pooled and flat outputs kept by all."""
+"""Feature extractors by name: average pooling of conv maps to a 1x1, 2x2 or 4x4 grid, or one
+(``conv``) or two (``conv2``) 3x3 convs (+BN+ReLU) then 2x2 pooling. Sequences are mean-pooled
+and flat outputs kept by all."""
 
 FeatureSpec = Union[str, nn.Module, None]
 
@@ -126,9 +131,10 @@ def build_features(spec: FeatureSpec, output: Flow) -> nn.Module:
         return PooledFeatures(2)
     if spec in ("pool1", "pool4"):
         return PooledFeatures(int(spec[-1]))
-    if spec == "conv":
+    if spec in ("conv", "conv2"):
         main, _ = _main(output)
-        return ConvFeatures(main.shape[1]) if main.dim() == 4 else PooledFeatures(2)
+        depth = 2 if spec == "conv2" else 1
+        return ConvFeatures(main.shape[1], depth=depth) if main.dim() == 4 else PooledFeatures(2)
     raise ConfigError(f"unknown features {spec!r}; choose one of {list(FEATURES)} or pass a module")
 
 

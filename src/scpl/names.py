@@ -44,7 +44,7 @@ AUGMENTATION_NAMES = ("none", "mnist", "cifar", "scpl")
 EXECUTOR_NAMES = ("sequential", "threads", "distributed")
 PRECISION_NAMES = ("fp32", "bf16")
 PROJECTOR_NAMES = ("identity", "linear", "mlp", "mlp_bn", "deinforeg")
-FEATURE_NAMES = ("pool1", "pool2", "pool4", "conv")
+FEATURE_NAMES = ("pool1", "pool2", "pool4", "conv", "conv2")
 LAST_BLOCK_NAMES = ("ce", "contrastive")
 
 LSTM_INPUT_NORM = True

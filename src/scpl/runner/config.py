@@ -52,7 +52,7 @@ class TrainConfig:
     projector: Optional[Any] = None  # a name, or {conv: ..., sequence: ..., flat: ...}
     projector_dim: Optional[int] = None
     projector_hidden: int = 512
-    features: Optional[Any] = None  # pool1 | pool2 | pool4 | conv, or per kind of block output
+    features: Optional[Any] = None  # pool1 | pool2 | pool4 | conv | conv2, per kind of output or per block
     last_block: str = "ce"  # ce | contrastive (SCPL's original)
     # execution
     executor: str = "sequential"
