@@ -43,6 +43,7 @@ so that work on the code does not change what is measured halfway.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import shlex
 import sys
 from pathlib import Path
@@ -50,6 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the grid package beside this script
 
 from grid.execute import run_tier  # noqa: E402
+from grid.spec import Spec  # noqa: E402
 from grid.tables import render  # noqa: E402
 from grid.tiers import TIERS, queue  # noqa: E402
 
@@ -67,6 +69,20 @@ def _jobs(text: str) -> int:
     return int(text)
 
 
+def by_names(specs: list[Spec], patterns: list[str]) -> list[Spec]:
+    """The specs whose names match one of ``patterns`` (fnmatch), ordered by the first pattern
+    each matches; a pattern that matches nothing stops with the names it could have matched."""
+    picked: dict[str, Spec] = {}
+    for pattern in patterns:
+        found = [s for s in specs if fnmatch.fnmatchcase(s.name, pattern)]
+        if not found:
+            raise SystemExit(f"--names {pattern!r} matches no run of the queue; its names: "
+                             f"{', '.join(s.name for s in specs)}")
+        for spec in found:
+            picked.setdefault(spec.name, spec)
+    return list(picked.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,6 +93,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=_jobs, default=2)
     parser.add_argument("--only", help="run only this table of the tier (a recipe, a workload, ...)")
     parser.add_argument("--seeds", type=_seeds, help="run only these seeds, e.g. 0 or 1,2")
+    parser.add_argument("--names", nargs="+", metavar="PATTERN",
+                        help="run only the runs whose cache names match these shell patterns, in the "
+                             "order of the patterns, e.g. 'depth-k16-contsup-*' 'depth-k16-*-s0'")
     parser.add_argument("--redo", action="store_true",
                         help="run the selected runs again even if cached (e.g. an evaluation after a change)")
     parser.add_argument("--list", action="store_true",
@@ -88,6 +107,8 @@ def main() -> None:
                      "or --render PAGE")
     out = Path(args.out)
     specs = queue(args.tier, args.only, args.seeds) if args.tier else []
+    if args.names:
+        specs = by_names(specs, args.names)
     if args.list:
         for spec in specs:
             print(shlex.join(spec.command(out)))
