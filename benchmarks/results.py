@@ -43,7 +43,6 @@ so that work on the code does not change what is measured halfway.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import shlex
 import sys
 from pathlib import Path
@@ -51,9 +50,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the grid package beside this script
 
 from grid.execute import run_tier  # noqa: E402
-from grid.spec import Spec  # noqa: E402
 from grid.tables import render  # noqa: E402
-from grid.tiers import TIERS, queue  # noqa: E402
+from grid.tiers import TIERS, by_names, queue  # noqa: E402
 
 
 def _seeds(text: str) -> set[int]:
@@ -67,20 +65,6 @@ def _jobs(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: the number of runs at once is a whole number >= 1")
     return int(text)
-
-
-def by_names(specs: list[Spec], patterns: list[str]) -> list[Spec]:
-    """The specs whose names match one of ``patterns`` (fnmatch), ordered by the first pattern
-    each matches; a pattern that matches nothing stops with the names it could have matched."""
-    picked: dict[str, Spec] = {}
-    for pattern in patterns:
-        found = [s for s in specs if fnmatch.fnmatchcase(s.name, pattern)]
-        if not found:
-            raise SystemExit(f"--names {pattern!r} matches no run of the queue; its names: "
-                             f"{', '.join(s.name for s in specs)}")
-        for spec in found:
-            picked.setdefault(spec.name, spec)
-    return list(picked.values())
 
 
 def main() -> None:

@@ -70,6 +70,17 @@ def test_a_queue_of_tables_runs_in_the_order_given_and_rejects_unknown_tiers(gri
         grid.queue(["noise"], seeds={7})
 
 
+def test_runs_picked_by_name_come_in_the_order_of_the_patterns_each_once(grid):
+    specs = grid.queue(["depth"])
+    picked = grid.by_names(specs, ["depth-k16-contsup-r1e-s0", "depth-k16-contsup-*", "depth-bp-s?"])
+    assert [s.name for s in picked] == ["depth-k16-contsup-r1e-s0", "depth-k16-contsup-e-s0",
+                                        "depth-k16-contsup-r1-s0", "depth-bp-s0", "depth-bp-s1",
+                                        "depth-bp-s2"]
+    with pytest.raises(SystemExit, match="--names 'depth-k3-.*' matches no run of the queue; its "
+                                         "names: depth-bp-s0"):
+        grid.by_names(specs, ["depth-k3-*"])
+
+
 def test_the_driver_refuses_a_call_that_does_nothing_and_bad_numbers_in_one_line():
     import subprocess
 

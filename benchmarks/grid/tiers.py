@@ -6,6 +6,7 @@ the noise runs pin ``block_lr=uniform``), so that every command on the page comp
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -175,3 +176,16 @@ def queue(items: list[str], only: Optional[str] = None, seeds: Optional[set[int]
             specs.setdefault(spec.name, spec)
     return list(specs.values())
 
+
+def by_names(specs: list[Spec], patterns: list[str]) -> list[Spec]:
+    """The specs whose names match one of ``patterns`` (fnmatch), ordered by the first pattern
+    each matches; a pattern that matches nothing stops with the names it could have matched."""
+    picked: dict[str, Spec] = {}
+    for pattern in patterns:
+        found = [s for s in specs if fnmatch.fnmatchcase(s.name, pattern)]
+        if not found:
+            raise SystemExit(f"--names {pattern!r} matches no run of the queue; its names: "
+                             f"{', '.join(s.name for s in specs)}")
+        for spec in found:
+            picked.setdefault(spec.name, spec)
+    return list(picked.values())
