@@ -360,3 +360,19 @@ def test_depth_ablations_are_shown_against_their_rows_validation_at_the_same_k(g
     runs[depth.depth_name(row, k, 0)] = record(0.85, 0.8)
     assert f"| {k} | {row} | {setting} | 90.00 | +5.00 | 80.00 |" in depth.ablation_table(runs)
     assert depth.ablation_table({}) == []
+
+
+def test_the_degradation_with_depth_is_the_error_ratio_of_the_best_row_at_k16(grid):
+    from grid import depth
+
+    def record(test: float) -> dict:
+        return {"summary": {"val_accuracy": test, "test_accuracy": test}}
+
+    runs = {depth.depth_name("scpl", 2, 0): record(0.92), depth.depth_name("scpl", 16, 0): record(0.90),
+            depth.depth_name("greedy", 2, 0): record(0.93), depth.depth_name("greedy", 16, 0): record(0.89)}
+    line = depth.degradation(runs)[0]
+    assert "(scpl): test error 8.00 -> 10.00 %, a factor of 1.25" in line
+    assert "**missed**: 1.25 > 1.21" in line
+    runs[depth.depth_name("scpl", 16, 0)] = record(0.91)
+    assert "a factor of 1.12" in depth.degradation(runs)[0] and depth.degradation(runs)[0].endswith("holds.")
+    assert depth.degradation({depth.depth_name("scpl", 16, 0): record(0.9)}) == []

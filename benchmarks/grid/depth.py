@@ -213,6 +213,23 @@ def paired_table(runs: dict[str, dict]) -> list[str]:
             "| --- | --- | --- | ---: |", *rows, ""]
 
 
+def degradation(runs: dict[str, dict]) -> list[str]:
+    """The best row's test error at K=16 over its error at K=2 (the best: the highest accuracy
+    at K=16 among rows with both), against a third of InfoPro's rise on CIFAR-10 ResNet-32."""
+    both = {row: (a2, a16) for row in DEPTH_ROWS
+            if (a2 := _test(runs, row, 2)) is not None and (a16 := _test(runs, row, 16)) is not None}
+    if not both:
+        return []
+    row = max(both, key=lambda r: both[r][1])
+    a2, a16 = both[row]
+    ratio, bound = (100 - a16) / (100 - a2), 1 + (INFOPRO_ERROR_RATIO - 1) / 3
+    verdict = "holds" if ratio <= bound else f"**missed**: {ratio:.2f} > {bound:.2f}"
+    return [f"Degradation from K=2 to K=16 of the best row at K=16 ({row}): test error "
+            f"{100 - a2:.2f} -> {100 - a16:.2f} %, a factor of {ratio:.2f}; the target is at most a third "
+            f"of InfoPro's rise on CIFAR-10 ResNet-32 (7.76 -> 12.75 %, x{INFOPRO_ERROR_RATIO:.2f}), "
+            f"x{bound:.2f}: {verdict}.", ""]
+
+
 def ablation_table(runs: dict[str, dict]) -> list[str]:
     """Each cached ablation's validation accuracy against its row's defaults at the same K (the
     grid's seed-0 run), and its test accuracy."""
@@ -248,7 +265,8 @@ def depth_tables(runs: dict[str, dict], figures: Optional[Path] = None) -> list[
         path = plot_depth({r: a for r, a in accuracy.items() if a}, bp, figures / "depth.png",
                           title=f"ResNet-32 on Fashion-MNIST ({DEPTH_RECIPE}, seed 0)")
         lines += [f"![accuracy against K](img/{path.name})", ""]
-    lines += cost_table(costs) + tradeoff_tables(runs, costs) + paired_table(runs) + ablation_table(runs)
+    lines += degradation(runs) + cost_table(costs) + tradeoff_tables(runs, costs) + paired_table(runs)
+    lines += ablation_table(runs)
     longer = runs.get("depth-bp-20ep-s0")
     if longer and bp is not None:
         lines += [f"BP at 20 epochs: test {100 * longer['summary']['test_accuracy']:.2f}, validation "
