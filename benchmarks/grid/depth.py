@@ -64,6 +64,8 @@ DEPTH_ABLATIONS: tuple[tuple[int, str, str, str, tuple[str, ...]], ...] = (
     (16, "infopro", "weight-0.5", "reconstruction weight 0.5", ("--set", "infopro=0.5")),
     (16, "infopro", "weight-2", "reconstruction weight 2", ("--set", "infopro=2")),
     (16, "greedy", "conv2", "two convs in every head", ("--set", "features=conv2")),
+    (16, "scpl", "20ep", "20 epochs (does a longer budget close the gap? BP's did not gain)",
+     ("--epochs", "20")),
     (8, "scpl", "cut-memory", "cut balanced by activation memory (layers 2,1,1,1,1,2,3,6)",
      ("--blocks", "2,1,1,1,1,2,3,6")),
     (8, "scpl", "cut-auto", "cut balanced by measured step time (--blocks auto)",
