@@ -93,7 +93,7 @@ def depth_ablation_runs() -> list[Spec]:
 
 def depth_runs() -> list[Spec]:
     """Seed 0 of every row at every K (BP first), then seeds 1-2 of BP, BP at twice the budget
-    (has it converged?) and seeds 1-2 of :data:`DEPTH_SEEDED`."""
+    (has it converged?), seeds 1-2 of :data:`DEPTH_SEEDED` and the :data:`DEPTH_ABLATIONS`."""
     def spec(row: str, k: int, seed: int) -> Spec:
         args = ("--method", "bp") if row == "bp" else ("--blocks", str(k), *DEPTH_ROWS[row])
         return Spec(depth_name(row, k, seed), "depth", "bp" if row == "bp" else f"k{k}", row,
@@ -236,7 +236,7 @@ def ablation_table(runs: dict[str, dict]) -> list[str]:
     """Each cached ablation's validation accuracy against its row's defaults at the same K (the
     grid's seed-0 run), and its test accuracy."""
     body = []
-    for k, row, key, setting, extra in DEPTH_ABLATIONS:
+    for k, row, key, setting, _ in DEPTH_ABLATIONS:
         record = runs.get(depth_ablation_name(k, row, key))
         if record is None:
             continue
