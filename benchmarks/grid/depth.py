@@ -116,14 +116,18 @@ INFOPRO_ERROR_RATIO = 12.75 / 7.76
 """InfoPro's test error on CIFAR-10 ResNet-32 at K=16 over K=2 (its paper, Table 2): 1.64."""
 
 
+def _percent(runs: dict[str, dict], name: str, split: str) -> Optional[float]:
+    """The cached run ``name``'s accuracy % on ``split`` ("val" or "test"), or None."""
+    record = runs.get(name)
+    return None if record is None else 100 * record["summary"][f"{split}_accuracy"]
+
+
 def _test(runs: dict[str, dict], row: str, k: int, seed: int = 0) -> Optional[float]:
-    record = runs.get(depth_name(row, k, seed))
-    return None if record is None else 100 * record["summary"]["test_accuracy"]
+    return _percent(runs, depth_name(row, k, seed), "test")
 
 
 def _val(runs: dict[str, dict], row: str, k: int, seed: int = 0) -> Optional[float]:
-    record = runs.get(depth_name(row, k, seed))
-    return None if record is None else 100 * record["summary"]["val_accuracy"]
+    return _percent(runs, depth_name(row, k, seed), "val")
 
 
 def accuracy_table(runs: dict[str, dict]) -> list[str]:
@@ -237,10 +241,10 @@ def ablation_table(runs: dict[str, dict]) -> list[str]:
     grid's seed-0 run), and its test accuracy."""
     body = []
     for k, row, key, setting, _ in DEPTH_ABLATIONS:
-        record = runs.get(depth_ablation_name(k, row, key))
-        if record is None:
+        name = depth_ablation_name(k, row, key)
+        val, test = _percent(runs, name, "val"), _percent(runs, name, "test")
+        if val is None or test is None:
             continue
-        val, test = (100 * record["summary"][f"{split}_accuracy"] for split in ("val", "test"))
         base = _val(runs, row, k)
         gap = "-" if base is None else f"{val - base:+.2f}"
         body.append(f"| {k} | {row} | {setting} | {val:.2f} | {gap} | {test:.2f} |")
