@@ -86,6 +86,7 @@ def run_stage(rank: int, prev: Optional[int], next_: Optional[int], comm: torch.
         abort.set()  # stops the watchdog (and the comm threads, on failure)
     if failures:
         _explain(failures, watch.store)
+        _announce_lost_peer(failures, watch.store, rank)
         dist.destroy_process_group()  # fails the comm threads' pending operations ...
         for t in threads:  # ... so they end before the interpreter does
             t.join(_JOIN_S)
@@ -150,6 +151,16 @@ def _explain(failures: Failures, store) -> None:
         return
     if cause is not None and cause[0] != peer:
         failures.items.insert(0, (*cause, ""))
+
+
+def _announce_lost_peer(failures: Failures, store, rank: int) -> None:
+    """If a broken link is still the first failure (no cause was announced), announce the lost
+    peer as failed: a rank beyond it sees only its silence, and must not blame this rank, which
+    stops after it."""
+    if _broken_link(failures):
+        peer, lost, _ = failures.items[0]
+        if peer is not None:
+            announce(store, peer, LostLink(f"seen by rank {rank}: {lost}"))
 
 
 def _pump(peer: int, move: Callable[[], p2p.Message], failures: Failures) -> None:

@@ -52,9 +52,11 @@ def announced(store) -> Optional[tuple[int, RemoteStageFailure]]:
 
 
 def announce(store, rank: int, exc: BaseException) -> None:
-    """Tell every rank that ``rank`` failed with ``exc`` (best effort: the store may be gone)."""
+    """Tell every rank that ``rank`` failed with ``exc``, unless a failure was announced before
+    (the first stands: a later one is likely its effect). Best effort: the store may be gone."""
     try:
-        store.set(ABORT_KEY, f"{rank}\n{type(exc).__name__}: {exc}")
+        if not store.check([ABORT_KEY]):
+            store.set(ABORT_KEY, f"{rank}\n{type(exc).__name__}: {exc}")
     except Exception:  # neighbours still see closed sockets
         pass
 
