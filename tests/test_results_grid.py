@@ -72,7 +72,7 @@ def test_a_queue_of_tables_runs_in_the_order_given_and_rejects_unknown_tiers(gri
 
 def test_runs_picked_by_name_come_in_the_order_of_the_patterns_each_once(grid):
     specs = grid.queue(["depth"])
-    picked = grid.by_names(specs, ["depth-k16-contsup-r1e-s0", "depth-k16-contsup-*", "depth-bp-s?"])
+    picked = grid.by_names(specs, ["depth-k16-contsup-r1e-s0", "depth-k16-contsup-*-s0", "depth-bp-s?"])
     assert [s.name for s in picked] == ["depth-k16-contsup-r1e-s0", "depth-k16-contsup-e-s0",
                                         "depth-k16-contsup-r1-s0", "depth-bp-s0", "depth-bp-s1",
                                         "depth-bp-s2"]
