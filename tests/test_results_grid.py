@@ -376,3 +376,19 @@ def test_the_degradation_with_depth_is_the_error_ratio_of_the_best_row_at_k16(gr
     runs[depth.depth_name("scpl", 16, 0)] = record(0.91)
     assert "a factor of 1.12" in depth.degradation(runs)[0] and depth.degradation(runs)[0].endswith("holds.")
     assert depth.degradation({depth.depth_name("scpl", 16, 0): record(0.9)}) == []
+
+
+def test_seeded_depth_rows_pair_each_seed_with_bp_and_average_validation(grid):
+    from grid import depth
+
+    def record(val: float, test: float) -> dict:
+        return {"summary": {"val_accuracy": val, "test_accuracy": test}}
+
+    k, rows = next(iter(depth.DEPTH_SEEDED.items()))
+    row = rows[0]
+    runs = {depth.depth_name("bp", 1, 0): record(0.9, 0.90), depth.depth_name("bp", 1, 1): record(0.9, 0.92),
+            depth.depth_name(row, k, 0): record(0.89, 0.89), depth.depth_name(row, k, 1): record(0.91, 0.90)}
+    table = depth.paired_table(runs)
+    assert f"| K={k} | {row} | s0 -1.00 / s1 -2.00 | -1.50 ± 0.71 | 90.00 ± 1.41 |" in table
+    del runs[depth.depth_name("bp", 1, 1)]  # a seed without its BP run is not paired
+    assert depth.paired_table(runs) == []
