@@ -51,12 +51,18 @@ def announced(store) -> Optional[tuple[int, RemoteStageFailure]]:
     return int(rank_text), RemoteStageFailure(f"rank {rank_text} failed: {message}")
 
 
+def _announce_first(store, rank: int, message: str) -> None:
+    """Write ``rank``'s failure ``message`` to ``ABORT_KEY`` unless a failure was announced
+    before (the first stands: a later one is likely its effect); raises if the store is gone."""
+    if not store.check([ABORT_KEY]):
+        store.set(ABORT_KEY, f"{rank}\n{message}")
+
+
 def announce(store, rank: int, exc: BaseException) -> None:
-    """Tell every rank that ``rank`` failed with ``exc``, unless a failure was announced before
-    (the first stands: a later one is likely its effect). Best effort: the store may be gone."""
+    """Tell every rank that ``rank`` failed with ``exc``, unless a failure was announced before.
+    Best effort: the store may be gone."""
     try:
-        if not store.check([ABORT_KEY]):
-            store.set(ABORT_KEY, f"{rank}\n{type(exc).__name__}: {exc}")
+        _announce_first(store, rank, f"{type(exc).__name__}: {exc}")
     except Exception:  # neighbours still see closed sockets
         pass
 
@@ -93,8 +99,7 @@ class Watch:
                 return None
             error = RemoteStageFailure(
                 f"rank {stale} stopped responding: no heartbeat for {self.timeout:g} s (killed or hung)")
-            if not self.store.check([ABORT_KEY]):  # tell the others, who may not have noticed yet
-                self.store.set(ABORT_KEY, f"{stale}\n{error}")
+            _announce_first(self.store, stale, str(error))  # the others may not have noticed yet
             return stale, error
         except Exception as exc:  # the store is unreachable: the process hosting it is gone
             return None, RemoteStageFailure(f"lost the process group's store: {exc}")
