@@ -215,15 +215,14 @@ def paired_table(runs: dict[str, dict]) -> list[str]:
     rows = []
     for k, names in DEPTH_SEEDED.items():
         for row in names:
-            found = [(s, a, b, v) for s in SEEDS
+            found = [(s, a - b, v) for s in SEEDS
                      if (a := _test(runs, row, k, s)) is not None
                      and (b := _test(runs, "bp", 1, s)) is not None
                      and (v := _val(runs, row, k, s)) is not None]
             if len(found) < 2:
                 continue
-            gaps = [a - b for _, a, b, _ in found]
-            vals = [v for *_, v in found]
-            rows.append(f"| K={k} | {row} | " + " / ".join(f"s{s} {a - b:+.2f}" for s, a, b, _ in found) +
+            gaps, vals = [g for _, g, _ in found], [v for *_, v in found]
+            rows.append(f"| K={k} | {row} | " + " / ".join(f"s{s} {g:+.2f}" for s, g, _ in found) +
                         f" | {statistics.mean(gaps):+.2f} ± {statistics.stdev(gaps):.2f}"
                         f" | {statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f} |")
     if not rows:
