@@ -17,7 +17,7 @@ from scpl.early_exit import PatienceCosine, early_exit
 from scpl.errors import NonFiniteLossError, StageError
 from scpl.executors import DistributedExecutor, SequentialExecutor, ThreadedExecutor, p2p
 from scpl.executors.base import Failures
-from scpl.executors.stage import LostLink, _announce_lost_peer, _explain, _report
+from scpl.executors.stage import LostLink, _announce_lost_peer, _explain, _keep_own_error, _report
 from scpl.executors.watch import ABORT_KEY, RemoteStageFailure, announce, announced
 from scpl.objectives import CallableObjective
 
@@ -219,19 +219,57 @@ def test_a_broken_link_yields_to_an_announced_failure_or_says_that_the_store_is_
 
     store = dist.HashStore()
     failures = link_failure()
-    _explain(failures, store)  # nothing announced: the peer is the cause
+    _explain(failures, store, rank=2)  # nothing announced: the peer is the cause
     assert failures.error().stage == 1 and "store" not in str(failures.error())
     store.set(ABORT_KEY, "0\nValueError: bad batch")
-    _explain(failures, store)
+    _explain(failures, store, rank=2)
     assert failures.error().stage == 0 and "rank 0 failed: ValueError: bad batch" in str(failures.error())
     # the rank hosting the store stopped: the link is named, with the doubt
     server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     client = dist.TCPStore("127.0.0.1", server.port, is_master=False, timeout=timedelta(seconds=10))
     del server
     failures = link_failure()
-    _explain(failures, client)
+    _explain(failures, client, rank=2)
     assert failures.error().stage == 1
     assert "store is gone too: rank 1 may have stopped because another rank failed" in str(failures.error())
+
+
+def test_an_error_inside_a_collective_yields_to_the_failure_announced_before_it():
+    """A replica's collective fails when its twin stopped because a third rank failed: every rank
+    names that rank, and keeps its own error beside it (nothing lost)."""
+    def own_failure(failures=None):
+        failures = failures or Failures(threading.Event())
+        failures.add(0, RuntimeError("Connection closed by peer"), "Traceback: all_reduce\n")
+        return failures
+
+    def explained(failures, store):
+        _explain(failures, store, rank=0)
+        _keep_own_error(failures, rank=0)
+        return failures.error(stage_of=lambda r: r // 2)
+
+    store = dist.HashStore()
+    error = explained(own_failure(), store)  # nothing announced: this rank's error stands
+    assert error.stage == 0 and str(error.cause) == "Connection closed by peer"
+    announce(store, 0, error.cause)
+    assert str(explained(own_failure(), store).cause) == "Connection closed by peer"  # announced by itself
+    # announced by another rank, seen only in the store
+    store = dist.HashStore()
+    announce(store, 3, ValueError("bad batch"))
+    error = explained(own_failure(), store)
+    assert error.stage == 1 and isinstance(error.cause, RemoteStageFailure)
+    assert str(error.cause) == "rank 3 failed: ValueError: bad batch; then rank 0 failed with RuntimeError: " \
+        "Connection closed by peer"
+    assert "Traceback: all_reduce" in str(error)
+    # seen by the watchdog before this rank's own error
+    failures = Failures(threading.Event())
+    failures.add(1, RemoteStageFailure("rank 1 stopped responding"), "")
+    error = explained(own_failure(failures), dist.HashStore())
+    assert error.stage == 0 and str(error.cause).startswith("rank 1 stopped responding; then rank 0 failed")
+    # a broken link stays a LostLink (the lost peer is announced from it)
+    failures = Failures(threading.Event())
+    failures.add(2, LostLink("lost the connection to rank 2"), "")
+    error = explained(own_failure(failures), dist.HashStore())
+    assert isinstance(error.cause, LostLink) and "then rank 0 failed with RuntimeError" in str(error.cause)
 
 
 def test_a_lost_peer_is_announced_unless_a_cause_was_and_the_first_announcement_stands():
@@ -249,7 +287,7 @@ def test_a_lost_peer_is_announced_unless_a_cause_was_and_the_first_announcement_
     announce(store, 3, ValueError("bad batch"))
     failures = Failures(threading.Event())
     failures.add(2, LostLink("lost the connection to rank 2: closed by peer"), "")
-    _explain(failures, store)
+    _explain(failures, store, rank=1)
     _announce_lost_peer(failures, store, rank=1)
     assert announced(store)[0] == 3 and failures.error().stage == 3
     # the stage's own error is announced where it is raised, never as a lost peer
@@ -391,17 +429,19 @@ def test_replicas_given_other_batches_refuse_to_train(fault, message, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["raise:3:3", "kill:3:1"])
-def test_a_failing_replica_stops_every_rank(fault, tmp_path, monkeypatch):
-    # the failed replica's twin waits in SCPL's all-gather until the collective's timeout
-    monkeypatch.setenv("PEER_TIMEOUT", "10")
+def test_a_failing_replica_stops_every_rank(fault, tmp_path):
+    """A replica fails in its objective (raises, or its process is killed) while its twin and
+    the other stage's replicas are in collectives or links with it: every rank stops and names
+    the failed replica's stage; a raised error is named on every rank."""
     codes, outputs, _ = run_ranks("dist_replicas.py", 4, str(tmp_path / "out"), "scpl", "2", "1", fault,
                                   timeout=HANG_S)
     assert all(c != 0 for c in codes), codes
-    failed = int(fault.split(":")[2])
-    stage = failed // 2
-    for rank in set(range(4)) - {failed}:
-        assert f"StageError: stage {stage} failed" in outputs[rank] or "lost the process group's store" in \
-            outputs[rank] or "StageError" in outputs[rank], outputs[rank][-2000:]
+    kind, _, failed = fault.split(":")
+    stage = int(failed) // 2
+    for rank in set(range(4)) - {int(failed)}:
+        assert f"StageError: stage {stage} failed" in outputs[rank], "\n-----\n".join(o[-2500:] for o in outputs)
+        if kind == "raise":
+            assert "ValueError: injected failure at call 3" in outputs[rank], outputs[rank][-2500:]
 
 
 def test_a_port_in_use_is_named_in_one_line():

@@ -18,7 +18,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from replica_cases import build, loader  # noqa: E402
 from scpl.early_exit import PatienceCosine, early_exit  # noqa: E402
 from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
-from scpl.objectives import CallableObjective  # noqa: E402
 
 
 def main() -> None:
@@ -43,18 +42,17 @@ def run_method(method: str, rank: int, replicas: int, micro: int, fault: str | N
         kind, at, target = fault.split(":")
         if kind in ("order", "short") and rank == int(target):  # this replica reads other batches
             data = list(data)[::-1] if kind == "order" else list(data)[:-1]
-        elif rank == int(target):
-            inner, calls = model.blocks[stage].objective, [0]
+        elif rank == int(target):  # the objective fails; the replicas' modules stay alike
+            calls = [0]
 
-            def faulty(f, y):
+            def faulty(module, args):
                 calls[0] += 1
                 if calls[0] == int(at):
                     if kind == "kill":
                         os.kill(os.getpid(), signal.SIGKILL)
                     raise ValueError(f"injected failure at call {calls[0]}")
-                return inner(f, y)
 
-            model.blocks[stage].objective = CallableObjective(faulty)
+            model.blocks[stage].objective.register_forward_pre_hook(faulty)
     history = model.fit(data, epochs=2, executor=ex, progress=False)
     result = {"rank": rank, "stage": stage, "block": model.blocks[stage].state_dict(), "history": history,
               "metrics": model.evaluate(loader()), "preds": model.predict(loader())}

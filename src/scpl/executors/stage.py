@@ -80,13 +80,14 @@ def run_stage(rank: int, prev: Optional[int], next_: Optional[int], comm: torch.
     except Stop:
         pass
     except BaseException as exc:
-        failures.add(rank, exc, first=True)
+        failures.add(rank, exc)  # after any failure seen before it (a peer's): that is likely its cause
         announce(watch.store, rank, exc)
     finally:
         abort.set()  # stops the watchdog (and the comm threads, on failure)
     if failures:
-        _explain(failures, watch.store)
+        _explain(failures, watch.store, rank)
         _announce_lost_peer(failures, watch.store, rank)
+        _keep_own_error(failures, rank)
         dist.destroy_process_group()  # fails the comm threads' pending operations ...
         for t in threads:  # ... so they end before the interpreter does
             t.join(_JOIN_S)
@@ -135,22 +136,38 @@ def _broken_link(failures: Failures) -> bool:
     return isinstance(failures.items[0][1], LostLink)
 
 
-def _explain(failures: Failures, store) -> None:
-    """A broken link, the first failure, may be the effect of another rank's failure: the peer
-    stopped because of it. Put an announced failure of another rank first; if the store cannot be
-    reached (its host stopped), say so beside the link's failure."""
-    if not _broken_link(failures):
-        return
+def _explain(failures: Failures, store, rank: int) -> None:
+    """The first failure may be the effect of another rank's failure: a broken link (the peer
+    stopped because of it, or announced why it stopped), or this rank's own error inside a
+    collective (its partners in the collective stopped because of it). Put a failure another rank
+    announced first. If the store cannot be reached (its host stopped), say so beside a broken
+    link."""
     peer, first, text = failures.items[0]
+    link = _broken_link(failures)
+    if not link and peer != rank:  # already another rank's failure (announced, or its silence)
+        return
     try:
         cause = announced(store)
     except Exception:
-        failures.items[0] = (peer, RemoteStageFailure(
-            f"{first} (the process group's store is gone too: rank {peer} may have stopped because "
-            "another rank failed)"), text)
+        if link:
+            failures.items[0] = (peer, RemoteStageFailure(
+                f"{first} (the process group's store is gone too: rank {peer} may have stopped because "
+                "another rank failed)"), text)
         return
-    if cause is not None and cause[0] != peer:
+    if cause is not None and (link or cause[0] != rank):  # a lost peer's own announcement says why
         failures.items.insert(0, (*cause, ""))
+
+
+def _keep_own_error(failures: Failures, rank: int) -> None:
+    """Where another rank's failure comes first, add this rank's own later error (its effect, as
+    a rank whose collective partner stopped) to the message, with its traceback: nothing is lost."""
+    peer, first, text = failures.items[0]
+    own = next(((exc, trace) for r, exc, trace in failures.items[1:] if r == rank), None)
+    if peer == rank or own is None or not isinstance(first, RemoteStageFailure):
+        return
+    exc, trace = own
+    failures.items[0] = (peer, type(first)(f"{first}; then rank {rank} failed with {type(exc).__name__}: {exc}"),
+                         f"{text}(what rank {rank} then raised:)\n{trace}")
 
 
 def _announce_lost_peer(failures: Failures, store, rank: int) -> None:
