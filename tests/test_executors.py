@@ -257,8 +257,8 @@ def test_an_error_inside_a_collective_yields_to_the_failure_announced_before_it(
     announce(store, 3, ValueError("bad batch"))
     error = explained(own_failure(), store)
     assert error.stage == 1 and isinstance(error.cause, RemoteStageFailure)
-    assert str(error.cause) == "rank 3 failed: ValueError: bad batch; then rank 0 failed with RuntimeError: " \
-        "Connection closed by peer"
+    assert str(error.cause) == ("rank 3 failed: ValueError: bad batch; then rank 0 failed with "
+                                "RuntimeError: Connection closed by peer")
     assert "Traceback: all_reduce" in str(error)
     # seen by the watchdog before this rank's own error
     failures = Failures(threading.Event())
@@ -438,8 +438,9 @@ def test_a_failing_replica_stops_every_rank(fault, tmp_path):
     assert all(c != 0 for c in codes), codes
     kind, _, failed = fault.split(":")
     stage = int(failed) // 2
+    everything = "\n-----\n".join(o[-2500:] for o in outputs)
     for rank in set(range(4)) - {int(failed)}:
-        assert f"StageError: stage {stage} failed" in outputs[rank], "\n-----\n".join(o[-2500:] for o in outputs)
+        assert f"StageError: stage {stage} failed" in outputs[rank], everything
         if kind == "raise":
             assert "ValueError: injected failure at call 3" in outputs[rank], outputs[rank][-2500:]
 

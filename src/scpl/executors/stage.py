@@ -166,8 +166,8 @@ def _keep_own_error(failures: Failures, rank: int) -> None:
     if peer == rank or own is None or not isinstance(first, RemoteStageFailure):
         return
     exc, trace = own
-    failures.items[0] = (peer, type(first)(f"{first}; then rank {rank} failed with {type(exc).__name__}: {exc}"),
-                         f"{text}(what rank {rank} then raised:)\n{trace}")
+    message = f"{first}; then rank {rank} failed with {type(exc).__name__}: {exc}"
+    failures.items[0] = (peer, type(first)(message), f"{text}(what rank {rank} then raised:)\n{trace}")
 
 
 def _announce_lost_peer(failures: Failures, store, rank: int) -> None:
