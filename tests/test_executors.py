@@ -418,8 +418,9 @@ def test_ranks_built_with_other_block_counts_refuse_to_train(tmp_path):
     ("order:0:1", "the replicas of the first stage were given different batches"),
     ("short:0:1", "the replicas of the first stage were given different numbers of batches (rank 0: 6, "
                   "rank 1: 5)"),
+    ("objective:0:3", "the replicas of stage 1 hold different blocks (rank 2: "),
 ])
-def test_replicas_given_other_batches_refuse_to_train(fault, message, tmp_path):
+def test_replicas_given_other_batches_or_blocks_refuse_to_train(fault, message, tmp_path):
     codes, outputs, _ = run_ranks("dist_replicas.py", 4, str(tmp_path / "out"), "scpl", "2", "1", fault,
                                   timeout=HANG_S)
     assert all(c != 0 for c in codes), codes

@@ -3,7 +3,8 @@
 Usage: dist_replicas.py OUT METHOD[,METHOD...] REPLICAS MICRO_BATCHES [FAULT]
 Several methods train one after another in the same ranks, each saved as OUT.METHOD.RANK (one
 method: OUT.RANK). FAULT "raise:CALL:RANK" or "kill:CALL:RANK" makes that rank's objective fail
-at its CALL-th call.
+at its CALL-th call; "objective:0:RANK" gives that rank an objective of another kind than its
+twin's; "order:0:RANK" and "short:0:RANK" give it other batches.
 $PEER_TIMEOUT sets the executor's peer_timeout (seconds; 20 if unset).
 """
 
@@ -18,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from replica_cases import build, loader  # noqa: E402
 from scpl.early_exit import PatienceCosine, early_exit  # noqa: E402
 from scpl.executors.distributed import DistributedExecutor, init_from_env  # noqa: E402
+from scpl.objectives import CallableObjective  # noqa: E402
 
 
 def main() -> None:
@@ -42,6 +44,8 @@ def run_method(method: str, rank: int, replicas: int, micro: int, fault: str | N
         kind, at, target = fault.split(":")
         if kind in ("order", "short") and rank == int(target):  # this replica reads other batches
             data = list(data)[::-1] if kind == "order" else list(data)[:-1]
+        elif kind == "objective" and rank == int(target):  # this replica's objective is of another kind
+            model.blocks[stage].objective = CallableObjective(model.blocks[stage].objective)
         elif rank == int(target):  # the objective fails; the replicas' modules stay alike
             calls = [0]
 

@@ -1,8 +1,11 @@
 """What the ranks of a distributed run must agree on before they train, checked at the start:
 the model and its cut (every rank builds the whole model and trains its own block; ranks built
-with other block counts would run layers twice or skip them), and, for replicated stages, the
-data (the first stage's replicas must read the same batches in the same order and each take its
-share; a different order or number of batches would train on a mix or leave a replica waiting).
+with other block counts would run layers twice or skip them), and, for replicated stages, each
+stage's whole block (its replicas average their gradients and may gather their objective's
+inputs: a head or an objective of another kind on one replica would run other collectives than
+its twin's, which then waits) and the data (the first stage's replicas must read the same batches
+in the same order and each take its share; a different order or number of batches would train on
+a mix or leave a replica waiting).
 """
 
 from __future__ import annotations
@@ -43,6 +46,31 @@ def same_model(blocks: Sequence[Block], group: Optional[dist.ProcessGroup] = Non
         raise ConfigError(f"the ranks hold different models or cuts ({ranks}); build the same model with the "
                           "same blocks on every rank (a fingerprint of each block's layers and parameter "
                           "shapes differs)")
+
+
+def block_fingerprint(block: Block) -> str:
+    """The whole block, heads and objective included: every module's type and every parameter's
+    shape. What the replicas of a stage must share."""
+    digest = hashlib.sha256()
+    for name, module in block.named_modules():
+        digest.update(f"{name}:{type(module).__name__}\n".encode())
+    for name, param in block.named_parameters():
+        digest.update(f"{name}:{tuple(param.shape)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def same_replicas(block: Block, stage_ranks: Sequence[Sequence[int]]) -> None:
+    """ConfigError on every rank unless the replicas of every stage (``stage_ranks[k]``: the ranks
+    of stage k) hold the same block, heads and objective included; ``block`` is this rank's. A
+    collective over all ranks."""
+    found: list = [None] * dist.get_world_size()
+    dist.all_gather_object(found, block_fingerprint(block))
+    for k, ranks in enumerate(stage_ranks):
+        if len({found[r] for r in ranks}) > 1:
+            which = ", ".join(f"rank {r}: {found[r]}" for r in ranks)
+            raise ConfigError(f"the replicas of stage {k} hold different blocks ({which}); build the same "
+                              "block, with the same heads and objective, on every replica of a stage (a "
+                              "fingerprint of each module's type and parameter shapes differs)")
 
 
 def _batch_fingerprint(inputs: Flow, labels: Tensor) -> str:

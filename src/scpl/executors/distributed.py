@@ -43,7 +43,7 @@ from ..errors import ConfigError
 from ..exit_rules import ExitState, exit_step, select
 from ..flow import Flow, flow_to
 from . import p2p
-from .agree import same_data, same_model
+from .agree import same_data, same_model, same_replicas
 from .base import FlowBatches, StepCallback, StepLosses, check_sizes, pieces
 from .replicas import Layout, average_buffers, interleave, mean_over, replicate, shard, stage_groups
 from .stage import run_stage
@@ -163,10 +163,12 @@ class DistributedExecutor:
         nccl = dist.get_backend() == "nccl"
         device = self.device or (torch.device("cuda", torch.cuda.current_device()) if nccl
                                  else torch.device("cpu"))
+        block = blocks[layout.stage]
         if training and not self._agreed:  # once per executor: every rank built the same model and cut
             same_model(blocks)
+            if self.replicas > 1:
+                same_replicas(block, [layout.stage_ranks(k) for k in range(layout.stages)])
             self._agreed = True
-        block = blocks[layout.stage]
         block.to(device)
         _move_optimizer_state(block, device)
         if self.replicas > 1:
