@@ -375,6 +375,9 @@ def test_the_degradation_with_depth_is_the_error_ratio_of_the_best_row_at_k16(gr
     assert "**missed**: 1.25 > 1.21" in line
     runs[depth.depth_name("scpl", 16, 0)] = record(0.91)
     assert "a factor of 1.12" in depth.degradation(runs)[0] and depth.degradation(runs)[0].endswith("holds.")
+    # the best row is the best on validation, not on test
+    runs[depth.depth_name("greedy", 16, 0)] = {"summary": {"val_accuracy": 0.95, "test_accuracy": 0.89}}
+    assert "(greedy): test error 7.00 -> 11.00 %" in depth.degradation(runs)[0]
     assert depth.degradation({depth.depth_name("scpl", 16, 0): record(0.9)}) == []
 
 
@@ -392,3 +395,15 @@ def test_seeded_depth_rows_pair_each_seed_with_bp_and_average_validation(grid):
     assert f"| K={k} | {row} | s0 -1.00 / s1 -2.00 | -1.50 ± 0.71 | 90.00 ± 1.41 |" in table
     del runs[depth.depth_name("bp", 1, 1)]  # a seed without its BP run is not paired
     assert depth.paired_table(runs) == []
+
+
+def test_the_best_method_of_a_target_is_chosen_on_validation_and_judged_on_test(grid):
+    from grid import headline
+    def record(val: float, test: float) -> dict:
+        return {"summary": {"val_accuracy": val, "test_accuracy": test}}
+
+    runs = {headline.run_name("k8", "bp", 0): record(0.90, 0.90),
+            headline.run_name("k8", "scpl", 0): record(0.86, 0.899),  # closest on test
+            headline.run_name("k8", "greedy", 0): record(0.89, 0.892)}  # closest on validation
+    measured, outcome = headline.verdict(runs, headline.Target("k8", "best", 0.5))
+    assert measured == "greedy -0.80 (1 seed)" and outcome == "**missed by 0.30**"
