@@ -200,7 +200,7 @@ def test_a_lost_store_waits_for_a_broken_link_that_names_the_rank_that_died():
     assert alone.error().stage is None and "lost the process group's store" in str(alone.error())
     # this stage's own error stays as it is
     own = Failures(threading.Event())
-    own.add(2, ValueError("bad input"), "", first=True)
+    own.add(2, ValueError("bad input"), "")
     _report(own, grace=30.0)(None, RemoteStageFailure("lost the process group's store"))
     assert own.error().stage == 2 and str(own.items[0][1]) == "bad input" and len(own.items) == 2
     # a stage that finished cleanly during the wait records nothing
@@ -293,7 +293,7 @@ def test_a_lost_peer_is_announced_unless_a_cause_was_and_the_first_announcement_
     # the stage's own error is announced where it is raised, never as a lost peer
     store = dist.HashStore()
     own = Failures(threading.Event())
-    own.add(1, ValueError("bad input"), "", first=True)
+    own.add(1, ValueError("bad input"), "")
     _announce_lost_peer(own, store, rank=1)
     assert announced(store) is None
 

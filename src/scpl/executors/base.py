@@ -203,12 +203,10 @@ class Failures:
         self.abort = abort
         self.items: list[tuple[Optional[int], BaseException, str]] = []
 
-    def add(self, stage: Optional[int], exc: BaseException, text: Optional[str] = None,
-            first: bool = False) -> None:
-        """Record ``exc`` of ``stage`` (with the current traceback unless ``text`` is given) and abort;
-        ``first`` puts it ahead of failures recorded before (a stage's own error beats its effects)."""
-        item = (stage, exc, traceback.format_exc() if text is None else text)
-        self.items.insert(0, item) if first else self.items.append(item)
+    def add(self, stage: Optional[int], exc: BaseException, text: Optional[str] = None) -> None:
+        """Record ``exc`` of ``stage`` (with the current traceback unless ``text`` is given), after
+        the failures recorded before it, and abort."""
+        self.items.append((stage, exc, traceback.format_exc() if text is None else text))
         self.abort.set()
 
     def __bool__(self) -> bool:
