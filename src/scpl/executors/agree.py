@@ -15,7 +15,7 @@ import itertools
 from typing import Iterable, Optional, Sequence
 
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..block import Block
 from ..errors import ConfigError
@@ -27,13 +27,17 @@ def model_fingerprint(blocks: Sequence[Block]) -> str:
     block's layers (its part of the network; heads and objectives may differ between ranks)."""
     digest = hashlib.sha256()
     for k, block in enumerate(blocks):
-        layers = block.layers
         digest.update(f"block {k}\n".encode())
-        for name, module in layers.named_modules():
-            digest.update(f"{name}:{type(module).__name__}\n".encode())
-        for name, param in layers.named_parameters():
-            digest.update(f"{name}:{tuple(param.shape)}\n".encode())
+        _add_structure(digest, block.layers)
     return f"{len(blocks)} blocks, {digest.hexdigest()[:16]}"
+
+
+def _add_structure(digest, module: nn.Module) -> None:
+    """Feed ``module``'s structure to ``digest``: every submodule's type and parameter's shape."""
+    for name, sub in module.named_modules():
+        digest.update(f"{name}:{type(sub).__name__}\n".encode())
+    for name, param in module.named_parameters():
+        digest.update(f"{name}:{tuple(param.shape)}\n".encode())
 
 
 def same_model(blocks: Sequence[Block], group: Optional[dist.ProcessGroup] = None) -> None:
@@ -52,10 +56,7 @@ def block_fingerprint(block: Block) -> str:
     """The whole block, heads and objective included: every module's type and every parameter's
     shape. What the replicas of a stage must share."""
     digest = hashlib.sha256()
-    for name, module in block.named_modules():
-        digest.update(f"{name}:{type(module).__name__}\n".encode())
-    for name, param in block.named_parameters():
-        digest.update(f"{name}:{tuple(param.shape)}\n".encode())
+    _add_structure(digest, block)
     return digest.hexdigest()[:16]
 
 
